@@ -1,0 +1,8 @@
+//! Keel: a ZooKeeper-compatible coordination server on thread-per-core shards.
+//!
+//! Layers, bottom up: `proto` (wire codec, pure), `tree` (the data tree and its views, pure),
+//! `session` (session table and expiry, pure), `config` (zoo.cfg), then `io` (the runtime
+//! boundary), `shard` (client connections) and `server` (wiring). The pure layers never import
+//! `io`, `shard` or `server`.
+
+pub mod proto;
