@@ -5,4 +5,12 @@
 //! boundary), `shard` (client connections) and `server` (wiring). The pure layers never import
 //! `io`, `shard` or `server`.
 
+pub mod auth;
+pub mod config;
+pub mod io;
 pub mod proto;
+pub mod replica;
+pub mod server;
+pub mod session;
+pub mod shard;
+pub mod tree;

@@ -1,1 +1,65 @@
-fn main() {}
+//! `keel [zoo.cfg] [key=value ...]`: parse the configuration, validate it, run the server.
+//!
+//! With no arguments Keel runs standalone on 127.0.0.1:2181 with data under ./keel-data. A bad
+//! configuration prints one line and exits with status 2; nothing starts.
+
+use keel::config::Config;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const USAGE: &str = "usage: keel [path/to/zoo.cfg] [key=value ...]
+  With no zoo.cfg, runs a standalone server on 127.0.0.1:2181 with data under ./keel-data.
+  key=value pairs override zoo.cfg keys (ZooKeeper's names, e.g. clientPort=2182).";
+
+fn main() {
+    init_logging();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|arg| arg == "-h" || arg == "--help") {
+        println!("{USAGE}");
+        return;
+    }
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("keel: configuration error: {error}");
+            std::process::exit(2);
+        }
+    };
+    let server = match keel::server::start(config) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("keel: cannot start: {error}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(error) = server.join() {
+        eprintln!("keel: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn load_config(args: &[String]) -> Result<Config, String> {
+    let (file, overrides) = match args.first() {
+        Some(first) if !first.contains('=') => (Some(first.as_str()), &args[1..]),
+        _ => (None, args),
+    };
+    let mut config = match file {
+        Some(path) => Config::from_file(std::path::Path::new(path)).map_err(|e| e.to_string())?,
+        None => Config::embedded_default(),
+    };
+    for pair in overrides {
+        config.apply_override(pair).map_err(|e| e.to_string())?;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -9,10 +9,13 @@ pub mod data;
 pub mod error_code;
 pub mod jute;
 pub mod op_code;
+pub mod records;
 
 pub use data::{open_acl_unsafe, read_acl_unsafe, Acl, Id, Stat};
 pub use error_code::ErrorCode;
-pub use op_code::{op, perms, xid, AddWatchMode, CreateMode, EventType, WatcherType};
+pub use op_code::{
+    op, perms, xid, AddWatchMode, CreateMode, EventType, WatcherType, KEEPER_STATE_SYNC_CONNECTED,
+};
 
 /// Why bytes from the network could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

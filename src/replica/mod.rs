@@ -1,0 +1,381 @@
+//! replica: the replica core's sequential state — prep, zxids, apply, sessions — as a pure
+//! state machine.
+//!
+//! Owns: the authoritative data tree, the session table, the zxid counter and the batch of
+//! committed work not yet handed to the shards.
+//! Must not: do IO or read clocks. The driver (`server`) feeds it `Inbound` messages and ticks
+//! with the time, and ships each sealed `CommitBatch` to every shard. When the write-ahead log
+//! lands, the driver makes a batch durable between `seal_batch` and shipping it; nothing here
+//! changes shape for that.
+//! Invariants: zxids handed out increase by one per txn; a batch's view is the tree after its
+//! last entry; every write gets exactly one reply entry, in the order it arrived from its shard.
+
+use crate::proto::{op, ErrorCode, Id};
+use crate::session::{session_password, SessionTable};
+use crate::tree::{prep, DataTree, OpResult, PrepContext, Txn, TxnHeader, WatchTrigger, WriteOp};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where a reply goes: a shard and a connection on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub shard: u16,
+    pub conn: u64,
+}
+
+/// Work a shard hands to the replica core.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A handshake: a new session (`session_id == 0`) or a resume.
+    Connect {
+        route: Route,
+        session_id: i64,
+        password: [u8; 16],
+        timeout_ms: i32,
+    },
+    /// A state-changing request.
+    Write {
+        route: Route,
+        session_id: i64,
+        xid: i32,
+        op_code: i32,
+        op: WriteOp,
+        auth_ids: Arc<[Id]>,
+    },
+    /// `sync(path)`: answered once everything before it is committed.
+    Sync {
+        route: Route,
+        session_id: i64,
+        xid: i32,
+        path: String,
+    },
+    /// Sessions that showed traffic since the shard's last report.
+    Touch { session_ids: Vec<i64> },
+}
+
+/// The reply to one routed request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub route: Route,
+    pub xid: i32,
+    pub op_code: i32,
+    pub result: OpResult,
+}
+
+/// One entry of the commit stream, applied by every shard in order.
+#[derive(Debug, Clone)]
+pub enum CommitEntry {
+    Txn {
+        zxid: i64,
+        triggers: Vec<WatchTrigger>,
+        reply: Option<Reply>,
+        /// Set when this txn closed a session: shards drop its connection.
+        closed_session: Option<i64>,
+    },
+    SessionOpened {
+        route: Route,
+        session_id: i64,
+        timeout_ms: i32,
+        password: [u8; 16],
+    },
+    SessionRejected {
+        route: Route,
+    },
+    /// A session resumed elsewhere; its older connection is closed.
+    SessionMoved {
+        old: Route,
+    },
+    Synced {
+        route: Route,
+        xid: i32,
+        path: String,
+    },
+}
+
+/// Everything committed since the previous batch, with the tree as of its last entry.
+#[derive(Debug, Clone)]
+pub struct CommitBatch {
+    pub view: DataTree,
+    pub entries: Vec<CommitEntry>,
+}
+
+/// Limits and switches the replica core needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub server_id: u8,
+    pub tick_ms: i64,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub extended_types_enabled: bool,
+    pub skip_acl: bool,
+    pub container_check_interval_ms: i64,
+    pub container_never_used_ms: i64,
+    pub container_deletes_per_minute_max: usize,
+}
+
+/// The time as the driver reads it: wall clock for txn timestamps, monotonic for expiry.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub wall_ms: i64,
+    pub mono_ms: i64,
+}
+
+/// The replica core's state machine.
+#[derive(Debug)]
+pub struct Replica {
+    config: ReplicaConfig,
+    tree: DataTree,
+    sessions: SessionTable,
+    owners: HashMap<i64, Route>,
+    batch: Vec<CommitEntry>,
+    container_check_due_ms: i64,
+    /// Count of transactions committed since start, for `mntr`.
+    pub txn_count: u64,
+}
+
+impl Replica {
+    pub fn new(config: ReplicaConfig, tree: DataTree, now: Now) -> Replica {
+        assert!(config.min_session_timeout_ms <= config.max_session_timeout_ms);
+        let sessions = SessionTable::new(config.server_id, config.tick_ms, now.wall_ms);
+        let container_check_due_ms = now.mono_ms + config.container_check_interval_ms;
+        Replica {
+            config,
+            tree,
+            sessions,
+            owners: HashMap::new(),
+            batch: Vec::new(),
+            container_check_due_ms,
+            txn_count: 0,
+        }
+    }
+
+    pub fn tree(&self) -> &DataTree {
+        &self.tree
+    }
+
+    pub fn sessions(&self) -> &SessionTable {
+        &self.sessions
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    /// Hands over everything committed since the last call, with the current view.
+    pub fn seal_batch(&mut self) -> Option<CommitBatch> {
+        if self.batch.is_empty() {
+            return None;
+        }
+        Some(CommitBatch {
+            view: self.tree.clone(),
+            entries: std::mem::take(&mut self.batch),
+        })
+    }
+
+    /// Handles one message from a shard.
+    pub fn step(&mut self, message: Inbound, now: Now) {
+        match message {
+            Inbound::Connect {
+                route,
+                session_id,
+                password,
+                timeout_ms,
+            } => self.connect(route, session_id, password, timeout_ms, now),
+            Inbound::Write {
+                route,
+                session_id,
+                xid,
+                op_code,
+                op,
+                auth_ids,
+            } => self.write(route, session_id, xid, op_code, &op, &auth_ids, now),
+            Inbound::Sync {
+                route,
+                session_id,
+                xid,
+                path,
+            } => {
+                self.sessions.touch(session_id, now.mono_ms);
+                self.batch.push(CommitEntry::Synced { route, xid, path });
+            }
+            Inbound::Touch { session_ids } => {
+                for id in session_ids {
+                    self.sessions.touch(id, now.mono_ms);
+                }
+            }
+        }
+    }
+
+    fn negotiate_timeout(&self, requested_ms: i32) -> i32 {
+        requested_ms.clamp(
+            self.config.min_session_timeout_ms,
+            self.config.max_session_timeout_ms,
+        )
+    }
+
+    fn connect(&mut self, route: Route, id: i64, password: [u8; 16], timeout_ms: i32, now: Now) {
+        let timeout_ms = self.negotiate_timeout(timeout_ms);
+        if id == 0 {
+            let id = self.sessions.next_session_id();
+            self.sessions.add(id, timeout_ms, now.mono_ms);
+            self.owners.insert(id, route);
+            self.commit(
+                id,
+                0,
+                op::CREATE_SESSION,
+                Txn::CreateSession { timeout_ms },
+                now,
+            );
+            self.batch.push(CommitEntry::SessionOpened {
+                route,
+                session_id: id,
+                timeout_ms,
+                password: session_password(id),
+            });
+            return;
+        }
+        let valid = password == session_password(id) && self.sessions.touch(id, now.mono_ms);
+        if !valid {
+            self.batch.push(CommitEntry::SessionRejected { route });
+            return;
+        }
+        let timeout_ms = self.sessions.get(id).map_or(timeout_ms, |s| s.timeout_ms);
+        if let Some(old) = self.owners.insert(id, route) {
+            if old != route {
+                self.batch.push(CommitEntry::SessionMoved { old });
+            }
+        }
+        self.batch.push(CommitEntry::SessionOpened {
+            route,
+            session_id: id,
+            timeout_ms,
+            password,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        route: Route,
+        session_id: i64,
+        xid: i32,
+        op_code: i32,
+        op: &WriteOp,
+        auth_ids: &[Id],
+        now: Now,
+    ) {
+        let live = self.sessions.touch(session_id, now.mono_ms);
+        let txn = if live {
+            let context = PrepContext {
+                session_id,
+                auth_ids,
+                extended_types_enabled: self.config.extended_types_enabled,
+                skip_acl: self.config.skip_acl,
+                ephemeral_session_ok: true,
+            };
+            prep(&self.tree, op, &context)
+        } else {
+            Txn::Error {
+                err: ErrorCode::SessionExpired,
+            }
+        };
+        let closes = matches!(op, WriteOp::CloseSession) && live;
+        if closes {
+            self.sessions.set_closing(session_id);
+        }
+        let reply = Reply {
+            route,
+            xid,
+            op_code,
+            result: OpResult::Ok,
+        };
+        self.commit_with_reply(session_id, xid, op_code, txn, Some(reply), now);
+        if closes {
+            self.finish_close(session_id);
+        }
+    }
+
+    /// Gives `txn` the next zxid, applies it and records the commit entry.
+    fn commit(&mut self, session_id: i64, cxid: i32, op_code: i32, txn: Txn, now: Now) {
+        self.commit_with_reply(session_id, cxid, op_code, txn, None, now);
+    }
+
+    fn commit_with_reply(
+        &mut self,
+        session_id: i64,
+        cxid: i32,
+        op_code: i32,
+        txn: Txn,
+        reply: Option<Reply>,
+        now: Now,
+    ) {
+        let zxid = self.tree.last_zxid() + 1;
+        let header = TxnHeader {
+            session_id,
+            cxid,
+            zxid,
+            time_ms: now.wall_ms,
+            op: op_code,
+        };
+        let result = self.tree.apply(&header, &txn);
+        assert_eq!(self.tree.last_zxid(), zxid, "apply must advance the zxid");
+        self.txn_count += 1;
+        let closed_session = matches!(txn, Txn::CloseSession { .. }).then_some(session_id);
+        self.batch.push(CommitEntry::Txn {
+            zxid,
+            triggers: result.triggers,
+            reply: reply.map(|reply| Reply {
+                result: result.result,
+                ..reply
+            }),
+            closed_session,
+        });
+    }
+
+    fn finish_close(&mut self, session_id: i64) {
+        self.sessions.remove(session_id);
+        self.owners.remove(&session_id);
+    }
+
+    /// Expires sessions and reaps empty containers and TTL nodes. Call about once a tick.
+    pub fn tick(&mut self, now: Now) {
+        for session_id in self.sessions.expire(now.mono_ms) {
+            let txn = prep(
+                &self.tree,
+                &WriteOp::CloseSession,
+                &self.internal_context(session_id),
+            );
+            self.commit(session_id, 0, op::CLOSE_SESSION, txn, now);
+            self.finish_close(session_id);
+        }
+        if now.mono_ms >= self.container_check_due_ms {
+            self.container_check_due_ms = now.mono_ms + self.config.container_check_interval_ms;
+            self.reap_containers(now);
+        }
+    }
+
+    fn internal_context(&self, session_id: i64) -> PrepContext<'static> {
+        PrepContext {
+            session_id,
+            auth_ids: &[],
+            extended_types_enabled: self.config.extended_types_enabled,
+            skip_acl: true,
+            ephemeral_session_ok: true,
+        }
+    }
+
+    fn reap_containers(&mut self, now: Now) {
+        let candidates = self
+            .tree
+            .container_and_ttl_candidates(now.wall_ms, self.config.container_never_used_ms);
+        let per_check_max = self.config.container_deletes_per_minute_max.max(1);
+        for path in candidates.into_iter().take(per_check_max) {
+            let op = WriteOp::DeleteContainer { path };
+            let txn = prep(&self.tree, &op, &self.internal_context(0));
+            if matches!(txn, Txn::Error { .. }) {
+                continue;
+            }
+            self.commit(0, 0, op::DELETE_CONTAINER, txn, now);
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Four-letter words on the client port, in ZooKeeper 3.8's output formats.
+//!
+//! A command runs on the shard that accepted the connection. Server-wide figures come from
+//! `ServerStats`; connection and watch listings are this shard's.
+
+use crate::shard::Shard;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// The version string `srvr`, `stat`, `envi` and `mntr` report. Tools parse the leading
+/// ZooKeeper version, so it leads.
+pub const VERSION: &str = concat!("3.8.0-keel-", env!("CARGO_PKG_VERSION"), ", built on keel");
+
+/// Every command Keel answers.
+pub const COMMANDS: [&str; 15] = [
+    "ruok", "srvr", "stat", "conf", "cons", "crst", "srst", "mntr", "wchs", "wchc", "wchp", "dump",
+    "envi", "dirs", "isro",
+];
+
+/// Runs `command` (already known to be one of `COMMANDS`) and returns its text.
+pub fn run(command: &str, shard: &Shard) -> String {
+    if !shard.config.four_letter_word_allowed(command) {
+        return format!("{command} is not executed because it is not in the whitelist.\n");
+    }
+    match command {
+        "ruok" => "imok".to_owned(),
+        "srvr" => stats_text(shard, false),
+        "stat" => stats_text(shard, true),
+        "conf" => conf(shard),
+        "cons" => cons(shard),
+        "crst" => {
+            reset_connection_stats(shard);
+            "Connection stats reset.\n".to_owned()
+        }
+        "srst" => {
+            shard.stats.reset();
+            "Server stats reset.\n".to_owned()
+        }
+        "mntr" => mntr(shard),
+        "wchs" => wchs(shard),
+        "wchc" => wchc(shard),
+        "wchp" => wchp(shard),
+        "dump" => dump(shard),
+        "envi" => envi(),
+        "dirs" => dirs(shard),
+        "isro" => "rw".to_owned(),
+        _ => String::new(),
+    }
+}
+
+fn stats_text(shard: &Shard, with_clients: bool) -> String {
+    let stats = &shard.stats;
+    let mut out = format!("Zookeeper version: {VERSION}\n");
+    if with_clients {
+        out.push_str("Clients:\n");
+        for conn in sorted_conns(shard) {
+            out.push_str(&connection_line(&conn, true));
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    let (min, avg, max) = stats.latency_ms();
+    let _ = writeln!(
+        out,
+        "Latency min/avg/max: {}/{:?}/{}",
+        min as u64, avg, max as u64
+    );
+    let _ = writeln!(out, "Received: {}", stats.packets_received.load(Relaxed));
+    let _ = writeln!(out, "Sent: {}", stats.packets_sent.load(Relaxed));
+    let _ = writeln!(out, "Connections: {}", stats.connections.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "Outstanding: {}",
+        stats.outstanding.load(Relaxed).max(0)
+    );
+    let _ = writeln!(out, "Zxid: {:#x}", stats.last_zxid.load(Relaxed));
+    out.push_str("Mode: standalone\n");
+    let _ = writeln!(out, "Node count: {}", stats.node_count.load(Relaxed));
+    out
+}
+
+fn sorted_conns(shard: &Shard) -> Vec<std::rc::Rc<crate::shard::Conn>> {
+    let mut conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
+    conns.sort_by_key(|conn| conn.id);
+    conns
+}
+
+/// ZooKeeper's `dumpConnectionInfo`.
+fn connection_line(conn: &crate::shard::Conn, brief: bool) -> String {
+    let state = conn.state.borrow();
+    let mut line = format!(
+        " /{}[1](queued={},recved={},sent={}",
+        conn.peer,
+        state.queue.len(),
+        state.packets_received,
+        state.packets_sent
+    );
+    if !brief {
+        let established_ms = conn
+            .established
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let (min, avg, max) = match state.latency_us_sum.checked_div(state.latency_count) {
+            None => (0, 0, 0),
+            Some(avg_us) => (
+                state.latency_us_min / 1000,
+                avg_us / 1000,
+                state.latency_us_max / 1000,
+            ),
+        };
+        let _ = write!(
+            line,
+            ",sid={:#x},lop={},est={},to={},lcxid={:#x},lzxid={:#x},lresp={},llat={},minlat={},avglat={},maxlat={}",
+            state.session_id,
+            state.last_op,
+            established_ms,
+            state.timeout_ms,
+            state.last_cxid,
+            state.last_zxid,
+            established_ms,
+            0,
+            min,
+            avg,
+            max
+        );
+    }
+    line.push(')');
+    line
+}
+
+fn cons(shard: &Shard) -> String {
+    let mut out = String::new();
+    for conn in sorted_conns(shard) {
+        out.push_str(&connection_line(&conn, false));
+        out.push('\n');
+    }
+    out.push('\n');
+    out
+}
+
+fn reset_connection_stats(shard: &Shard) {
+    for conn in shard.conns.borrow().values() {
+        let mut state = conn.state.borrow_mut();
+        state.packets_received = 0;
+        state.packets_sent = 0;
+        state.latency_us_min = u64::MAX;
+        state.latency_us_max = 0;
+        state.latency_us_sum = 0;
+        state.latency_count = 0;
+    }
+}
+
+fn conf(shard: &Shard) -> String {
+    let mut out = String::new();
+    for (key, value) in shard.config.conf_lines() {
+        let _ = writeln!(out, "{key}={value}");
+    }
+    out
+}
+
+fn mntr(shard: &Shard) -> String {
+    let stats = &shard.stats;
+    let watches = shard.watches.borrow();
+    let (min, avg, max) = stats.latency_ms();
+    let lines: Vec<(&str, String)> = vec![
+        ("zk_version", VERSION.to_owned()),
+        ("zk_server_state", "standalone".to_owned()),
+        ("zk_avg_latency", format!("{avg:?}")),
+        ("zk_max_latency", (max as u64).to_string()),
+        ("zk_min_latency", (min as u64).to_string()),
+        (
+            "zk_packets_received",
+            stats.packets_received.load(Relaxed).to_string(),
+        ),
+        (
+            "zk_packets_sent",
+            stats.packets_sent.load(Relaxed).to_string(),
+        ),
+        (
+            "zk_num_alive_connections",
+            stats.connections.load(Relaxed).to_string(),
+        ),
+        (
+            "zk_outstanding_requests",
+            stats.outstanding.load(Relaxed).max(0).to_string(),
+        ),
+        ("zk_znode_count", stats.node_count.load(Relaxed).to_string()),
+        ("zk_watch_count", watches.watch_count().to_string()),
+        (
+            "zk_ephemerals_count",
+            stats.ephemerals_count.load(Relaxed).to_string(),
+        ),
+        (
+            "zk_approximate_data_size",
+            stats.approximate_data_size.load(Relaxed).to_string(),
+        ),
+        ("zk_open_file_descriptor_count", open_fd_count().to_string()),
+        ("zk_max_file_descriptor_count", max_fd_count().to_string()),
+        ("zk_uptime", stats.started.elapsed().as_millis().to_string()),
+        (
+            "zk_global_sessions",
+            stats.session_count.load(Relaxed).to_string(),
+        ),
+        ("zk_local_sessions", "0".to_owned()),
+        (
+            "zk_auth_failed_count",
+            stats.auth_failed_count.load(Relaxed).to_string(),
+        ),
+        (
+            "zk_connection_drop_count",
+            stats.connection_drop_count.load(Relaxed).to_string(),
+        ),
+        (
+            "zk_connection_rejected",
+            stats.connection_rejected.load(Relaxed).to_string(),
+        ),
+        (
+            "zk_bytes_received_count",
+            stats.bytes_received.load(Relaxed).to_string(),
+        ),
+        ("zk_quorum_size", "1".to_owned()),
+    ];
+    let mut out = String::new();
+    for (key, value) in lines {
+        let _ = writeln!(out, "{key}\t{value}");
+    }
+    out
+}
+
+fn open_fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
+fn max_fd_count() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if ok {
+        limit.rlim_cur
+    } else {
+        0
+    }
+}
+
+fn session_of(shard: &Shard, conn_id: u64) -> i64 {
+    shard
+        .conns
+        .borrow()
+        .get(&conn_id)
+        .map_or(0, |conn| conn.session_id())
+}
+
+fn wchs(shard: &Shard) -> String {
+    let watches = shard.watches.borrow();
+    format!(
+        "{} connections watching {} paths\nTotal watches:{}\n",
+        watches.conn_count(),
+        watches.path_count(),
+        watches.watch_count()
+    )
+}
+
+fn wchc(shard: &Shard) -> String {
+    let by_conn = shard.watches.borrow().by_conn();
+    let mut out = String::new();
+    for (conn_id, paths) in by_conn {
+        let _ = writeln!(out, "{:#x}", session_of(shard, conn_id));
+        for path in paths {
+            let _ = writeln!(out, "\t{path}");
+        }
+    }
+    out
+}
+
+fn wchp(shard: &Shard) -> String {
+    let by_path = shard.watches.borrow().by_path();
+    let mut out = String::new();
+    for (path, conns) in by_path {
+        let _ = writeln!(out, "{path}");
+        for conn_id in conns {
+            let _ = writeln!(out, "\t{:#x}", session_of(shard, conn_id));
+        }
+    }
+    out
+}
+
+fn dump(shard: &Shard) -> String {
+    let view = shard.view.borrow().clone();
+    let mut out = String::from("SessionTracker dump:\n");
+    let sessions = view.session_ids_with_ephemerals();
+    let _ = writeln!(
+        out,
+        "Global Sessions({}):",
+        shard.stats.session_count.load(Relaxed)
+    );
+    out.push_str("ephemeral nodes dump:\n");
+    let _ = writeln!(out, "Sessions with Ephemerals ({}):", sessions.len());
+    for session_id in sessions {
+        let _ = writeln!(out, "{session_id:#x}:");
+        for path in view.ephemerals(session_id) {
+            let _ = writeln!(out, "\t{path}");
+        }
+    }
+    out.push_str("Connections dump:\n");
+    let conns = sorted_conns(shard);
+    let _ = writeln!(out, "Connections Sets (1)/({})", conns.len());
+    for conn in conns {
+        let _ = writeln!(out, "{:#x}", conn.session_id());
+    }
+    out
+}
+
+fn envi() -> String {
+    let mut out = String::from("Environment:\n");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let os_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cwd = std::env::current_dir().map(|d| d.display().to_string());
+    let pairs = [
+        ("zookeeper.version", VERSION.to_owned()),
+        ("host.name", host.trim().to_owned()),
+        ("keel.version", env!("CARGO_PKG_VERSION").to_owned()),
+        ("os.name", "Linux".to_owned()),
+        ("os.arch", std::env::consts::ARCH.to_owned()),
+        ("os.version", os_release.trim().to_owned()),
+        ("user.name", std::env::var("USER").unwrap_or_default()),
+        ("user.home", std::env::var("HOME").unwrap_or_default()),
+        ("user.dir", cwd.unwrap_or_default()),
+    ];
+    for (key, value) in pairs {
+        let _ = writeln!(out, "{key}={value}");
+    }
+    out
+}
+
+fn dirs(shard: &Shard) -> String {
+    let data = dir_size(&shard.config.data_dir);
+    let log = dir_size(&shard.config.data_log_dir);
+    format!("datadir_size: {data}\nlogdir_size: {log}\n")
+}
+
+/// Bytes in the files directly under `dir` and its `version-2`.
+pub fn dir_size(dir: &std::path::Path) -> u64 {
+    let sum = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|meta| meta.len())
+                .sum()
+        })
+    };
+    sum(dir) + sum(&dir.join("version-2"))
+}

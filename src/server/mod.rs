@@ -1,0 +1,370 @@
+//! server: wiring — pins the replica core and the client shards, connects them with bounded
+//! cross-core queues, and runs until the process is stopped.
+//!
+//! Owns: executor threads, the replica core's driver loop (inbound queues → `Replica` →
+//! commit batches to every shard), ticks, and start-up errors.
+//! Layout: with N CPUs, CPU 0 of the list is the replica core and the other N-1 are shards;
+//! with one CPU, the replica core and one shard are two executors on that CPU.
+
+pub mod fourlw;
+pub mod stats;
+
+use crate::config::Config;
+use crate::io::{self, Pin, SharedReceiver, SharedSender, Signal};
+use crate::replica::{CommitBatch, Inbound, Now, Replica, ReplicaConfig};
+use crate::shard::{serve_connection, Limits, Shard};
+use crate::tree::{DataTree, WatchManager};
+use stats::ServerStats;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Bound of each shard → replica queue, in messages.
+const TO_REPLICA_QUEUE_MAX: usize = 4096;
+/// Bound of each replica → shard queue, in commit batches.
+const TO_SHARD_QUEUE_MAX: usize = 256;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start executor {name}: {source}")]
+    Executor {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read SASL users from {path}: {reason}")]
+    Jaas { path: String, reason: String },
+    #[error("an executor thread panicked")]
+    Panicked,
+}
+
+/// A running server, for tests and `main`.
+pub struct RunningServer {
+    pub client_addr: SocketAddr,
+    handles: Vec<io::ExecutorJoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Blocks until every executor ends.
+    ///
+    /// # Errors
+    /// An executor thread panicked.
+    pub fn join(self) -> Result<(), ServerError> {
+        for handle in self.handles {
+            handle.join().map_err(|_| ServerError::Panicked)?;
+        }
+        Ok(())
+    }
+}
+
+fn now(started: Instant) -> Now {
+    let wall_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let mono_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    Now { wall_ms, mono_ms }
+}
+
+/// Starts the replica core and the shards; returns once every shard listens.
+///
+/// # Errors
+/// A listener could not bind, an executor could not start, or the JAAS file is bad.
+pub fn start(config: Config) -> Result<RunningServer, ServerError> {
+    io::raise_memlock_limit();
+    let config = Arc::new(config);
+    let sasl_users = Arc::new(load_sasl_users(&config)?);
+    let cpus = config.cpu_list();
+    let pins: Vec<Pin> = if config.unpinned {
+        vec![Pin::Unpinned; cpus.len().max(1)]
+    } else {
+        cpus.iter().map(|&cpu| Pin::Cpu(cpu)).collect()
+    };
+    let replica_pin = pins.first().copied().unwrap_or(Pin::Unpinned);
+    let shard_pins: Vec<Pin> = match config.shards {
+        Some(count) => (0..count.max(1))
+            .map(|index| pins[(index + 1) % pins.len().max(1)])
+            .collect(),
+        None if pins.len() > 1 => pins[1..].to_vec(),
+        None => vec![replica_pin],
+    };
+    let stats = Arc::new(ServerStats::default());
+    let mut to_replica_receivers = Vec::new();
+    let mut to_shard_senders = Vec::new();
+    let mut handles = Vec::new();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, ServerError>>();
+    let tree = DataTree::new();
+    for (index, pin) in shard_pins.iter().enumerate() {
+        let (to_replica_tx, to_replica_rx) = io::cross_core_channel(TO_REPLICA_QUEUE_MAX);
+        let (to_shard_tx, to_shard_rx) = io::cross_core_channel(TO_SHARD_QUEUE_MAX);
+        to_replica_receivers.push(to_replica_rx);
+        to_shard_senders.push(to_shard_tx);
+        let context = ShardStart {
+            id: u16::try_from(index).unwrap_or(u16::MAX),
+            config: config.clone(),
+            stats: stats.clone(),
+            sasl_users: sasl_users.clone(),
+            to_replica: to_replica_tx,
+            from_replica: to_shard_rx,
+            view: tree.clone(),
+            ready: ready_tx.clone(),
+        };
+        let name = format!("keel-shard-{index}");
+        let handle = io::spawn_executor(&name, *pin, move || shard_main(context))
+            .map_err(|source| ServerError::Executor { name, source })?;
+        handles.push(handle);
+    }
+    let replica_context = ReplicaStart {
+        config: config.clone(),
+        stats,
+        inbound: to_replica_receivers,
+        outbound: to_shard_senders,
+        tree,
+    };
+    let handle = io::spawn_executor("keel-replica", replica_pin, move || {
+        replica_main(replica_context)
+    })
+    .map_err(|source| ServerError::Executor {
+        name: "keel-replica".into(),
+        source,
+    })?;
+    handles.push(handle);
+    drop(ready_tx);
+    let mut client_addr = None;
+    for _ in 0..shard_pins.len() {
+        match ready_rx.recv() {
+            Ok(Ok(addr)) => client_addr = Some(addr),
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(ServerError::Panicked),
+        }
+    }
+    let client_addr = client_addr.ok_or(ServerError::Panicked)?;
+    tracing::info!(
+        %client_addr,
+        shards = shard_pins.len(),
+        replica = ?replica_pin,
+        "keel serving (standalone; data is not yet persisted)"
+    );
+    Ok(RunningServer {
+        client_addr,
+        handles,
+    })
+}
+
+fn load_sasl_users(config: &Config) -> Result<HashMap<String, String>, ServerError> {
+    let Some(path) = config.jaas_config_path.as_ref() else {
+        return Ok(HashMap::new());
+    };
+    match crate::auth::load_server_users(path, &config.jaas_section) {
+        Ok(users) => Ok(users.unwrap_or_default()),
+        Err(error) => Err(ServerError::Jaas {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        }),
+    }
+}
+
+struct ReplicaStart {
+    config: Arc<Config>,
+    stats: Arc<ServerStats>,
+    inbound: Vec<SharedReceiver<Inbound>>,
+    outbound: Vec<SharedSender<Arc<CommitBatch>>>,
+    tree: DataTree,
+}
+
+fn replica_config(config: &Config) -> ReplicaConfig {
+    ReplicaConfig {
+        server_id: u8::try_from(config.server_id).unwrap_or(1),
+        tick_ms: i64::from(config.tick_time_ms),
+        min_session_timeout_ms: config.min_session_timeout_ms,
+        max_session_timeout_ms: config.max_session_timeout_ms,
+        extended_types_enabled: config.extended_types_enabled,
+        skip_acl: config.skip_acl,
+        container_check_interval_ms: config.container_check_interval_ms,
+        container_never_used_ms: config.container_max_never_used_interval_ms,
+        container_deletes_per_minute_max: config.container_max_per_minute,
+    }
+}
+
+/// The replica core: drains every shard's queue into the state machine, ticks it, and ships
+/// each batch to all shards.
+async fn replica_main(start: ReplicaStart) {
+    let started = Instant::now();
+    let replica = Rc::new(RefCell::new(Replica::new(
+        replica_config(&start.config),
+        start.tree,
+        now(started),
+    )));
+    let flush = Signal::new();
+    for receiver in start.inbound {
+        let replica = replica.clone();
+        let flush = flush.clone();
+        io::spawn_local(async move {
+            let receiver = receiver.connect().await;
+            while let Some(message) = receiver.recv().await {
+                replica.borrow_mut().step(message, now(started));
+                flush.notify();
+            }
+        })
+        .detach();
+    }
+    // Shards connect their sender before their receiver; connect ours in the same order
+    // (inbound tasks above are already waiting) or both sides wait on each other.
+    let mut outbound = Vec::new();
+    for sender in start.outbound {
+        outbound.push(sender.connect().await);
+    }
+    let tick_ms = u64::try_from(start.config.tick_time_ms).unwrap_or(2000);
+    {
+        let replica = replica.clone();
+        let flush = flush.clone();
+        io::spawn_local(async move {
+            loop {
+                io::sleep(Duration::from_millis((tick_ms / 2).max(10))).await;
+                replica.borrow_mut().tick(now(started));
+                flush.notify();
+            }
+        })
+        .detach();
+    }
+    loop {
+        flush.wait().await;
+        // Let the other inbound queues run first, so one batch carries all that is ready.
+        futures_lite::future::yield_now().await;
+        let batch = replica.borrow_mut().seal_batch();
+        let Some(batch) = batch else { continue };
+        publish_stats(&start.stats, &replica.borrow());
+        let batch = Arc::new(batch);
+        for sender in &outbound {
+            if sender.send(batch.clone()).await.is_err() {
+                tracing::error!("a shard stopped; the replica core stops");
+                return;
+            }
+        }
+    }
+}
+
+fn publish_stats(stats: &ServerStats, replica: &Replica) {
+    let tree = replica.tree();
+    stats.last_zxid.store(tree.last_zxid(), Relaxed);
+    stats.node_count.store(tree.node_count() as u64, Relaxed);
+    stats
+        .approximate_data_size
+        .store(tree.approximate_data_size(), Relaxed);
+    stats
+        .ephemerals_count
+        .store(tree.ephemeral_count() as u64, Relaxed);
+    stats
+        .session_count
+        .store(replica.sessions().len() as u64, Relaxed);
+}
+
+struct ShardStart {
+    id: u16,
+    config: Arc<Config>,
+    stats: Arc<ServerStats>,
+    sasl_users: Arc<HashMap<String, String>>,
+    to_replica: SharedSender<Inbound>,
+    from_replica: SharedReceiver<Arc<CommitBatch>>,
+    view: DataTree,
+    ready: mpsc::Sender<Result<SocketAddr, ServerError>>,
+}
+
+fn shard_limits(config: &Config) -> Limits {
+    Limits {
+        frame_bytes_max: config.jute_max_buffer_bytes,
+        outstanding_max: config.max_outstanding_per_session,
+        out_bytes_max: 4 << 20,
+        connections_max: config.connections_per_shard_max,
+        connections_per_ip_max: config.max_client_cnxns,
+    }
+}
+
+/// A client shard: listens (SO_REUSEPORT), serves connections, applies the commit stream.
+async fn shard_main(start: ShardStart) {
+    let addr = start.config.client_socket_addr();
+    let listener = match io::TcpListener::bind(addr) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let _ = start.ready.send(Err(ServerError::Listen {
+                addr,
+                source: std::io::Error::other(error.to_string()),
+            }));
+            return;
+        }
+    };
+    let local_addr = listener.local_addr().unwrap_or(addr);
+    let shard = Rc::new(Shard {
+        id: start.id,
+        limits: shard_limits(&start.config),
+        config: start.config.clone(),
+        stats: start.stats,
+        sasl_users: start.sasl_users,
+        to_replica: start.to_replica.connect().await,
+        view: RefCell::new(start.view),
+        watches: RefCell::new(WatchManager::default()),
+        conns: RefCell::new(HashMap::new()),
+        sessions: RefCell::new(HashMap::new()),
+        touched: RefCell::new(HashSet::new()),
+        next_conn: Cell::new(1),
+        stopping: Cell::new(false),
+        stop_signal: Signal::new(),
+    });
+    let from_replica = start.from_replica.connect().await;
+    {
+        let shard = shard.clone();
+        io::spawn_local(async move {
+            while let Some(batch) = from_replica.recv().await {
+                shard.apply_batch(&batch);
+            }
+        })
+        .detach();
+    }
+    spawn_touch_reporter(shard.clone(), start.config.tick_time_ms);
+    let _ = start.ready.send(Ok(local_addr));
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                io::spawn_local(serve_connection(shard.clone(), stream)).detach();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                io::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Reports the sessions with traffic to the replica core a few times per tick, so their
+/// expiry moves forward without a cross-core message per packet.
+fn spawn_touch_reporter(shard: Rc<Shard>, tick_time_ms: i32) {
+    let interval_ms = u64::try_from(tick_time_ms / 4)
+        .unwrap_or(250)
+        .clamp(10, 250);
+    io::spawn_local(async move {
+        loop {
+            io::sleep(Duration::from_millis(interval_ms)).await;
+            let session_ids = shard.take_touched();
+            if session_ids.is_empty() {
+                continue;
+            }
+            if shard
+                .to_replica
+                .send(Inbound::Touch { session_ids })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .detach();
+}

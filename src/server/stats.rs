@@ -1,0 +1,84 @@
+//! Server-wide counters read by the four-letter words. Updated with relaxed atomics: they are
+//! statistics, never used to make a decision.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+#[derive(Debug)]
+pub struct ServerStats {
+    pub started: Instant,
+    pub packets_received: AtomicU64,
+    pub packets_sent: AtomicU64,
+    pub connections: AtomicU64,
+    pub outstanding: AtomicI64,
+    pub latency_us_min: AtomicU64,
+    pub latency_us_max: AtomicU64,
+    pub latency_us_sum: AtomicU64,
+    pub latency_count: AtomicU64,
+    pub auth_failed_count: AtomicU64,
+    pub connection_drop_count: AtomicU64,
+    pub connection_rejected: AtomicU64,
+    pub bytes_received: AtomicU64,
+    /// Published by the replica core after each batch.
+    pub last_zxid: AtomicI64,
+    pub node_count: AtomicU64,
+    pub session_count: AtomicU64,
+    pub approximate_data_size: AtomicU64,
+    pub ephemerals_count: AtomicU64,
+}
+
+impl Default for ServerStats {
+    fn default() -> Self {
+        ServerStats {
+            started: Instant::now(),
+            packets_received: AtomicU64::new(0),
+            packets_sent: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            outstanding: AtomicI64::new(0),
+            latency_us_min: AtomicU64::new(u64::MAX),
+            latency_us_max: AtomicU64::new(0),
+            latency_us_sum: AtomicU64::new(0),
+            latency_count: AtomicU64::new(0),
+            auth_failed_count: AtomicU64::new(0),
+            connection_drop_count: AtomicU64::new(0),
+            connection_rejected: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            last_zxid: AtomicI64::new(0),
+            node_count: AtomicU64::new(0),
+            session_count: AtomicU64::new(0),
+            approximate_data_size: AtomicU64::new(0),
+            ephemerals_count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ServerStats {
+    pub fn record_latency(&self, latency_us: u64) {
+        self.latency_us_min.fetch_min(latency_us, Relaxed);
+        self.latency_us_max.fetch_max(latency_us, Relaxed);
+        self.latency_us_sum.fetch_add(latency_us, Relaxed);
+        self.latency_count.fetch_add(1, Relaxed);
+    }
+
+    /// (min, avg, max) in milliseconds, as ZooKeeper prints them.
+    pub fn latency_ms(&self) -> (f64, f64, f64) {
+        let count = self.latency_count.load(Relaxed);
+        if count == 0 {
+            return (0.0, 0.0, 0.0);
+        }
+        let min = self.latency_us_min.load(Relaxed) as f64 / 1000.0;
+        let max = self.latency_us_max.load(Relaxed) as f64 / 1000.0;
+        let avg = self.latency_us_sum.load(Relaxed) as f64 / count as f64 / 1000.0;
+        (min, avg, max)
+    }
+
+    /// `srst`: resets the latency and packet figures.
+    pub fn reset(&self) {
+        self.packets_received.store(0, Relaxed);
+        self.packets_sent.store(0, Relaxed);
+        self.latency_us_min.store(u64::MAX, Relaxed);
+        self.latency_us_max.store(0, Relaxed);
+        self.latency_us_sum.store(0, Relaxed);
+        self.latency_count.store(0, Relaxed);
+    }
+}

@@ -1,0 +1,193 @@
+//! shard: one client-serving core — accepts connections, decodes frames, serves reads from its
+//! current tree view, keeps its sessions' watches, forwards writes to the replica core and
+//! applies the commit stream.
+//!
+//! Owns (per core, never shared): sockets, connection state, the watch registry, the view.
+//! Must not: mutate the tree (only the replica core does), block, or grow a queue without bound.
+//! Invariants (DESIGN.md §2):
+//! - a commit batch is applied atomically between reads: triggers first, then the view switch,
+//!   then replies, so a watch set by a read at view Z fires for the first change after Z;
+//! - a connection's replies leave in request order; a read issued after the session's pending
+//!   write waits for that write's commit;
+//! - backpressure: a connection stops being read while it has `outstanding_max` requests in
+//!   flight or `out_bytes_max` unsent bytes; a full replica queue stalls the sender.
+
+mod conn;
+mod read;
+mod reply;
+
+use crate::config::Config;
+use crate::io::{ConnectedSender, Signal};
+use crate::proto::EventType;
+use crate::replica::{CommitBatch, CommitEntry, Inbound, Route};
+use crate::server::stats::ServerStats;
+use crate::tree::{ConnId, DataTree, WatchManager};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub use conn::{serve_connection, Conn};
+
+/// Per-connection limits, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub frame_bytes_max: u32,
+    pub outstanding_max: usize,
+    pub out_bytes_max: usize,
+    pub connections_max: usize,
+    pub connections_per_ip_max: usize,
+}
+
+/// The state of one shard, shared by its tasks through `Rc`.
+pub struct Shard {
+    pub id: u16,
+    pub config: Arc<Config>,
+    pub limits: Limits,
+    pub stats: Arc<ServerStats>,
+    pub sasl_users: Arc<HashMap<String, String>>,
+    pub to_replica: ConnectedSender<Inbound>,
+    pub view: RefCell<DataTree>,
+    pub watches: RefCell<WatchManager>,
+    pub conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
+    pub sessions: RefCell<HashMap<i64, ConnId>>,
+    pub touched: RefCell<HashSet<i64>>,
+    pub next_conn: Cell<u64>,
+    /// Raised when the shard stops: accept loops and connections end.
+    pub stopping: Cell<bool>,
+    pub stop_signal: Signal,
+}
+
+impl Shard {
+    pub fn route(&self, conn: ConnId) -> Route {
+        Route {
+            shard: self.id,
+            conn,
+        }
+    }
+
+    pub fn allocate_conn_id(&self) -> ConnId {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        (u64::from(self.id) << 48) | id
+    }
+
+    fn conn(&self, id: ConnId) -> Option<Rc<Conn>> {
+        self.conns.borrow().get(&id).cloned()
+    }
+
+    /// Applies one commit batch: watch triggers, then the new view, then replies.
+    pub fn apply_batch(&self, batch: &CommitBatch) {
+        self.fire_triggers(batch);
+        *self.view.borrow_mut() = batch.view.clone();
+        for entry in &batch.entries {
+            self.route_entry(entry);
+        }
+    }
+
+    fn fire_triggers(&self, batch: &CommitBatch) {
+        let mut watches = self.watches.borrow_mut();
+        for entry in &batch.entries {
+            let CommitEntry::Txn { triggers, .. } = entry else {
+                continue;
+            };
+            for trigger in triggers {
+                for (conn_id, event, path) in watches.trigger(trigger) {
+                    if let Some(conn) = self.conn(conn_id) {
+                        conn.notify_watch(event, &path);
+                    }
+                }
+            }
+        }
+    }
+
+    fn route_entry(&self, entry: &CommitEntry) {
+        match entry {
+            CommitEntry::Txn {
+                reply,
+                closed_session,
+                ..
+            } => {
+                if let Some(reply) = reply.as_ref().filter(|r| r.route.shard == self.id) {
+                    if let Some(conn) = self.conn(reply.route.conn) {
+                        conn.complete_write(self, reply.xid, &reply.result);
+                    }
+                }
+                if let Some(session_id) = closed_session {
+                    self.close_session_conn(*session_id);
+                }
+            }
+            CommitEntry::SessionOpened {
+                route,
+                session_id,
+                timeout_ms,
+                password,
+            } if route.shard == self.id => {
+                if let Some(conn) = self.conn(route.conn) {
+                    self.sessions.borrow_mut().insert(*session_id, route.conn);
+                    conn.open_session(*session_id, *timeout_ms, *password);
+                }
+            }
+            CommitEntry::SessionRejected { route } if route.shard == self.id => {
+                if let Some(conn) = self.conn(route.conn) {
+                    conn.reject_session();
+                }
+            }
+            CommitEntry::SessionMoved { old } if old.shard == self.id => {
+                if let Some(conn) = self.conn(old.conn) {
+                    conn.close();
+                }
+            }
+            CommitEntry::Synced { route, xid, path } if route.shard == self.id => {
+                if let Some(conn) = self.conn(route.conn) {
+                    conn.complete_sync(self, *xid, path);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A session ended (closeSession or expiry): its connection here, if any, is closed.
+    fn close_session_conn(&self, session_id: i64) {
+        let conn_id = self.sessions.borrow_mut().remove(&session_id);
+        if let Some(conn) = conn_id.and_then(|id| self.conn(id)) {
+            conn.close();
+        }
+    }
+
+    /// Forgets a connection that has ended.
+    pub fn drop_conn(&self, conn: &Conn) {
+        self.conns.borrow_mut().remove(&conn.id);
+        self.watches.borrow_mut().remove_conn(conn.id);
+        let session_id = conn.session_id();
+        let mut sessions = self.sessions.borrow_mut();
+        if sessions.get(&session_id) == Some(&conn.id) {
+            sessions.remove(&session_id);
+        }
+    }
+
+    /// Sessions with traffic since the last call.
+    pub fn take_touched(&self) -> Vec<i64> {
+        self.touched.borrow_mut().drain().collect()
+    }
+
+    pub fn connections_from(&self, ip: std::net::IpAddr) -> usize {
+        self.conns
+            .borrow()
+            .values()
+            .filter(|conn| conn.peer.ip() == ip)
+            .count()
+    }
+}
+
+/// Notification event types as sent on the wire.
+pub fn event_code(event: EventType) -> i32 {
+    event as i32
+}
+
+/// The four-letter word in a connection's first 4 bytes, if they are one.
+pub fn fourlw_command(first: &[u8]) -> Option<&'static str> {
+    crate::server::fourlw::COMMANDS
+        .into_iter()
+        .find(|command| command.as_bytes() == first)
+}

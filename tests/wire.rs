@@ -1,0 +1,294 @@
+//! Byte-level tests of the client protocol against an in-process server on 127.0.0.1.
+
+use keel::config::Config;
+use keel::proto::jute::{Reader, Writer};
+use keel::proto::records::{encode, ConnectRequest};
+use keel::proto::{op, open_acl_unsafe, Stat};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// One server for the whole file: unpinned, one shard, an ephemeral port.
+fn server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let mut config = Config::embedded_default();
+        for pair in [
+            "clientPort=0",
+            "keel.unpinned=true",
+            "keel.shards=1",
+            "4lw.commands.whitelist=*",
+            "tickTime=200",
+            "minSessionTimeout=400",
+        ] {
+            config.apply_override(pair).expect("override");
+        }
+        let server = keel::server::start(config).expect("server starts");
+        let addr = server.client_addr;
+        std::thread::spawn(move || server.join());
+        addr
+    })
+}
+
+struct Client {
+    stream: TcpStream,
+    session_id: i64,
+    xid: i32,
+}
+
+fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut payload = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut payload)?;
+    Ok(payload)
+}
+
+impl Client {
+    fn connect() -> Client {
+        let mut stream = TcpStream::connect(server()).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut out = Vec::new();
+        ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            timeout_ms: 30_000,
+            session_id: 0,
+            password: &[0; 16],
+            read_only: Some(false),
+        }
+        .encode(&mut out);
+        stream.write_all(&out).expect("send connect");
+        let reply = read_frame(&mut stream).expect("connect response");
+        assert_eq!(reply.len(), 37, "ConnectResponse with the readOnly byte");
+        let mut r = Reader::new(&reply);
+        assert_eq!(r.read_i32().unwrap(), 0);
+        let timeout_ms = r.read_i32().unwrap();
+        assert_eq!(timeout_ms, 4000, "clamped to maxSessionTimeout = 20 ticks");
+        let session_id = r.read_i64().unwrap();
+        assert_eq!(session_id >> 56, 1, "standalone server id in the top byte");
+        let password = r.read_buffer().unwrap().unwrap();
+        assert_eq!(password, keel::session::session_password(session_id));
+        assert!(!r.read_bool().unwrap());
+        Client {
+            stream,
+            session_id,
+            xid: 0,
+        }
+    }
+
+    fn send(&mut self, code: i32, body: impl FnOnce(&mut Writer<'_>)) -> i32 {
+        self.xid += 1;
+        let mut out = Vec::new();
+        encode::request(&mut out, self.xid, code, body);
+        self.stream.write_all(&out).expect("send");
+        self.xid
+    }
+
+    /// Reads one reply: (xid, zxid, err, body).
+    fn recv(&mut self) -> (i32, i64, i32, Vec<u8>) {
+        let frame = read_frame(&mut self.stream).expect("reply");
+        let mut r = Reader::new(&frame);
+        let xid = r.read_i32().unwrap();
+        let zxid = r.read_i64().unwrap();
+        let err = r.read_i32().unwrap();
+        (xid, zxid, err, frame[16..].to_vec())
+    }
+
+    fn create(&mut self, path: &str, data: &[u8], flags: i32) -> (i32, Vec<u8>) {
+        let xid = self.send(op::CREATE2, |w| {
+            encode::create(w, path, data, &open_acl_unsafe(), flags)
+        });
+        let (reply_xid, _, err, body) = self.recv();
+        assert_eq!(reply_xid, xid);
+        (err, body)
+    }
+}
+
+fn unique(name: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("/{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[test]
+fn create_then_get_data_returns_the_bytes_and_stat() {
+    // A created node reads back with its data and a Stat whose zxids match the create.
+    let mut client = Client::connect();
+    let path = unique("node");
+    let (err, body) = client.create(&path, b"hello", 0);
+    assert_eq!(err, 0);
+    let mut r = Reader::new(&body);
+    assert_eq!(r.read_ustring().unwrap(), Some(path.as_str()));
+    let created = Stat::read(&mut r).unwrap();
+    assert_eq!(created.version, 0);
+    assert_eq!(created.czxid, created.mzxid);
+    assert_eq!(created.czxid, created.pzxid);
+    assert_eq!(created.data_length, 5);
+    let xid = client.send(op::GET_DATA, |w| encode::path_watch(w, &path, false));
+    let (reply_xid, zxid, err, body) = client.recv();
+    assert_eq!((reply_xid, err), (xid, 0));
+    assert!(zxid >= created.czxid);
+    let mut r = Reader::new(&body);
+    assert_eq!(r.read_buffer().unwrap(), Some(&b"hello"[..]));
+    assert_eq!(Stat::read(&mut r).unwrap(), created);
+}
+
+#[test]
+fn pipelined_read_sees_the_sessions_earlier_write() {
+    // A getData sent right behind a setData, in the same TCP write, sees the new value.
+    let mut client = Client::connect();
+    let path = unique("fifo");
+    assert_eq!(client.create(&path, b"v0", 0).0, 0);
+    let mut out = Vec::new();
+    for round in 1..=20 {
+        let value = format!("v{round}");
+        encode::request(&mut out, 1000 + round * 2, op::SET_DATA, |w| {
+            encode::set_data(w, &path, value.as_bytes(), -1)
+        });
+        encode::request(&mut out, 1001 + round * 2, op::GET_DATA, |w| {
+            encode::path_watch(w, &path, false)
+        });
+    }
+    client.stream.write_all(&out).unwrap();
+    for round in 1..=20 {
+        let (xid, _, err, _) = client.recv();
+        assert_eq!(
+            (xid, err),
+            (1000 + round * 2, 0),
+            "replies in request order"
+        );
+        let (xid, _, err, body) = client.recv();
+        assert_eq!((xid, err), (1001 + round * 2, 0));
+        let mut r = Reader::new(&body);
+        let expected = format!("v{round}");
+        assert_eq!(r.read_buffer().unwrap(), Some(expected.as_bytes()));
+        assert_eq!(Stat::read(&mut r).unwrap().version, round);
+    }
+}
+
+#[test]
+fn data_watch_fires_once_for_another_sessions_write() {
+    // A one-shot data watch delivers NodeDataChanged for the first change and not the second.
+    let mut watcher = Client::connect();
+    let mut writer = Client::connect();
+    let path = unique("watched");
+    assert_eq!(writer.create(&path, b"a", 0).0, 0);
+    let xid = watcher.send(op::GET_DATA, |w| encode::path_watch(w, &path, true));
+    assert_eq!(watcher.recv().0, xid);
+    for value in [&b"b"[..], b"c"] {
+        let xid = writer.send(op::SET_DATA, |w| encode::set_data(w, &path, value, -1));
+        assert_eq!(writer.recv().0, xid);
+    }
+    let (xid, zxid, err, body) = watcher.recv();
+    assert_eq!(
+        (xid, zxid, err),
+        (-1, -1, 0),
+        "a notification, zxid -1 as in 3.8"
+    );
+    let mut r = Reader::new(&body);
+    assert_eq!(r.read_i32().unwrap(), 3, "NodeDataChanged");
+    assert_eq!(r.read_i32().unwrap(), 3, "SyncConnected");
+    assert_eq!(r.read_ustring().unwrap(), Some(path.as_str()));
+    let ping = watcher.send(op::PING, |_| {});
+    let _ = ping;
+    let (xid, _, _, _) = watcher.recv();
+    assert_eq!(
+        xid, -2,
+        "only the ping reply follows: the watch was one-shot"
+    );
+}
+
+#[test]
+fn garbage_and_oversized_frames_close_only_their_connection() {
+    // Bad frames close the sender's connection; a healthy session keeps working throughout.
+    let mut healthy = Client::connect();
+    let path = unique("survivor");
+    assert_eq!(healthy.create(&path, b"ok", 0).0, 0);
+    let bad_inputs: Vec<Vec<u8>> = vec![
+        0x7fff_ffffu32.to_be_bytes().to_vec(),
+        (-5i32).to_be_bytes().to_vec(),
+        vec![0, 0, 0, 8, 1, 2, 3],
+        vec![0, 0, 0, 3, 0xde, 0xad, 0xbe],
+    ];
+    for bytes in bad_inputs {
+        let mut bad = TcpStream::connect(server()).unwrap();
+        bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        bad.write_all(&bytes).unwrap();
+        let _ = bad.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = bad.read_to_end(&mut sink);
+        let xid = healthy.send(op::EXISTS, |w| encode::path_watch(w, &path, false));
+        let (reply_xid, _, err, _) = healthy.recv();
+        assert_eq!((reply_xid, err), (xid, 0));
+    }
+    // A garbage request on an open session closes that session's connection.
+    let mut victim = Client::connect();
+    victim.stream.write_all(&[0, 0, 0, 2, 0xff, 0xff]).unwrap();
+    let mut sink = Vec::new();
+    let read = victim.stream.read_to_end(&mut sink);
+    assert!(matches!(read, Ok(0)) || read.is_err() || sink.is_empty());
+    let xid = healthy.send(op::EXISTS, |w| encode::path_watch(w, &path, false));
+    assert_eq!(healthy.recv().0, xid);
+}
+
+#[test]
+fn ruok_answers_imok_and_closes() {
+    // The four-letter word ruok is answered on the client port.
+    let mut stream = TcpStream::connect(server()).unwrap();
+    stream.write_all(b"ruok").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "imok");
+}
+
+#[test]
+fn resumed_session_keeps_its_ephemerals() {
+    // Reconnecting with id and password keeps the session; a wrong password is refused.
+    let mut first = Client::connect();
+    let path = unique("eph");
+    assert_eq!(first.create(&path, b"", 1).0, 0);
+    let password = keel::session::session_password(first.session_id);
+    let session_id = first.session_id;
+    drop(first);
+    for (password, accepted) in [(password, true), ([7u8; 16], false)] {
+        let mut stream = TcpStream::connect(server()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut out = Vec::new();
+        ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            timeout_ms: 4000,
+            session_id,
+            password: &password,
+            read_only: Some(false),
+        }
+        .encode(&mut out);
+        stream.write_all(&out).unwrap();
+        let reply = read_frame(&mut stream).unwrap();
+        let mut r = Reader::new(&reply);
+        r.read_i32().unwrap();
+        let timeout_ms = r.read_i32().unwrap();
+        let resumed_id = r.read_i64().unwrap();
+        if accepted {
+            assert_eq!((timeout_ms, resumed_id), (4000, session_id));
+        } else {
+            assert_eq!(
+                (timeout_ms, resumed_id),
+                (0, 0),
+                "expired/invalid session answer"
+            );
+        }
+    }
+    let mut other = Client::connect();
+    let xid = other.send(op::EXISTS, |w| encode::path_watch(w, &path, false));
+    let (reply_xid, _, err, body) = other.recv();
+    assert_eq!((reply_xid, err), (xid, 0));
+    let stat = Stat::read(&mut Reader::new(&body)).unwrap();
+    assert_eq!(stat.ephemeral_owner, session_id);
+}
