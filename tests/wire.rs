@@ -292,3 +292,69 @@ fn resumed_session_keeps_its_ephemerals() {
     let stat = Stat::read(&mut Reader::new(&body)).unwrap();
     assert_eq!(stat.ephemeral_owner, session_id);
 }
+
+#[test]
+fn a_healthy_session_sees_no_error_while_others_misbehave() {
+    // While attackers send garbage, oversized prefixes, half frames and churn 2000 connections,
+    // a well-behaved client's writes and reads all succeed and read back what it wrote.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // The healthy session connects first: during the storm, more than maxClientCnxns (60)
+    // connections from 127.0.0.1 may be open at once, and new ones are then refused, as
+    // ZooKeeper refuses them.
+    let mut client = Client::connect();
+    let path = unique("steady");
+    assert_eq!(client.create(&path, b"0", 0).0, 0);
+    let done = Arc::new(AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for kind in 0..4u32 {
+        let done = done.clone();
+        attackers.push(std::thread::spawn(move || {
+            let mut count = 0u32;
+            while !done.load(Ordering::Relaxed) && count < 500 {
+                count += 1;
+                let Ok(mut stream) = TcpStream::connect(server()) else {
+                    continue;
+                };
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+                let bytes: Vec<u8> = match kind {
+                    0 => (0..64u32).map(|i| (i * 37 + count) as u8).collect(),
+                    1 => 0x4000_0000u32.to_be_bytes().to_vec(),
+                    2 => {
+                        let mut half = 45i32.to_be_bytes().to_vec();
+                        half.extend_from_slice(&[0u8; 20]);
+                        half
+                    }
+                    _ => Vec::new(),
+                };
+                let _ = stream.write_all(&bytes);
+                drop(stream);
+            }
+            count
+        }));
+    }
+    for round in 1..=300 {
+        let value = round.to_string();
+        let xid = client.send(op::SET_DATA, |w| {
+            encode::set_data(w, &path, value.as_bytes(), -1)
+        });
+        let (reply_xid, _, err, _) = client.recv();
+        assert_eq!((reply_xid, err), (xid, 0), "setData round {round}");
+        let xid = client.send(op::GET_DATA, |w| encode::path_watch(w, &path, false));
+        let (reply_xid, _, err, body) = client.recv();
+        assert_eq!((reply_xid, err), (xid, 0), "getData round {round}");
+        let data = Reader::new(&body)
+            .read_buffer()
+            .unwrap()
+            .map(<[u8]>::to_vec);
+        assert_eq!(data, Some(value.into_bytes()));
+    }
+    done.store(true, Ordering::Relaxed);
+    let churned: u32 = attackers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(churned > 0);
+    // The server still accepts new sessions once the dropped connections have drained.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut late = Client::connect();
+    let xid = late.send(op::EXISTS, |w| encode::path_watch(w, &path, false));
+    assert_eq!(late.recv().0, xid);
+}

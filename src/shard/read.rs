@@ -237,13 +237,21 @@ impl Reader<'_> {
         });
     }
 
+    /// whoAmI: the connection's ids as ZooKeeper reports them — provider user names (a
+    /// digest id shows only its user), ids from auth packets ahead of the automatic `ip` one.
     fn who_am_i(&self, out: &mut Vec<u8>) {
-        let ids = self.auth_ids;
+        let (ip_ids, other_ids): (Vec<&Id>, Vec<&Id>) =
+            self.auth_ids.iter().partition(|id| &*id.scheme == "ip");
+        let ids: Vec<&Id> = other_ids.into_iter().chain(ip_ids).collect();
         self.reply(out, |w| {
             w.write_vec_len(ids.len());
             for id in ids {
+                let user = match &*id.scheme {
+                    "digest" => id.id.split(':').next().unwrap_or(""),
+                    _ => &id.id,
+                };
                 w.write_string(&id.scheme);
-                w.write_string(&id.id);
+                w.write_string(user);
             }
         });
     }

@@ -186,8 +186,8 @@ pub fn mask_digest_acl(acl: &[Acl]) -> Vec<Acl> {
         .collect()
 }
 
-/// The ACL a getACL caller may see, following ZooKeeper: with ADMIN (or READ-only callers
-/// that are super) the full list, else digest hashes masked.
+/// The ACL a getACL caller may see, following ZooKeeper: the full list with ADMIN (a super
+/// id has it), else with digest hashes masked.
 pub fn visible_acl(acl: &[Acl], ids: &[Id]) -> Vec<Acl> {
     if check_acl(acl, perms::ADMIN, ids) {
         acl.to_vec()

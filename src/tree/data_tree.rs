@@ -9,7 +9,7 @@
 //! same batch mutate in place.
 
 use super::node::{ChildIter, Name, Node, NodeKind};
-use super::path::{java_length, split_parent, watch_path};
+use super::path::{java_length, split_parent, validate_path, watch_path};
 use super::txn::{CreateKind, OpResult, Txn, TxnHeader, TxnResult, WatchTrigger};
 use crate::proto::{op, open_acl_unsafe, read_acl_unsafe, Acl, ErrorCode, EventType, Stat};
 use imbl::{OrdMap, OrdSet};
@@ -530,17 +530,20 @@ impl DataTree {
         args: &CreateArgs<'_>,
         triggers: &mut Vec<WatchTrigger>,
     ) -> Result<OpResult, ErrorCode> {
-        let (parent_path, name) = split_parent(args.path).ok_or(ErrorCode::NoNode)?;
+        // Prep only produces valid paths; checking again keeps a foreign or damaged log from
+        // creating a node under a non-canonical path ("//a") that the indexes would misname.
+        validate_path(args.path)?;
+        let (parent_path, name) = split_parent(args.path).ok_or(ErrorCode::BadArguments)?;
         if name.is_empty() {
-            // "/" exists; any other path ending in "/" names no valid node.
-            return Err(if parent_path.is_empty() {
-                ErrorCode::NodeExists
-            } else {
-                ErrorCode::BadArguments
-            });
+            return Err(ErrorCode::NodeExists);
         }
         let (kind, owner) = stored_kind(args.kind, args.ephemeral_owner)?;
         let parent = self.lookup(parent_path).ok_or(ErrorCode::NoNode)?;
+        if parent.kind == NodeKind::Ephemeral {
+            // ZooKeeper checks this in prep only; refusing here too keeps ephemerals leaves
+            // whatever a log says.
+            return Err(ErrorCode::NoChildrenForEphemerals);
+        }
         if parent.child(name.as_bytes()).is_some() {
             // ZooKeeper re-points an existing node's ACL before failing (a replay repair).
             self.replace_acl(args.path, args.acl);
@@ -644,9 +647,10 @@ impl DataTree {
         zxid: i64,
         triggers: &mut Vec<WatchTrigger>,
     ) -> Result<(), ErrorCode> {
+        // A non-canonical path ("//a", "/a/") names no node; touch nothing.
+        validate_path(path).map_err(|_| ErrorCode::NoNode)?;
         let (parent_path, name) = split_parent(path).ok_or(ErrorCode::NoNode)?;
         if name.is_empty() {
-            // "/" and paths ending in "/" name no deletable node; touch nothing.
             return Err(ErrorCode::NoNode);
         }
         let parent = self.lookup(parent_path).ok_or(ErrorCode::NoNode)?;

@@ -10,22 +10,30 @@
 //! (ephemerals per session, containers/TTLs, interned ACL counts, data size) match a full
 //! recount; ephemerals have no children; child tables are sorted and never empty.
 //!
-//! View design: persistent (MVCC) tree, chosen over per-shard replicas. A `DataTree` is an
-//! `Arc` root plus persistent indexes, so `clone()` is O(1) and yields an immutable,
-//! `Send + Sync` view; the replica core keeps mutating its copy with path copying
-//! (`Arc::make_mut` from the root to the changed node), shards read old clones lock-free and
-//! memory holds one copy of the data, not one per shard. The tree is hierarchical: each node
-//! owns its child table (a sorted vector up to 32 children, an `imbl::OrdMap` B-tree above),
-//! keyed by the child's name stored inline (≤22 bytes) in a 24-byte key, so full paths are not
-//! stored at all. A lookup costs one table search per path segment.
+//! View design: a persistent (MVCC) tree, chosen over per-shard replicas, which would hold
+//! the index once per shard (~200 B/znode × shards even with shared data blobs). A `DataTree`
+//! is an `Arc` root plus persistent indexes, so `clone()` is O(1) and yields an immutable,
+//! `Send + Sync` view: the replica core keeps mutating its copy by path copying
+//! (`Arc::make_mut` from the root down to the changed node), shards read old clones lock-free,
+//! and memory holds one copy. The tree is hierarchical — full paths are not stored: each node
+//! owns its child table, a small B+tree of `Arc`-shared exact-capacity blocks (64 entries)
+//! keyed by the child's name, stored inline in a 24-byte key when ≤ 22 bytes. A lookup is one
+//! table search per path segment.
 //!
-//! Why not a flat persistent hash map from full path to node: measured on 1M entries,
-//! `imbl::HashMap` (HAMT) costs 325 B per entry before any node or data, `imbl::OrdMap` 64 B
-//! plus an 80-byte path string — the hierarchy with inline names costs about 50 B per entry.
+//! Rejected after measuring 1M entries: a flat persistent map from full path to node —
+//! `imbl::HashMap` (HAMT, fixed 32-slot chunks) costs 325 B per entry before any node or data,
+//! `imbl::OrdMap` 64 B plus the ~80 B path string; and `imbl::OrdMap` as the child table, whose
+//! fixed 64-slot leaves are left half full by ascending (sequential) names: 82 B per child,
+//! 338 B/znode overall, against 34 B per child with our blocks.
 //!
 //! Measured (`cargo test --release --lib tree::tests::memory_and_speed_1m -- --ignored
-//! --nocapture`, glibc malloc, 1,000,000 znodes of 100 B data with 20-char names under 1,000
-//! parents): MEASURED_FIGURES_PLACEHOLDER
+//! --nocapture`; 1,000,000 znodes of 100 B data, 20-char names, under 1,000 parents; 2-vCPU
+//! EPYC VM): RSS grows by 282 MB = 295 B/znode with glibc malloc (300 with mimalloc): 128 for
+//! the data allocation, 128 for the `Arc<Node>` (104-byte node), ~34 for the child entry, the
+//! rest parents and inner blocks. Apply of a create ≈ 1.5–2 µs; lookup of a 2-segment path
+//! ≈ 215 ns when cached, ≈ 1.5–2 µs when cold (about 14 cache misses); the first write to a
+//! region after a view was taken ≈ 10–13 µs cold (it copies a 64-entry block per level, each
+//! copy touching 64 reference counts), later writes in the same batch ≈ 2 µs.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

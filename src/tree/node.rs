@@ -15,6 +15,8 @@ use std::sync::Arc;
 pub(crate) const NAME_INLINE_BYTES_MAX: usize = 22;
 
 const _: () = assert!(NAME_INLINE_BYTES_MAX < u8::MAX as usize);
+// `words` splits an inline name into 16 + up to 8 bytes.
+const _: () = assert!(NAME_INLINE_BYTES_MAX >= 16 && NAME_INLINE_BYTES_MAX <= 24);
 const _: () = assert!(std::mem::size_of::<Name>() == 24);
 const _: () = assert!(std::mem::size_of::<Node>() <= 104);
 
@@ -96,12 +98,25 @@ impl Name {
     /// NULs, which the length settles.
     pub(crate) fn cmp_key(&self, key: &Key<'_>) -> Ordering {
         match (self, &key.padded) {
-            (Name::Inline { len, bytes }, Some(padded)) => bytes
-                .cmp(padded)
+            (Name::Inline { len, bytes }, Some(padded)) => words(bytes)
+                .cmp(&words(padded))
                 .then(usize::from(*len).cmp(&key.bytes.len())),
             _ => self.as_bytes().cmp(key.bytes),
         }
     }
+}
+
+/// The padded bytes as big-endian integers: comparing these compares the bytes, in a few
+/// instructions instead of a `memcmp` call (a lookup makes about 20 such comparisons).
+fn words(bytes: &[u8; NAME_INLINE_BYTES_MAX]) -> (u128, u64) {
+    let mut high = [0u8; 16];
+    let mut low = [0u8; 8];
+    let (first, rest) = bytes.split_at(16);
+    high.copy_from_slice(first);
+    if let Some(target) = low.get_mut(..rest.len()) {
+        target.copy_from_slice(rest);
+    }
+    (u128::from_be_bytes(high), u64::from_be_bytes(low))
 }
 
 impl PartialEq for Name {
