@@ -510,3 +510,126 @@ pub fn split_frame(
     }
     Ok(Some(4..end))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{op, open_acl_unsafe};
+    use proptest::prelude::*;
+
+    fn framed(code: i32, body: impl FnOnce(&mut Writer<'_>)) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode::request(&mut out, 7, code, body);
+        out
+    }
+
+    fn sample_requests() -> Vec<Vec<u8>> {
+        let acl = open_acl_unsafe();
+        vec![
+            framed(op::CREATE2, |w| encode::create(w, "/a/b", b"data", &acl, 3)),
+            framed(op::SET_DATA, |w| encode::set_data(w, "/a", b"", 4)),
+            framed(op::GET_DATA, |w| encode::path_watch(w, "/a", true)),
+            framed(op::DELETE, |w| encode::path_version(w, "/a", -1)),
+            framed(op::MULTI, |w| {
+                encode::multi_header(w, op::CREATE, false, -1);
+                encode::create(w, "/m", b"x", &acl, 0);
+                encode::multi_header(w, op::CHECK, false, -1);
+                encode::path_version(w, "/m", 0);
+                encode::multi_header(w, -1, true, -1);
+            }),
+            framed(op::SET_WATCHES2, |w| {
+                w.write_i64(5);
+                for _ in 0..5 {
+                    w.write_string_vec(&["/a", "/b"]);
+                }
+            }),
+        ]
+    }
+
+    #[test]
+    fn create_round_trips() {
+        // A create2 request encoded by our client helpers decodes to the same fields.
+        let frame = &sample_requests()[0];
+        let range = split_frame(frame, 0xfffff).unwrap().unwrap();
+        let (header, request) = Request::decode(&frame[range]).unwrap();
+        assert_eq!(
+            header,
+            RequestHeader {
+                xid: 7,
+                op: op::CREATE2
+            }
+        );
+        let Request::Create { op: code, body } = request else {
+            panic!("not a create: {request:?}");
+        };
+        assert_eq!(code, op::CREATE2);
+        assert_eq!(body.path, "/a/b");
+        assert_eq!(body.data, Some(&b"data"[..]));
+        assert_eq!(body.acl, open_acl_unsafe());
+        assert_eq!((body.flags, body.ttl_ms), (3, -1));
+    }
+
+    #[test]
+    fn multi_mixing_reads_and_writes_is_rejected() {
+        // A multi that carries a getData is refused, as ZooKeeper refuses mixed kinds.
+        let frame = framed(op::MULTI, |w| {
+            encode::multi_header(w, op::GET_DATA, false, -1);
+            encode::path_watch(w, "/a", false);
+            encode::multi_header(w, -1, true, -1);
+        });
+        assert!(Request::decode(&frame[4..]).is_err());
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_request_is_an_error() {
+        // Cutting any valid request short gives an error, never a panic or a bogus success.
+        for frame in sample_requests() {
+            let payload = &frame[4..];
+            assert!(Request::decode(payload).is_ok());
+            for cut in 0..payload.len() {
+                assert!(Request::decode(&payload[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_and_negative_lengths_are_refused_early() {
+        // The length prefix is checked as soon as its four bytes arrive.
+        assert!(split_frame(&0x10_0000i32.to_be_bytes(), 0xfffff).is_err());
+        assert!(split_frame(&(-1i32).to_be_bytes(), 0xfffff).is_err());
+        assert_eq!(split_frame(&[0, 0, 0], 0xfffff), Ok(None));
+        assert_eq!(split_frame(&[0, 0, 0, 2, 1], 0xfffff), Ok(None));
+        assert_eq!(split_frame(&[0, 0, 0, 1, 9], 0xfffff), Ok(Some(4..5)));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            // Arbitrary bytes decode to a request or an error; nothing panics.
+            let _ = Request::decode(&bytes);
+            let _ = ConnectRequest::decode(&bytes);
+            let _ = split_frame(&bytes, 0xfffff);
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(index in 0usize..6, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            // Valid requests with random bytes overwritten decode or fail cleanly.
+            let mut frame = sample_requests()[index].clone();
+            for (at, value) in flips {
+                let at = 4 + at % (frame.len() - 4);
+                frame[at] = value;
+            }
+            let _ = Request::decode(&frame[4..]);
+        }
+
+        #[test]
+        fn connect_request_round_trips(session_id in any::<i64>(), zxid in any::<i64>(), timeout_ms in any::<i32>(), read_only in proptest::option::of(any::<bool>())) {
+            // A ConnectRequest reads back equal, with or without the trailing readOnly byte.
+            let password = [9u8; 16];
+            let request = ConnectRequest { protocol_version: 0, last_zxid_seen: zxid, timeout_ms, session_id, password: &password, read_only };
+            let mut out = Vec::new();
+            request.encode(&mut out);
+            prop_assert_eq!(ConnectRequest::decode(&out[4..]).unwrap(), request);
+        }
+    }
+}

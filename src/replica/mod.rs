@@ -108,6 +108,8 @@ pub struct ReplicaConfig {
     pub max_session_timeout_ms: i32,
     pub extended_types_enabled: bool,
     pub skip_acl: bool,
+    /// `zookeeper.enforceQuota`: hard quota limits fail writes with QUOTAEXCEEDED.
+    pub enforce_quota: bool,
     pub container_check_interval_ms: i64,
     pub container_never_used_ms: i64,
     pub container_deletes_per_minute_max: usize,
@@ -272,6 +274,7 @@ impl Replica {
                 extended_types_enabled: self.config.extended_types_enabled,
                 skip_acl: self.config.skip_acl,
                 ephemeral_session_ok: true,
+                enforce_quota: self.config.enforce_quota,
             };
             prep(&self.tree, op, &context)
         } else {
@@ -361,6 +364,7 @@ impl Replica {
             extended_types_enabled: self.config.extended_types_enabled,
             skip_acl: true,
             ephemeral_session_ok: true,
+            enforce_quota: false,
         }
     }
 

@@ -188,6 +188,7 @@ fn replica_config(config: &Config) -> ReplicaConfig {
         max_session_timeout_ms: config.max_session_timeout_ms,
         extended_types_enabled: config.extended_types_enabled,
         skip_acl: config.skip_acl,
+        enforce_quota: config.enforce_quota,
         container_check_interval_ms: config.container_check_interval_ms,
         container_never_used_ms: config.container_max_never_used_interval_ms,
         container_deletes_per_minute_max: config.container_max_per_minute,
@@ -203,6 +204,7 @@ async fn replica_main(start: ReplicaStart) {
         start.tree,
         now(started),
     )));
+    publish_stats(&start.stats, &replica.borrow());
     let flush = Signal::new();
     for receiver in start.inbound {
         let replica = replica.clone();

@@ -10,6 +10,8 @@
 
 use super::node::{ChildIter, Name, Node, NodeKind};
 use super::path::{java_length, split_parent, validate_path, watch_path};
+use super::quota::{quota_path_unregistered_by_delete, LIMIT_NODE, STAT_NODE};
+use super::quota::{stat_path, trie_spelling, trim_quota_path, QuotaTrie, StatsTrack};
 use super::txn::{CreateKind, OpResult, Txn, TxnHeader, TxnResult, WatchTrigger};
 use crate::proto::{op, open_acl_unsafe, read_acl_unsafe, Acl, ErrorCode, EventType, Stat};
 use imbl::{OrdMap, OrdSet};
@@ -39,8 +41,13 @@ pub struct DataTree {
     root: Arc<Node>,
     /// Nodes in the tree, root included once (ZooKeeper's map counts it twice).
     node_count_distinct: usize,
-    /// ZooKeeper's cached `nodeDataSize`: path length plus data length over all nodes.
+    /// Path length plus data length over all nodes, exactly.
     data_size_approximate: u64,
+    /// Net bytes that quota stats writes added to stats nodes. ZooKeeper writes those without
+    /// telling its cached `nodeDataSize`, which therefore lags the true size by this much.
+    quota_stats_bytes_unseen: i64,
+    /// The paths with a quota (ZooKeeper's `pTrie`).
+    quotas: QuotaTrie,
     last_zxid: i64,
     /// (owner session, path) of every ephemeral node.
     ephemerals: OrdSet<(i64, Arc<str>)>,
@@ -196,6 +203,8 @@ impl DataTree {
             root: Arc::new(system_node(Arc::from(Vec::new()))),
             node_count_distinct: 4,
             data_size_approximate: 0,
+            quota_stats_bytes_unseen: 0,
+            quotas: QuotaTrie::default(),
             last_zxid: 0,
             ephemerals: OrdSet::new(),
             ephemeral_counts: OrdMap::new(),
@@ -236,9 +245,12 @@ impl DataTree {
         self.node_count_distinct + 1
     }
 
-    /// ZooKeeper's `zk_approximate_data_size`: path lengths (UTF-16 units) plus data bytes.
+    /// ZooKeeper's `zk_approximate_data_size`: path lengths (UTF-16 units) plus data bytes,
+    /// less what quota stats writes added, as ZooKeeper's cached size misses those.
     pub fn approximate_data_size(&self) -> u64 {
-        self.data_size_approximate
+        let cached =
+            i128::from(self.data_size_approximate) - i128::from(self.quota_stats_bytes_unseen);
+        u64::try_from(cached.max(0)).unwrap_or(u64::MAX)
     }
 
     pub fn last_zxid(&self) -> i64 {
@@ -583,6 +595,7 @@ impl DataTree {
             .insert(Name::new(name), Arc::new(node));
         let parent_acl = parent.acl.clone();
         self.index_created(args.path, kind, owner, args.data);
+        self.quota_after_create(args.path, parent_path, name, data_len(args.data));
         triggers.push(trigger(args.path, EventType::NodeCreated, node_acl));
         let parent_event = EventType::NodeChildrenChanged;
         triggers.push(trigger(watch_path(parent_path), parent_event, parent_acl));
@@ -672,6 +685,7 @@ impl DataTree {
         let parent_acl = parent.acl.clone();
         let removed = removed.ok_or(ErrorCode::NoNode)?;
         self.index_deleted(path, &removed);
+        self.quota_after_delete(path, parent_path, name, data_len(&removed.data));
         triggers.push(trigger(path, EventType::NodeDeleted, removed.acl.clone()));
         let parent_event = EventType::NodeChildrenChanged;
         triggers.push(trigger(watch_path(parent_path), parent_event, parent_acl));
@@ -699,6 +713,10 @@ impl DataTree {
             .data_size_approximate
             .saturating_sub(old_length)
             .saturating_add(data_len(data) as u64);
+        if let Some(prefix) = self.quota_prefix(path) {
+            let bytes_diff = (data_len(data) as i64).wrapping_sub(old_length as i64);
+            self.add_to_quota_stats(&prefix, bytes_diff, 0);
+        }
         triggers.push(trigger(path, EventType::NodeDataChanged, acl));
         Ok(stat)
     }
@@ -793,13 +811,119 @@ fn stored_kind(kind: CreateKind, ephemeral_owner: i64) -> Result<(NodeKind, i64)
     }
 }
 
+// Quotas: ZooKeeper's `DataTree` bookkeeping of `/zookeeper/quota` (see `quota`).
+impl DataTree {
+    /// `getMaxPrefixWithQuota`: the path of the quota covering `path`, the longest one.
+    pub(crate) fn quota_prefix(&self, path: &str) -> Option<String> {
+        if self.quotas.is_empty() {
+            return None;
+        }
+        self.quotas.max_prefix(path)
+    }
+
+    /// The quota part of `createNode`: a new limits node registers its quota, a new stats node
+    /// gets its quota's current usage, then the new node counts toward the quota covering it.
+    fn quota_after_create(&mut self, path: &str, parent_path: &str, name: &str, bytes: usize) {
+        if let Some(prefix) = trim_quota_path(parent_path) {
+            if name == LIMIT_NODE {
+                self.quotas.add(prefix);
+            } else if name == STAT_NODE {
+                self.refresh_quota_stats(prefix, path);
+            }
+        }
+        if let Some(prefix) = self.quota_prefix(path) {
+            self.add_to_quota_stats(&prefix, i64::try_from(bytes).unwrap_or(i64::MAX), 1);
+        }
+    }
+
+    /// The quota part of `deleteNode`: a deleted limits node drops its quota (see
+    /// `quota_path_unregistered_by_delete` for which), then the node leaves the quota covering
+    /// it.
+    fn quota_after_delete(&mut self, path: &str, parent_path: &str, name: &str, bytes: usize) {
+        if name == LIMIT_NODE {
+            if let Some(prefix) = quota_path_unregistered_by_delete(parent_path) {
+                self.quotas.remove(&prefix);
+            }
+        }
+        if let Some(prefix) = self.quota_prefix(path) {
+            let bytes_diff = i64::try_from(bytes).map_or(i64::MIN, |bytes| -bytes);
+            self.add_to_quota_stats(&prefix, bytes_diff, -1);
+        }
+    }
+
+    /// `updateQuotaForPath`: writes the node count and data bytes of the subtree at `prefix`
+    /// (looked up as ZooKeeper looks up its map key, so `""` is the whole tree and a prefix
+    /// without a leading `/` is nothing) into the stats node just created at `stats_path`.
+    fn refresh_quota_stats(&mut self, prefix: &str, stats_path: &str) {
+        let (count, bytes) = self.subtree_usage(prefix);
+        let mut stats = StatsTrack::default();
+        stats.set_bytes(bytes);
+        stats.set_count(count);
+        self.write_quota_stats(stats_path, stats.to_bytes());
+    }
+
+    /// (nodes, data bytes) of the subtree at `path`, itself included; (0, 0) if it is missing.
+    fn subtree_usage(&self, path: &str) -> (i64, i64) {
+        let Some(top) = self.lookup(path) else {
+            return (0, 0);
+        };
+        let (mut count, mut bytes): (i64, i64) = (0, 0);
+        let mut stack: Vec<&Node> = vec![top];
+        while let Some(node) = stack.pop() {
+            count = count.wrapping_add(1);
+            bytes = bytes.wrapping_add(i64::try_from(data_len(&node.data)).unwrap_or(i64::MAX));
+            if let Some(children) = &node.children {
+                stack.extend(children.iter().map(|(_, child)| &**child));
+            }
+        }
+        (count, bytes)
+    }
+
+    /// `updateQuotaStat`: adds to the count and bytes in the stats node of the quota on
+    /// `prefix`, keeping its other keys. A missing stats node, or one whose data ZooKeeper
+    /// could not parse (null or malformed; ZooKeeper 3.8 would throw), is left alone.
+    fn add_to_quota_stats(&mut self, prefix: &str, bytes_diff: i64, count_diff: i64) {
+        let path = stat_path(prefix);
+        let Some(node) = self.lookup(&path) else {
+            return;
+        };
+        let Some(mut stats) = StatsTrack::parse(node.data.as_deref()) else {
+            return;
+        };
+        stats.set_count(stats.count().wrapping_add(count_diff));
+        stats.set_bytes(stats.bytes().wrapping_add(bytes_diff));
+        self.write_quota_stats(&path, stats.to_bytes());
+    }
+
+    /// Replaces a stats node's data as ZooKeeper does: in place, with no change to its
+    /// version, mzxid or mtime, no watch event, and unseen by the cached data size.
+    fn write_quota_stats(&mut self, path: &str, data: Vec<u8>) {
+        if self.lookup(path).is_none() {
+            return;
+        }
+        let Some(node) = self.node_mut(path) else {
+            return;
+        };
+        let old_length = data_len(&node.data) as u64;
+        let new_length = data.len() as u64;
+        node.data = Some(Arc::from(data));
+        self.data_size_approximate = self
+            .data_size_approximate
+            .saturating_sub(old_length)
+            .saturating_add(new_length);
+        let grown = (new_length as i64).wrapping_sub(old_length as i64);
+        self.quota_stats_bytes_unseen = self.quota_stats_bytes_unseen.wrapping_add(grown);
+    }
+}
+
 // Self-checks, for tests and the simulator.
 impl DataTree {
     /// Checks every structural invariant by walking the whole tree (O(n)); returns the first
     /// violation found. Counters match a recount; every ephemeral, container and TTL node is
     /// in its index and nothing else is; ephemerals have no children; ACL reference counts
     /// match and every node points at the interned copy; child tables are sorted, non-empty
-    /// and named validly; no zxid is beyond `last_zxid`.
+    /// and named validly; no zxid is beyond `last_zxid`; every registered quota has a limits
+    /// node (the converse can fail, as in ZooKeeper, when two limits nodes alias one quota).
     pub fn invariants(&self) -> Result<(), String> {
         let mut census = Census::default();
         let mut failure: Option<String> = None;
@@ -823,11 +947,17 @@ struct Census {
     ephemerals: Vec<(i64, String)>,
     reapables: Vec<String>,
     acl_uses: std::collections::BTreeMap<Vec<Acl>, u64>,
+    /// The quota paths that existing limits nodes would register.
+    quota_paths: std::collections::BTreeSet<String>,
 }
 
 impl Census {
     fn visit(&mut self, tree: &DataTree, path: &str, node: &Node) -> Result<(), String> {
         self.nodes += 1;
+        if let Some((parent_path, LIMIT_NODE)) = split_parent(path) {
+            let prefix = trim_quota_path(parent_path).and_then(trie_spelling);
+            self.quota_paths.extend(prefix);
+        }
         self.data_size += java_length(path) + data_len(&node.data) as u64;
         *self.acl_uses.entry(node.acl.to_vec()).or_insert(0) += 1;
         match tree.acls.get_key_value(&*node.acl) {
@@ -901,6 +1031,15 @@ impl Census {
             .collect();
         if interned != self.acl_uses {
             return Err(format!("ACL counts {interned:?} != {:?}", self.acl_uses));
+        }
+        tree.quotas.check()?;
+        let stray = tree
+            .quotas
+            .marked_paths()
+            .into_iter()
+            .find(|path| !self.quota_paths.contains(path));
+        if let Some(stray) = stray {
+            return Err(format!("quota on {stray} without a limits node"));
         }
         Ok(())
     }

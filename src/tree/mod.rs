@@ -2,7 +2,8 @@
 //!
 //! Owns: the data tree (`DataTree`) and its O(1) read views, applying committed txns
 //! (`DataTree::apply`), preparing writes into txns (`prep`, ZooKeeper's PrepRequestProcessor),
-//! ACL checks and fix-ups, path validation, and the per-shard watch registry (`WatchManager`).
+//! ACL checks and fix-ups, path validation, quota bookkeeping and enforcement (`quota`), and the
+//! per-shard watch registry (`WatchManager`).
 //! Must not: do IO, read clocks (time arrives in `TxnHeader::time_ms` and `now_ms`), use
 //! randomness, spawn or lock, or panic on any input — malformed txns and paths become error
 //! results. Everything here is deterministic: the same txns give the same tree and triggers.
@@ -42,6 +43,7 @@ mod data_tree;
 mod node;
 mod path;
 mod prep;
+mod quota;
 mod txn;
 mod watch;
 

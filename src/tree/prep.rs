@@ -8,6 +8,7 @@
 use super::acl::{check_acl, fixup_acl};
 use super::data_tree::{DataTree, NodeRef, TTL_MS_MAX};
 use super::path::{parent_for_delete, split_parent, validate_path};
+use super::quota::check_quota;
 use super::txn::{CreateKind, Txn, TxnHeader};
 use crate::proto::{op, perms, Acl, CreateMode, ErrorCode, Id};
 use std::sync::Arc;
@@ -66,6 +67,9 @@ pub struct PrepContext<'a> {
     pub skip_acl: bool,
     /// False for a local (not yet global) session, which may not own ephemerals.
     pub ephemeral_session_ok: bool,
+    /// `zookeeper.enforceQuota`: a create or setData past a hard quota limit fails with
+    /// QuotaExceeded. Soft limits never fail.
+    pub enforce_quota: bool,
 }
 
 /// Validates `op` against `tree` and produces its txn; failures become `Txn::Error`.
@@ -75,14 +79,17 @@ pub fn prep(tree: &DataTree, op: &WriteOp, ctx: &PrepContext<'_>) -> Txn {
         WriteOp::CloseSession => Txn::CloseSession {
             paths_to_delete: tree.ephemerals(ctx.session_id),
         },
-        _ => prep_single(tree, op, ctx).unwrap_or_else(|err| Txn::Error { err }),
+        _ => prep_single(tree, tree, op, ctx).unwrap_or_else(|err| Txn::Error { err }),
     }
 }
 
 /// Each sub-op is checked against a scratch view with the earlier sub-ops applied, as
 /// ZooKeeper checks against its outstanding change records. On the first failure that op's
 /// txn is its error and every later one RuntimeInconsistency; earlier ones keep their real
-/// txns, as ZooKeeper logs them (apply turns them into `Error(Ok)` results).
+/// txns, as ZooKeeper logs them (apply turns them into `Error(Ok)` results). Quotas are
+/// checked against the tree before the multi, as ZooKeeper checks them against its database
+/// rather than the outstanding changes; the one MarshallingError a sub-op can raise (malformed
+/// quota data, an exception ZooKeeper does not catch per sub-op) fails the whole request.
 fn prep_multi(tree: &DataTree, ops: &[WriteOp], ctx: &PrepContext<'_>) -> Txn {
     let allowed = |op: &WriteOp| {
         matches!(
@@ -115,10 +122,15 @@ fn prep_multi(tree: &DataTree, ops: &[WriteOp], ctx: &PrepContext<'_>) -> Txn {
             });
             continue;
         }
-        match prep_single(&scratch, sub_op, ctx) {
+        match prep_single(&scratch, tree, sub_op, ctx) {
             Ok(txn) => {
                 scratch.apply(&header, &txn);
                 txns.push(txn);
+            }
+            Err(ErrorCode::MarshallingError) => {
+                return Txn::Error {
+                    err: ErrorCode::MarshallingError,
+                };
             }
             Err(err) => {
                 failed = true;
@@ -129,7 +141,13 @@ fn prep_multi(tree: &DataTree, ops: &[WriteOp], ctx: &PrepContext<'_>) -> Txn {
     Txn::Multi(txns)
 }
 
-fn prep_single(tree: &DataTree, op: &WriteOp, ctx: &PrepContext<'_>) -> Result<Txn, ErrorCode> {
+/// Preps one op against `tree`; `quota_tree` is the tree quotas are checked against.
+fn prep_single(
+    tree: &DataTree,
+    quota_tree: &DataTree,
+    op: &WriteOp,
+    ctx: &PrepContext<'_>,
+) -> Result<Txn, ErrorCode> {
     match op {
         WriteOp::Create {
             path,
@@ -147,7 +165,7 @@ fn prep_single(tree: &DataTree, op: &WriteOp, ctx: &PrepContext<'_>) -> Result<T
                 ttl_ms: *ttl,
                 op: *op,
             };
-            prep_create(tree, &request, ctx)
+            prep_create(tree, quota_tree, &request, ctx)
         }
         WriteOp::Delete { path, version } => prep_delete(tree, path, *version, ctx),
         WriteOp::DeleteContainer { path } => prep_delete_container(tree, path),
@@ -155,7 +173,14 @@ fn prep_single(tree: &DataTree, op: &WriteOp, ctx: &PrepContext<'_>) -> Result<T
             path,
             data,
             version,
-        } => prep_set_data(tree, path, data, *version, ctx),
+        } => {
+            let request = SetDataRequest {
+                path,
+                data,
+                version: *version,
+            };
+            prep_set_data(tree, quota_tree, &request, ctx)
+        }
         WriteOp::SetAcl { path, acl, version } => prep_set_acl(tree, path, acl, *version, ctx),
         WriteOp::Check { path, version } => prep_check(tree, path, *version, ctx),
         WriteOp::Multi(_) | WriteOp::CloseSession => Err(ErrorCode::MarshallingError),
@@ -173,6 +198,7 @@ struct CreateRequest<'a> {
 
 fn prep_create(
     tree: &DataTree,
+    quota_tree: &DataTree,
     request: &CreateRequest<'_>,
     ctx: &PrepContext<'_>,
 ) -> Result<Txn, ErrorCode> {
@@ -200,6 +226,8 @@ fn prep_create(
     if parent.ephemeral_session().is_some() {
         return Err(ErrorCode::NoChildrenForEphemerals);
     }
+    let bytes = request.data.as_ref().map_or(0, Vec::len);
+    enforce_quota(quota_tree, &path, java_long(bytes), 1, ctx)?;
     // The opcode, not the flags, picks the record: ZooKeeper logs createContainer as a
     // CreateContainerTxn whatever its flags, and create with flags 4 as a plain CreateTxn.
     let kind = match request.op {
@@ -278,22 +306,50 @@ fn prep_delete_container(tree: &DataTree, path: &str) -> Result<Txn, ErrorCode> 
     })
 }
 
+struct SetDataRequest<'a> {
+    path: &'a str,
+    data: &'a Option<Vec<u8>>,
+    version: i32,
+}
+
 fn prep_set_data(
     tree: &DataTree,
-    path: &str,
-    data: &Option<Vec<u8>>,
-    version: i32,
+    quota_tree: &DataTree,
+    request: &SetDataRequest<'_>,
     ctx: &PrepContext<'_>,
 ) -> Result<Txn, ErrorCode> {
+    let path = request.path;
     validate_path(path)?;
     let node = tree.node(path).ok_or(ErrorCode::NoNode)?;
     require(node, perms::WRITE, ctx)?;
-    let version = next_version(node.stat().version, version)?;
+    let old_bytes = node.data().map_or(0, |data| data.len());
+    let new_bytes = request.data.as_ref().map_or(0, Vec::len);
+    let bytes_diff = java_long(new_bytes).wrapping_sub(java_long(old_bytes));
+    enforce_quota(quota_tree, path, bytes_diff, 0, ctx)?;
+    let version = next_version(node.stat().version, request.version)?;
     Ok(Txn::SetData {
         path: path.to_string(),
-        data: data.as_deref().map(Arc::from),
+        data: request.data.as_deref().map(Arc::from),
         version,
     })
+}
+
+/// `ZooKeeperServer.checkQuota` when `enforceQuota` is on.
+fn enforce_quota(
+    quota_tree: &DataTree,
+    path: &str,
+    bytes_diff: i64,
+    count_diff: i64,
+    ctx: &PrepContext<'_>,
+) -> Result<(), ErrorCode> {
+    if !ctx.enforce_quota {
+        return Ok(());
+    }
+    check_quota(quota_tree, path, bytes_diff, count_diff)
+}
+
+fn java_long(length: usize) -> i64 {
+    i64::try_from(length).unwrap_or(i64::MAX)
 }
 
 fn prep_set_acl(

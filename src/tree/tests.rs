@@ -14,6 +14,7 @@ struct Harness {
     ids: Vec<Id>,
     extended: bool,
     local_session: bool,
+    enforce_quota: bool,
 }
 
 impl Harness {
@@ -24,6 +25,7 @@ impl Harness {
             ids: vec![Id::new("ip", "127.0.0.1")],
             extended: true,
             local_session: false,
+            enforce_quota: false,
         }
     }
 
@@ -34,6 +36,7 @@ impl Harness {
             extended_types_enabled: self.extended,
             skip_acl: false,
             ephemeral_session_ok: !self.local_session,
+            enforce_quota: self.enforce_quota,
         };
         prep(&self.tree, write, &ctx)
     }
@@ -478,6 +481,7 @@ fn acls_gate_every_write() {
         extended_types_enabled: false,
         skip_acl: true,
         ephemeral_session_ok: true,
+        enforce_quota: false,
     };
     let locked = vec![Acl::new(perms::READ, "digest", "x:y")];
     h.write(WriteOp::SetAcl {
@@ -799,6 +803,8 @@ fn watch_registry_follows_tree_triggers() {
     assert_eq!(watches.invariants(), Ok(()));
 }
 
+mod quotas;
+
 mod random_ops {
     //! Random op sequences: prep and apply never panic and every invariant holds after each.
 
@@ -808,7 +814,9 @@ mod random_ops {
     fn path() -> impl Strategy<Value = String> {
         let segment = prop_oneof![
             12 => prop::sample::select(vec!["a", "b", "c"]),
-            1 => prop::sample::select(vec!["zookeeper", "quota", "", ".."]),
+            1 => prop::sample::select(vec![
+                "zookeeper", "quota", "", "..", "zookeeper_limits", "zookeeper_stats",
+            ]),
         ];
         prop::collection::vec(segment, 0..4).prop_map(|segments| {
             let joined = segments.join("/");
@@ -857,7 +865,7 @@ mod random_ops {
         ]
     }
 
-    fn write_op() -> impl Strategy<Value = (i64, WriteOp)> {
+    pub(super) fn write_op() -> impl Strategy<Value = (i64, WriteOp)> {
         let session = 1..4i64;
         let op = prop_oneof![
             8 => simple_op(),
