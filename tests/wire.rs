@@ -14,24 +14,34 @@ use std::time::Duration;
 /// (maxClientCnxns) is off here.
 fn server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| {
-        let mut config = Config::embedded_default();
-        for pair in [
-            "clientPort=0",
-            "keel.unpinned=true",
-            "keel.shards=1",
-            "4lw.commands.whitelist=*",
-            "tickTime=200",
-            "minSessionTimeout=400",
-            "maxClientCnxns=0",
-        ] {
-            config.apply_override(pair).expect("override");
-        }
-        let server = keel::server::start(config).expect("server starts");
-        let addr = server.client_addr;
-        std::thread::spawn(move || server.join());
-        addr
-    })
+    *ADDR.get_or_init(|| start_server(&[]))
+}
+
+/// A second server whose globalOutstandingLimit is 1: every pipelined request beyond the
+/// first waits for the server to stop reading, then resume.
+fn throttled_server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| start_server(&["globalOutstandingLimit=1"]))
+}
+
+fn start_server(extra: &[&str]) -> SocketAddr {
+    let mut config = Config::embedded_default();
+    let base = [
+        "clientPort=0",
+        "keel.unpinned=true",
+        "keel.shards=1",
+        "4lw.commands.whitelist=*",
+        "tickTime=200",
+        "minSessionTimeout=400",
+        "maxClientCnxns=0",
+    ];
+    for pair in base.iter().chain(extra) {
+        config.apply_override(pair).expect("override");
+    }
+    let server = keel::server::start(config).expect("server starts");
+    let addr = server.client_addr;
+    std::thread::spawn(move || server.join());
+    addr
 }
 
 struct Client {
@@ -50,7 +60,11 @@ fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 
 impl Client {
     fn connect() -> Client {
-        let mut stream = TcpStream::connect(server()).expect("connect");
+        Client::connect_to(server())
+    }
+
+    fn connect_to(addr: SocketAddr) -> Client {
+        let mut stream = TcpStream::connect(addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
@@ -358,4 +372,35 @@ fn a_healthy_session_sees_no_error_while_others_misbehave() {
     let mut late = Client::connect();
     let xid = late.send(op::EXISTS, |w| encode::path_watch(w, &path, false));
     assert_eq!(late.recv().0, xid);
+}
+
+#[test]
+fn global_outstanding_limit_throttles_without_losing_order() {
+    // With globalOutstandingLimit=1, 200 pipelined writes and reads still all complete, in order.
+    let mut client = Client::connect_to(throttled_server());
+    let path = unique("throttled");
+    assert_eq!(client.create(&path, b"0", 0).0, 0);
+    let mut out = Vec::new();
+    for round in 1..=100 {
+        let value = round.to_string();
+        encode::request(&mut out, round * 2, op::SET_DATA, |w| {
+            encode::set_data(w, &path, value.as_bytes(), round - 1)
+        });
+        encode::request(&mut out, round * 2 + 1, op::EXISTS, |w| {
+            encode::path_watch(w, &path, false)
+        });
+    }
+    client.stream.write_all(&out).unwrap();
+    for round in 1..=100 {
+        let (xid, _, err, _) = client.recv();
+        assert_eq!(
+            (xid, err),
+            (round * 2, 0),
+            "setData with version {}",
+            round - 1
+        );
+        let (xid, _, err, body) = client.recv();
+        assert_eq!((xid, err), (round * 2 + 1, 0));
+        assert_eq!(Stat::read(&mut Reader::new(&body)).unwrap().version, round);
+    }
 }

@@ -284,6 +284,7 @@ fn shard_limits(config: &Config) -> Limits {
     Limits {
         frame_bytes_max: config.jute_max_buffer_bytes,
         outstanding_max: config.max_outstanding_per_session,
+        global_outstanding_max: i64::from(config.global_outstanding_limit),
         out_bytes_max: 4 << 20,
         connections_max: config.connections_per_shard_max,
         connections_per_ip_max: config.max_client_cnxns,

@@ -412,9 +412,11 @@ async fn read_loop(
 /// socket is not read then (backpressure).
 fn is_busy(shard: &Shard, conn: &Conn) -> bool {
     let state = conn.state.borrow();
+    let global_full = shard.stats.outstanding.load(Relaxed) >= shard.limits.global_outstanding_max;
     state.phase == Phase::Handshaking
         || state.queue.len() >= shard.limits.outstanding_max
         || state.out.len() >= shard.limits.out_bytes_max
+        || (global_full && !state.queue.is_empty())
 }
 
 /// Handles every complete frame in `buf`; returns how many bytes were used.

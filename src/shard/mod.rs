@@ -34,6 +34,8 @@ pub use conn::{serve_connection, Conn};
 pub struct Limits {
     pub frame_bytes_max: u32,
     pub outstanding_max: usize,
+    /// `globalOutstandingLimit`: above it, connections with requests in flight are not read.
+    pub global_outstanding_max: i64,
     pub out_bytes_max: usize,
     pub connections_max: usize,
     pub connections_per_ip_max: usize,
