@@ -234,13 +234,24 @@ impl<'a> Request<'a> {
 
     fn decode_body(code: i32, r: &mut Reader<'a>) -> Result<Request<'a>, ProtoError> {
         Ok(match code {
-            op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => Request::Create {
-                op: code,
-                body: read_create(r, code == op::CREATE_TTL)?,
-            },
-            op::DELETE => Request::Delete {
-                path: r.read_string()?,
-                version: r.read_i32()?,
+            op::CREATE
+            | op::CREATE2
+            | op::CREATE_CONTAINER
+            | op::CREATE_TTL
+            | op::DELETE
+            | op::SET_DATA => match read_write_body(code, r)? {
+                MultiOp::Create { op, body } => Request::Create { op, body },
+                MultiOp::Delete { path, version } => Request::Delete { path, version },
+                MultiOp::SetData {
+                    path,
+                    data,
+                    version,
+                } => Request::SetData {
+                    path,
+                    data,
+                    version,
+                },
+                _ => Request::Unknown(code),
             },
             op::EXISTS => Request::Exists {
                 path: r.read_string()?,
@@ -249,11 +260,6 @@ impl<'a> Request<'a> {
             op::GET_DATA => Request::GetData {
                 path: r.read_string()?,
                 watch: r.read_bool()?,
-            },
-            op::SET_DATA => Request::SetData {
-                path: r.read_string()?,
-                data: r.read_buffer()?,
-                version: r.read_i32()?,
             },
             op::GET_ACL => Request::GetAcl {
                 path: r.read_string()?,
@@ -344,6 +350,30 @@ fn read_create<'a>(r: &mut Reader<'a>, with_ttl: bool) -> Result<CreateBody<'a>,
     })
 }
 
+/// Reads the body of a write that may stand alone or inside a multi.
+fn read_write_body<'a>(code: i32, r: &mut Reader<'a>) -> Result<MultiOp<'a>, ProtoError> {
+    Ok(match code {
+        op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => MultiOp::Create {
+            op: code,
+            body: read_create(r, code == op::CREATE_TTL)?,
+        },
+        op::DELETE => MultiOp::Delete {
+            path: r.read_string()?,
+            version: r.read_i32()?,
+        },
+        op::SET_DATA => MultiOp::SetData {
+            path: r.read_string()?,
+            data: r.read_buffer()?,
+            version: r.read_i32()?,
+        },
+        op::CHECK => MultiOp::Check {
+            path: r.read_string()?,
+            version: r.read_i32()?,
+        },
+        _ => return Err(ProtoError::BadMulti("unknown op in multi")),
+    })
+}
+
 /// Reads `MultiOperationRecord`: `MultiHeader{type, done, err}` + body, until `done`.
 fn read_multi<'a>(r: &mut Reader<'a>, read_only: bool) -> Result<Vec<MultiOp<'a>>, ProtoError> {
     let mut ops = Vec::new();
@@ -355,23 +385,6 @@ fn read_multi<'a>(r: &mut Reader<'a>, read_only: bool) -> Result<Vec<MultiOp<'a>
             break;
         }
         let multi_op = match code {
-            op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => MultiOp::Create {
-                op: code,
-                body: read_create(r, code == op::CREATE_TTL)?,
-            },
-            op::DELETE => MultiOp::Delete {
-                path: r.read_string()?,
-                version: r.read_i32()?,
-            },
-            op::SET_DATA => MultiOp::SetData {
-                path: r.read_string()?,
-                data: r.read_buffer()?,
-                version: r.read_i32()?,
-            },
-            op::CHECK => MultiOp::Check {
-                path: r.read_string()?,
-                version: r.read_i32()?,
-            },
             op::GET_CHILDREN => {
                 let path = r.read_string()?;
                 let _watch = r.read_bool()?;
@@ -382,7 +395,7 @@ fn read_multi<'a>(r: &mut Reader<'a>, read_only: bool) -> Result<Vec<MultiOp<'a>
                 let _watch = r.read_bool()?;
                 MultiOp::GetData { path }
             }
-            _ => return Err(ProtoError::BadMulti("unknown op in multi")),
+            _ => read_write_body(code, r)?,
         };
         if multi_op.is_read() != read_only {
             return Err(ProtoError::BadMulti("Mixing different kind of ops"));

@@ -13,38 +13,37 @@ pub enum Forward {
 
 /// The replica-core work for `request`, or None when the shard answers it alone.
 pub fn to_replica(request: &Request<'_>) -> Option<Forward> {
-    Some(Forward::Write(match request {
-        Request::Create { op, body } => WriteOp::Create {
-            path: body.path.to_owned(),
-            data: body.data.map(<[u8]>::to_vec),
-            acl: body.acl.clone(),
-            flags: body.flags,
-            ttl: body.ttl_ms,
+    let single = |multi_op: MultiOp<'_>| multi_write_op(&multi_op).map(Forward::Write);
+    match request {
+        Request::Create { op, body } => single(MultiOp::Create {
             op: *op,
-        },
-        Request::Delete { path, version } => WriteOp::Delete {
-            path: (*path).to_owned(),
+            body: body.clone(),
+        }),
+        Request::Delete { path, version } => single(MultiOp::Delete {
+            path,
             version: *version,
-        },
+        }),
         Request::SetData {
             path,
             data,
             version,
-        } => WriteOp::SetData {
-            path: (*path).to_owned(),
-            data: data.map(<[u8]>::to_vec),
+        } => single(MultiOp::SetData {
+            path,
+            data: *data,
             version: *version,
-        },
-        Request::SetAcl { path, acl, version } => WriteOp::SetAcl {
+        }),
+        Request::SetAcl { path, acl, version } => Some(Forward::Write(WriteOp::SetAcl {
             path: (*path).to_owned(),
             acl: acl.clone(),
             version: *version,
-        },
-        Request::Multi(ops) => WriteOp::Multi(ops.iter().filter_map(multi_write_op).collect()),
-        Request::CloseSession => WriteOp::CloseSession,
-        Request::Sync { path } => return Some(Forward::Sync((*path).to_owned())),
-        _ => return None,
-    }))
+        })),
+        Request::Multi(ops) => Some(Forward::Write(WriteOp::Multi(
+            ops.iter().filter_map(multi_write_op).collect(),
+        ))),
+        Request::CloseSession => Some(Forward::Write(WriteOp::CloseSession)),
+        Request::Sync { path } => Some(Forward::Sync((*path).to_owned())),
+        _ => None,
+    }
 }
 
 fn multi_write_op(multi_op: &MultiOp<'_>) -> Option<WriteOp> {

@@ -104,15 +104,7 @@ kc_start_zookeeper() {
     kc_free_port
     ZK_PORT=$KC_PORT
     kc_write_cfg "$dir/zoo.cfg" "$ZK_PORT" "$dir/data"
-    # Java-only additions: the SASL provider and JAAS users kazoo's SASL tests expect.
-    echo 'authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider' >>"$dir/zoo.cfg"
-    cat >"$dir/jaas.conf" <<'EOF'
-Server {
-    org.apache.zookeeper.server.auth.DigestLoginModule required
-    user_super="super_secret"
-    user_jaasuser="jaas_password";
-};
-EOF
+    # kc_write_cfg wrote jaas.conf too; the JVM takes its path as a system property.
     cat >"$dir/log4j.properties" <<EOF
 log4j.rootLogger=INFO, FILE
 log4j.appender.FILE=org.apache.log4j.FileAppender
