@@ -404,3 +404,39 @@ fn global_outstanding_limit_throttles_without_losing_order() {
         assert_eq!(Stat::read(&mut Reader::new(&body)).unwrap().version, round);
     }
 }
+
+#[test]
+fn notifications_skip_nodes_the_watcher_cannot_read() {
+    // A recursive watcher without READ on a node gets no event for it, but does for a
+    // readable sibling created afterwards (ZooKeeper 3.8.4+, ZOOKEEPER-4799).
+    let mut owner = Client::connect();
+    let mut watcher = Client::connect();
+    let root = unique("acl-watch");
+    assert_eq!(owner.create(&root, b"", 0).0, 0);
+    let xid = watcher.send(op::ADD_WATCH, |w| {
+        w.write_string(&root);
+        w.write_i32(1);
+    });
+    assert_eq!(watcher.recv().0, xid);
+    owner.send(op::AUTH, |w| {
+        w.write_i32(0);
+        w.write_string("digest");
+        w.write_buffer(Some(b"owner:secret"));
+    });
+    assert_eq!(owner.recv().0, -4);
+    let digest = keel::tree::digest_id("owner:secret");
+    let private_acl = vec![keel::proto::Acl::new(31, "digest", &digest)];
+    let private = format!("{root}/private");
+    let public = format!("{root}/public");
+    let xid = owner.send(op::CREATE, |w| {
+        encode::create(w, &private, b"p", &private_acl, 0)
+    });
+    assert_eq!(owner.recv().0, xid);
+    assert_eq!(owner.create(&public, b"", 0).0, 0);
+    let (xid, _, _, body) = watcher.recv();
+    assert_eq!(xid, -1);
+    let mut r = Reader::new(&body);
+    assert_eq!(r.read_i32().unwrap(), 1, "NodeCreated");
+    r.read_i32().unwrap();
+    assert_eq!(r.read_ustring().unwrap(), Some(public.as_str()));
+}

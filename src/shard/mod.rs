@@ -18,10 +18,10 @@ mod reply;
 
 use crate::config::Config;
 use crate::io::{ConnectedSender, Signal};
-use crate::proto::EventType;
+use crate::proto::{perms, EventType};
 use crate::replica::{CommitBatch, CommitEntry, Inbound, Route};
 use crate::server::stats::ServerStats;
-use crate::tree::{ConnId, DataTree, WatchManager};
+use crate::tree::{check_acl, ConnId, DataTree, WatchManager};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -95,7 +95,13 @@ impl Shard {
             };
             for trigger in triggers {
                 for (conn_id, event, path) in watches.trigger(trigger) {
-                    if let Some(conn) = self.conn(conn_id) {
+                    let Some(conn) = self.conn(conn_id) else {
+                        continue;
+                    };
+                    // ZooKeeper 3.8.4+ (ZOOKEEPER-4799): the watch is consumed, but the event
+                    // reaches only a session that may READ the node it is about.
+                    let auth_ids = conn.state.borrow().auth_ids.clone();
+                    if self.config.skip_acl || check_acl(&trigger.acl, perms::READ, &auth_ids) {
                         conn.notify_watch(event, &path);
                     }
                 }
