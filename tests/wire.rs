@@ -440,3 +440,61 @@ fn notifications_skip_nodes_the_watcher_cannot_read() {
     r.read_i32().unwrap();
     assert_eq!(r.read_ustring().unwrap(), Some(public.as_str()));
 }
+
+/// A server with three client shards on one port (SO_REUSEPORT spreads connections).
+fn sharded_server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| start_server(&["keel.shards=3"]))
+}
+
+fn four_letter_word(addr: SocketAddr, word: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(word.as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn four_letter_words_list_every_shards_watches() {
+    // Watches set by sessions spread over three shards all show in wchc and wchs, whichever
+    // shard answers (other shards' figures are at most a second old).
+    let addr = sharded_server();
+    let mut clients: Vec<Client> = (0..9).map(|_| Client::connect_to(addr)).collect();
+    let mut expected = Vec::new();
+    for client in &mut clients {
+        let path = unique("sharded-watch");
+        let xid = client.send(op::EXISTS, |w| encode::path_watch(w, &path, true));
+        assert_eq!(client.recv().0, xid);
+        expected.push((format!("{:#x}", client.session_id), path));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let wchc = four_letter_word(addr, "wchc");
+        let all_listed = expected
+            .iter()
+            .all(|(session, path)| wchc.contains(&format!("{session}\n\t{path}\n")));
+        if all_listed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wchc lacks watches:\n{wchc}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let wchs = four_letter_word(addr, "wchs");
+    let total: usize = wchs
+        .lines()
+        .find_map(|line| line.strip_prefix("Total watches:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(total >= expected.len(), "{wchs}");
+    let cons = four_letter_word(addr, "cons");
+    for client in &clients {
+        assert!(
+            cons.contains(&format!("sid={:#x}", client.session_id)),
+            "{cons}"
+        );
+    }
+}

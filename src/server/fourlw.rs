@@ -4,6 +4,7 @@
 //! `ServerStats`; connection and watch listings are this shard's.
 
 use crate::shard::Shard;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -53,9 +54,11 @@ fn stats_text(shard: &Shard, with_clients: bool) -> String {
     let mut out = format!("Zookeeper version: {VERSION}\n");
     if with_clients {
         out.push_str("Clients:\n");
-        for conn in sorted_conns(shard) {
-            out.push_str(&connection_line(&conn, true));
-            out.push('\n');
+        for report in shard.all_reports() {
+            for conn in &report.conns {
+                out.push_str(&conn.brief);
+                out.push('\n');
+            }
         }
         out.push('\n');
     }
@@ -79,75 +82,22 @@ fn stats_text(shard: &Shard, with_clients: bool) -> String {
     out
 }
 
-fn sorted_conns(shard: &Shard) -> Vec<std::rc::Rc<crate::shard::Conn>> {
-    let mut conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
-    conns.sort_by_key(|conn| conn.id);
-    conns
-}
-
-/// ZooKeeper's `dumpConnectionInfo`.
-fn connection_line(conn: &crate::shard::Conn, brief: bool) -> String {
-    let state = conn.state.borrow();
-    let mut line = format!(
-        " /{}[1](queued={},recved={},sent={}",
-        conn.peer,
-        state.queue.len(),
-        state.packets_received,
-        state.packets_sent
-    );
-    if !brief {
-        let established_ms = conn
-            .established
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let (min, avg, max) = match state.latency_us_sum.checked_div(state.latency_count) {
-            None => (0, 0, 0),
-            Some(avg_us) => (
-                state.latency_us_min / 1000,
-                avg_us / 1000,
-                state.latency_us_max / 1000,
-            ),
-        };
-        let _ = write!(
-            line,
-            ",sid={:#x},lop={},est={},to={},lcxid={:#x},lzxid={:#x},lresp={},llat={},minlat={},avglat={},maxlat={}",
-            state.session_id,
-            state.last_op,
-            established_ms,
-            state.timeout_ms,
-            state.last_cxid,
-            state.last_zxid,
-            established_ms,
-            0,
-            min,
-            avg,
-            max
-        );
-    }
-    line.push(')');
-    line
-}
-
 fn cons(shard: &Shard) -> String {
     let mut out = String::new();
-    for conn in sorted_conns(shard) {
-        out.push_str(&connection_line(&conn, false));
-        out.push('\n');
+    for report in shard.all_reports() {
+        for conn in &report.conns {
+            out.push_str(&conn.full);
+            out.push('\n');
+        }
     }
     out.push('\n');
     out
 }
 
+/// `crst` reaches every shard through a generation counter; this shard applies it at once.
 fn reset_connection_stats(shard: &Shard) {
-    for conn in shard.conns.borrow().values() {
-        let mut state = conn.state.borrow_mut();
-        state.packets_received = 0;
-        state.packets_sent = 0;
-        state.latency_us_min = u64::MAX;
-        state.latency_us_max = 0;
-        state.latency_us_sum = 0;
-        state.latency_count = 0;
-    }
+    shard.stats.crst_generation.fetch_add(1, Relaxed);
+    shard.reset_connection_stats_if_asked();
 }
 
 fn conf(shard: &Shard) -> String {
@@ -160,7 +110,7 @@ fn conf(shard: &Shard) -> String {
 
 fn mntr(shard: &Shard) -> String {
     let stats = &shard.stats;
-    let watches = shard.watches.borrow();
+    let watch_count: usize = shard.all_reports().iter().map(|r| r.watch_count).sum();
     let (min, avg, max) = stats.latency_ms();
     let lines: Vec<(&str, String)> = vec![
         ("zk_version", VERSION.to_owned()),
@@ -185,7 +135,7 @@ fn mntr(shard: &Shard) -> String {
             stats.outstanding.load(Relaxed).max(0).to_string(),
         ),
         ("zk_znode_count", stats.node_count.load(Relaxed).to_string()),
-        ("zk_watch_count", watches.watch_count().to_string()),
+        ("zk_watch_count", watch_count.to_string()),
         (
             "zk_ephemerals_count",
             stats.ephemerals_count.load(Relaxed).to_string(),
@@ -245,29 +195,36 @@ fn max_fd_count() -> u64 {
     }
 }
 
-fn session_of(shard: &Shard, conn_id: u64) -> i64 {
-    shard
-        .conns
-        .borrow()
-        .get(&conn_id)
-        .map_or(0, |conn| conn.session_id())
+/// Every shard's watches as (session id, path) pairs, and the exact total.
+fn all_watches(shard: &Shard) -> (Vec<(i64, String)>, usize) {
+    let mut pairs = Vec::new();
+    let mut total = 0;
+    for report in shard.all_reports() {
+        total += report.watch_count;
+        pairs.extend(report.watches);
+    }
+    (pairs, total)
 }
 
 fn wchs(shard: &Shard) -> String {
-    let watches = shard.watches.borrow();
+    let (pairs, total) = all_watches(shard);
+    let sessions: BTreeSet<i64> = pairs.iter().map(|(session, _)| *session).collect();
+    let paths: BTreeSet<&str> = pairs.iter().map(|(_, path)| path.as_str()).collect();
     format!(
-        "{} connections watching {} paths\nTotal watches:{}\n",
-        watches.conn_count(),
-        watches.path_count(),
-        watches.watch_count()
+        "{} connections watching {} paths\nTotal watches:{total}\n",
+        sessions.len(),
+        paths.len()
     )
 }
 
 fn wchc(shard: &Shard) -> String {
-    let by_conn = shard.watches.borrow().by_conn();
+    let mut by_session: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for (session, path) in all_watches(shard).0 {
+        by_session.entry(session).or_default().push(path);
+    }
     let mut out = String::new();
-    for (conn_id, paths) in by_conn {
-        let _ = writeln!(out, "{:#x}", session_of(shard, conn_id));
+    for (session, paths) in by_session {
+        let _ = writeln!(out, "{session:#x}");
         for path in paths {
             let _ = writeln!(out, "\t{path}");
         }
@@ -276,12 +233,15 @@ fn wchc(shard: &Shard) -> String {
 }
 
 fn wchp(shard: &Shard) -> String {
-    let by_path = shard.watches.borrow().by_path();
+    let mut by_path: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (session, path) in all_watches(shard).0 {
+        by_path.entry(path).or_default().push(session);
+    }
     let mut out = String::new();
-    for (path, conns) in by_path {
+    for (path, sessions) in by_path {
         let _ = writeln!(out, "{path}");
-        for conn_id in conns {
-            let _ = writeln!(out, "\t{:#x}", session_of(shard, conn_id));
+        for session in sessions {
+            let _ = writeln!(out, "\t{session:#x}");
         }
     }
     out
@@ -305,10 +265,14 @@ fn dump(shard: &Shard) -> String {
         }
     }
     out.push_str("Connections dump:\n");
-    let conns = sorted_conns(shard);
+    let conns: Vec<i64> = shard
+        .all_reports()
+        .iter()
+        .flat_map(|report| report.conns.iter().map(|conn| conn.session_id))
+        .collect();
     let _ = writeln!(out, "Connections Sets (1)/({})", conns.len());
-    for conn in conns {
-        let _ = writeln!(out, "{:#x}", conn.session_id());
+    for session_id in conns {
+        let _ = writeln!(out, "{session_id:#x}");
     }
     out
 }

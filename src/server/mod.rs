@@ -102,6 +102,12 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
     let mut handles = Vec::new();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, ServerError>>();
     let tree = DataTree::new();
+    let reports: crate::shard::SharedReports = Arc::new(
+        (0..shard_pins.len())
+            .map(|_| std::sync::Mutex::new(crate::shard::ShardReport::default()))
+            .collect(),
+    );
+    let mut bind_addr = config.client_socket_addr();
     for (index, pin) in shard_pins.iter().enumerate() {
         let (to_replica_tx, to_replica_rx) = io::cross_core_channel(TO_REPLICA_QUEUE_MAX);
         let (to_shard_tx, to_shard_rx) = io::cross_core_channel(TO_SHARD_QUEUE_MAX);
@@ -115,12 +121,17 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
             to_replica: to_replica_tx,
             from_replica: to_shard_rx,
             view: tree.clone(),
+            reports: reports.clone(),
+            bind_addr,
             ready: ready_tx.clone(),
         };
         let name = format!("keel-shard-{index}");
         let handle = io::spawn_executor(&name, *pin, move || shard_main(context))
             .map_err(|source| ServerError::Executor { name, source })?;
         handles.push(handle);
+        if index == 0 {
+            bind_addr = wait_ready(&ready_rx)?;
+        }
     }
     let replica_context = ReplicaStart {
         config: config.clone(),
@@ -138,15 +149,10 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
     })?;
     handles.push(handle);
     drop(ready_tx);
-    let mut client_addr = None;
-    for _ in 0..shard_pins.len() {
-        match ready_rx.recv() {
-            Ok(Ok(addr)) => client_addr = Some(addr),
-            Ok(Err(error)) => return Err(error),
-            Err(_) => return Err(ServerError::Panicked),
-        }
+    for _ in 1..shard_pins.len() {
+        wait_ready(&ready_rx)?;
     }
-    let client_addr = client_addr.ok_or(ServerError::Panicked)?;
+    let client_addr = bind_addr;
     tracing::info!(
         %client_addr,
         shards = shard_pins.len(),
@@ -157,6 +163,16 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         client_addr,
         handles,
     })
+}
+
+/// Waits for one shard to report that it listens (or why it cannot).
+fn wait_ready(
+    ready: &mpsc::Receiver<Result<SocketAddr, ServerError>>,
+) -> Result<SocketAddr, ServerError> {
+    match ready.recv() {
+        Ok(result) => result,
+        Err(_) => Err(ServerError::Panicked),
+    }
 }
 
 fn load_sasl_users(config: &Config) -> Result<HashMap<String, String>, ServerError> {
@@ -277,6 +293,10 @@ struct ShardStart {
     to_replica: SharedSender<Inbound>,
     from_replica: SharedReceiver<Arc<CommitBatch>>,
     view: DataTree,
+    reports: crate::shard::SharedReports,
+    /// Where to listen. Shard 0 binds the configured address first; the others bind the
+    /// address it got (so `clientPort=0` gives every shard the same port).
+    bind_addr: SocketAddr,
     ready: mpsc::Sender<Result<SocketAddr, ServerError>>,
 }
 
@@ -293,7 +313,7 @@ fn shard_limits(config: &Config) -> Limits {
 
 /// A client shard: listens (SO_REUSEPORT), serves connections, applies the commit stream.
 async fn shard_main(start: ShardStart) {
-    let addr = start.config.client_socket_addr();
+    let addr = start.bind_addr;
     let listener = match io::TcpListener::bind(addr) {
         Ok(listener) => listener,
         Err(error) => {
@@ -305,6 +325,9 @@ async fn shard_main(start: ShardStart) {
         }
     };
     let local_addr = listener.local_addr().unwrap_or(addr);
+    // Listening is all `start` waits for: connections queue in the backlog until the accept
+    // loop below runs, after the cross-core queues are connected.
+    let _ = start.ready.send(Ok(local_addr));
     let shard = Rc::new(Shard {
         id: start.id,
         limits: shard_limits(&start.config),
@@ -320,6 +343,8 @@ async fn shard_main(start: ShardStart) {
         next_conn: Cell::new(1),
         stopping: Cell::new(false),
         stop_signal: Signal::new(),
+        reports: start.reports,
+        crst_seen: Cell::new(0),
     });
     let from_replica = start.from_replica.connect().await;
     {
@@ -332,7 +357,7 @@ async fn shard_main(start: ShardStart) {
         .detach();
     }
     spawn_touch_reporter(shard.clone(), start.config.tick_time_ms);
-    let _ = start.ready.send(Ok(local_addr));
+    spawn_report_publisher(shard.clone());
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -344,6 +369,21 @@ async fn shard_main(start: ShardStart) {
             }
         }
     }
+}
+
+/// Once a second: publishes this shard's connections and watches for the four-letter words
+/// answered on other shards (only when there are other shards), and applies `crst`.
+fn spawn_report_publisher(shard: Rc<Shard>) {
+    io::spawn_local(async move {
+        loop {
+            io::sleep(Duration::from_secs(1)).await;
+            shard.reset_connection_stats_if_asked();
+            if shard.reports.len() > 1 {
+                shard.publish_report();
+            }
+        }
+    })
+    .detach();
 }
 
 /// Reports the sessions with traffic to the replica core a few times per tick, so their

@@ -25,6 +25,8 @@ pub struct ServerStats {
     pub session_count: AtomicU64,
     pub approximate_data_size: AtomicU64,
     pub ephemerals_count: AtomicU64,
+    /// Bumped by `crst`; every shard resets its connections' figures when it sees a new value.
+    pub crst_generation: AtomicU64,
 }
 
 impl Default for ServerStats {
@@ -48,6 +50,7 @@ impl Default for ServerStats {
             session_count: AtomicU64::new(0),
             approximate_data_size: AtomicU64::new(0),
             ephemerals_count: AtomicU64::new(0),
+            crst_generation: AtomicU64::new(0),
         }
     }
 }

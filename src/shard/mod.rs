@@ -15,6 +15,7 @@
 mod conn;
 mod read;
 mod reply;
+mod report;
 
 use crate::config::Config;
 use crate::io::{ConnectedSender, Signal};
@@ -28,6 +29,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 pub use conn::{serve_connection, Conn};
+pub use report::{ConnReport, ShardReport, SharedReports, REPORT_WATCHES_MAX};
 
 /// Per-connection limits, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -58,6 +60,10 @@ pub struct Shard {
     /// Raised when the shard stops: accept loops and connections end.
     pub stopping: Cell<bool>,
     pub stop_signal: Signal,
+    /// Every shard's latest report, for the four-letter words (see `report`).
+    pub reports: SharedReports,
+    /// The last `crst` generation this shard applied to its connections.
+    pub crst_seen: Cell<u64>,
 }
 
 impl Shard {
@@ -177,6 +183,26 @@ impl Shard {
     /// Sessions with traffic since the last call.
     pub fn take_touched(&self) -> Vec<i64> {
         self.touched.borrow_mut().drain().collect()
+    }
+
+    /// Applies a `crst` issued on any shard: resets this shard's per-connection figures.
+    pub fn reset_connection_stats_if_asked(&self) {
+        let generation = self
+            .stats
+            .crst_generation
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if generation == self.crst_seen.replace(generation) {
+            return;
+        }
+        for conn in self.conns.borrow().values() {
+            let mut state = conn.state.borrow_mut();
+            state.packets_received = 0;
+            state.packets_sent = 0;
+            state.latency_us_min = u64::MAX;
+            state.latency_us_max = 0;
+            state.latency_us_sum = 0;
+            state.latency_count = 0;
+        }
     }
 
     pub fn connections_from(&self, ip: std::net::IpAddr) -> usize {

@@ -801,8 +801,12 @@ fn trigger(path: &str, event: EventType, acl: Arc<[Acl]>) -> WatchTrigger {
 /// The node kind and stored ephemeralOwner for a create txn.
 fn stored_kind(kind: CreateKind, ephemeral_owner: i64) -> Result<(NodeKind, i64), ErrorCode> {
     match kind {
-        CreateKind::Persistent if ephemeral_owner == 0 => Ok((NodeKind::Persistent, 0)),
-        CreateKind::Persistent => Ok((NodeKind::Ephemeral, ephemeral_owner)),
+        CreateKind::Persistent | CreateKind::Persistent2 if ephemeral_owner == 0 => {
+            Ok((NodeKind::Persistent, 0))
+        }
+        CreateKind::Persistent | CreateKind::Persistent2 => {
+            Ok((NodeKind::Ephemeral, ephemeral_owner))
+        }
         CreateKind::Container => Ok((NodeKind::Container, CONTAINER_EPHEMERAL_OWNER)),
         CreateKind::Ttl(ttl_ms) if (1..=TTL_MS_MAX).contains(&ttl_ms) => {
             Ok((NodeKind::Ttl, TTL_EPHEMERAL_OWNER_MARK | ttl_ms))

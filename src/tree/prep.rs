@@ -233,9 +233,10 @@ fn prep_create(
     let kind = match request.op {
         op::CREATE_CONTAINER => CreateKind::Container,
         op::CREATE_TTL => CreateKind::Ttl(request.ttl_ms),
+        op::CREATE2 => CreateKind::Persistent2,
         _ => CreateKind::Persistent,
     };
-    let ephemeral = kind == CreateKind::Persistent && mode.is_ephemeral();
+    let ephemeral = kind.is_create_txn() && mode.is_ephemeral();
     Ok(Txn::Create {
         path,
         data: request.data.as_deref().map(Arc::from),

@@ -20,13 +20,26 @@ pub struct TxnHeader {
     pub op: i32,
 }
 
-/// Which create record: `CreateTxn` (persistent or ephemeral), `CreateContainerTxn` or
-/// `CreateTTLTxn` with its ttl in milliseconds.
+/// Which create record, and so which opcode the log writes for it: `CreateTxn` (persistent or
+/// ephemeral) from create (1) or create2 (15), `CreateContainerTxn` (19) or `CreateTTLTxn` (21)
+/// with its ttl in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateKind {
+    /// A `CreateTxn` from create (1).
     Persistent,
+    /// A `CreateTxn` from create2 (15): the same node as `Persistent`. Kept apart because
+    /// ZooKeeper logs a multi's sub-txn under its request opcode, and a ZooKeeper follower
+    /// answers a multi's create2 with the stat only when the logged type says create2.
+    Persistent2,
     Container,
     Ttl(i64),
+}
+
+impl CreateKind {
+    /// True for the `CreateTxn` kinds, the only ones that may be ephemeral.
+    pub fn is_create_txn(self) -> bool {
+        matches!(self, CreateKind::Persistent | CreateKind::Persistent2)
+    }
 }
 
 /// A transaction, applied by [`super::DataTree::apply`].
@@ -37,7 +50,8 @@ pub enum Txn {
         path: String,
         data: Option<Arc<[u8]>>,
         acl: Vec<Acl>,
-        /// 0, or the owning session id for an ephemeral (only with `CreateKind::Persistent`).
+        /// 0, or the owning session id for an ephemeral (only with `CreateKind::Persistent` or
+        /// `Persistent2`).
         ephemeral_owner: i64,
         /// The parent's stored cversion after this create (`stored + 1`), or -1 for "+1".
         parent_cversion: i32,
