@@ -1012,9 +1012,9 @@ impl Config {
         let lines = [
             ("clientPort", port_text(self.client_port)),
             ("secureClientPort", port_text(self.secure_client_port)),
-            ("dataDir", absolute_display(&self.data_dir)),
+            ("dataDir", version_dir_display(&self.data_dir)),
             ("dataDirSize", data_dir_size_bytes.to_string()),
-            ("dataLogDir", absolute_display(&self.data_log_dir)),
+            ("dataLogDir", version_dir_display(&self.data_log_dir)),
             ("dataLogSize", data_log_size_bytes.to_string()),
             ("tickTime", self.tick_time_ms.to_string()),
             ("maxClientCnxns", self.max_client_cnxns.to_string()),
@@ -1097,6 +1097,12 @@ fn absolute_display(path: &Path) -> String {
         Ok(current) => current.join(relative).display().to_string(),
         Err(_) => path.display().to_string(),
     }
+}
+
+/// How ZooKeeper's `conf` shows a data directory: the absolute path of its `version-2`
+/// subdirectory, where the files actually live.
+fn version_dir_display(path: &Path) -> String {
+    format!("{}/version-2", absolute_display(path))
 }
 
 fn is_wildcard(host: &str) -> bool {
@@ -1793,7 +1799,11 @@ mod tests {
         let value = |key: &str| lines.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         assert_eq!(value("clientPort").as_deref(), Some("2181"));
         assert_eq!(value("secureClientPort").as_deref(), Some("-1"));
-        assert_eq!(value("dataDir").as_deref(), Some("/d"));
+        assert_eq!(
+            value("dataDir").as_deref(),
+            Some("/d/version-2"),
+            "ZooKeeper shows the version-2 subdirectory"
+        );
         assert_eq!(value("dataLogSize").as_deref(), Some("20"));
         assert_eq!(value("minSessionTimeout").as_deref(), Some("4000"));
         assert_eq!(value("serverId").as_deref(), Some("0"));

@@ -102,7 +102,9 @@ fn reset_connection_stats(shard: &Shard) {
 
 fn conf(shard: &Shard) -> String {
     let mut out = String::new();
-    for (key, value) in shard.config.conf_lines() {
+    let data_bytes = dir_size(&shard.config.data_dir);
+    let log_bytes = dir_size(&shard.config.data_log_dir);
+    for (key, value) in shard.config.conf_lines_with_sizes(data_bytes, log_bytes) {
         let _ = writeln!(out, "{key}={value}");
     }
     out
@@ -112,69 +114,77 @@ fn mntr(shard: &Shard) -> String {
     let stats = &shard.stats;
     let watch_count: usize = shard.all_reports().iter().map(|r| r.watch_count).sum();
     let (min, avg, max) = stats.latency_ms();
+    // ZooKeeper 3.8's order (its metrics map's iteration order, stable across runs), for the
+    // keys Keel has; tools that diff mntr output keep working.
     let lines: Vec<(&str, String)> = vec![
         ("zk_version", VERSION.to_owned()),
         ("zk_server_state", "standalone".to_owned()),
-        ("zk_avg_latency", format!("{avg:?}")),
-        ("zk_max_latency", (max as u64).to_string()),
-        ("zk_min_latency", (min as u64).to_string()),
         (
-            "zk_packets_received",
-            stats.packets_received.load(Relaxed).to_string(),
+            "zk_ephemerals_count",
+            stats.ephemerals_count.load(Relaxed).to_string(),
+        ),
+        (
+            "zk_num_alive_connections",
+            stats.connections.load(Relaxed).to_string(),
+        ),
+        ("zk_avg_latency", java_double(avg)),
+        (
+            "zk_outstanding_requests",
+            stats.outstanding.load(Relaxed).max(0).to_string(),
+        ),
+        ("zk_znode_count", stats.node_count.load(Relaxed).to_string()),
+        (
+            "zk_global_sessions",
+            stats.session_count.load(Relaxed).to_string(),
         ),
         (
             "zk_packets_sent",
             stats.packets_sent.load(Relaxed).to_string(),
         ),
         (
-            "zk_num_alive_connections",
-            stats.connections.load(Relaxed).to_string(),
+            "zk_packets_received",
+            stats.packets_received.load(Relaxed).to_string(),
         ),
-        (
-            "zk_outstanding_requests",
-            stats.outstanding.load(Relaxed).max(0).to_string(),
-        ),
-        ("zk_znode_count", stats.node_count.load(Relaxed).to_string()),
         ("zk_watch_count", watch_count.to_string()),
         (
-            "zk_ephemerals_count",
-            stats.ephemerals_count.load(Relaxed).to_string(),
+            "zk_auth_failed_count",
+            stats.auth_failed_count.load(Relaxed).to_string(),
         ),
+        ("zk_min_latency", (min as u64).to_string()),
+        ("zk_max_file_descriptor_count", max_fd_count().to_string()),
         (
             "zk_approximate_data_size",
             stats.approximate_data_size.load(Relaxed).to_string(),
         ),
         ("zk_open_file_descriptor_count", open_fd_count().to_string()),
-        ("zk_max_file_descriptor_count", max_fd_count().to_string()),
-        ("zk_uptime", stats.started.elapsed().as_millis().to_string()),
-        (
-            "zk_global_sessions",
-            stats.session_count.load(Relaxed).to_string(),
-        ),
         ("zk_local_sessions", "0".to_owned()),
+        ("zk_uptime", stats.started.elapsed().as_millis().to_string()),
+        ("zk_max_latency", (max as u64).to_string()),
         (
-            "zk_auth_failed_count",
-            stats.auth_failed_count.load(Relaxed).to_string(),
+            "zk_connection_rejected",
+            stats.connection_rejected.load(Relaxed).to_string(),
         ),
         (
             "zk_connection_drop_count",
             stats.connection_drop_count.load(Relaxed).to_string(),
         ),
         (
-            "zk_connection_rejected",
-            stats.connection_rejected.load(Relaxed).to_string(),
-        ),
-        (
             "zk_bytes_received_count",
             stats.bytes_received.load(Relaxed).to_string(),
         ),
-        ("zk_quorum_size", "1".to_owned()),
     ];
     let mut out = String::new();
     for (key, value) in lines {
         let _ = writeln!(out, "{key}\t{value}");
     }
     out
+}
+
+/// A double as ZooKeeper prints its average latency: rounded to 4 decimals, Java's
+/// `Double.toString` form (always a fractional part).
+fn java_double(value: f64) -> String {
+    let rounded = (value * 10_000.0).round() / 10_000.0;
+    format!("{rounded:?}")
 }
 
 fn open_fd_count() -> usize {
@@ -195,12 +205,12 @@ fn max_fd_count() -> u64 {
     }
 }
 
-/// Every shard's watches as (session id, path) pairs, and the exact total.
+/// Every shard's data-side watches as (session id, path) pairs, and their exact total.
 fn all_watches(shard: &Shard) -> (Vec<(i64, String)>, usize) {
     let mut pairs = Vec::new();
     let mut total = 0;
     for report in shard.all_reports() {
-        total += report.watch_count;
+        total += report.data_watch_count;
         pairs.extend(report.watches);
     }
     (pairs, total)
@@ -229,6 +239,7 @@ fn wchc(shard: &Shard) -> String {
             let _ = writeln!(out, "\t{path}");
         }
     }
+    out.push('\n');
     out
 }
 
@@ -244,19 +255,29 @@ fn wchp(shard: &Shard) -> String {
             let _ = writeln!(out, "\t{session:#x}");
         }
     }
+    out.push('\n');
     out
 }
 
 fn dump(shard: &Shard) -> String {
     let view = shard.view.borrow().clone();
     let mut out = String::from("SessionTracker dump:\n");
-    let sessions = view.session_ids_with_ephemerals();
-    let _ = writeln!(
-        out,
-        "Global Sessions({}):",
-        shard.stats.session_count.load(Relaxed)
-    );
+    let sets = shard
+        .stats
+        .session_sets
+        .lock()
+        .map(|sets| sets.clone())
+        .unwrap_or_default();
+    let session_count: usize = sets.iter().map(|(_, ids)| ids.len()).sum();
+    let _ = writeln!(out, "Session Sets ({})/({session_count}):", sets.len());
+    for (expiry_ms, ids) in sets {
+        let _ = writeln!(out, "{} expire at {}:", ids.len(), java_date(expiry_ms));
+        for id in ids {
+            let _ = writeln!(out, "\t{id:#x}");
+        }
+    }
     out.push_str("ephemeral nodes dump:\n");
+    let sessions = view.session_ids_with_ephemerals();
     let _ = writeln!(out, "Sessions with Ephemerals ({}):", sessions.len());
     for session_id in sessions {
         let _ = writeln!(out, "{session_id:#x}:");
@@ -265,16 +286,61 @@ fn dump(shard: &Shard) -> String {
         }
     }
     out.push_str("Connections dump:\n");
-    let conns: Vec<i64> = shard
+    let conns: Vec<(String, i64)> = shard
         .all_reports()
-        .iter()
-        .flat_map(|report| report.conns.iter().map(|conn| conn.session_id))
+        .into_iter()
+        .flat_map(|report| report.conns.into_iter())
+        .map(|conn| (conn.peer, conn.session_id))
         .collect();
-    let _ = writeln!(out, "Connections Sets (1)/({})", conns.len());
-    for session_id in conns {
-        let _ = writeln!(out, "{session_id:#x}");
+    let _ = writeln!(out, "Connections Sets (1)/({}):", conns.len());
+    let expiry_ms = wall_clock_ms() + i64::from(shard.config.tick_time_ms);
+    let _ = writeln!(out, "{} expire at {}:", conns.len(), java_date(expiry_ms));
+    for (peer, session_id) in conns {
+        let _ = writeln!(out, "\tip: /{peer} sessionId: {session_id:#x}");
     }
     out
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Java's `Date.toString()` in UTC: `Sun Nov 22 01:59:14 UTC 2026`.
+fn java_date(epoch_ms: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let seconds = epoch_ms.div_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{} {} {:02} {:02}:{:02}:{:02} UTC {}",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        day,
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60,
+        year
+    )
 }
 
 fn envi() -> String {
@@ -282,14 +348,17 @@ fn envi() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let os_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cwd = std::env::current_dir().map(|d| d.display().to_string());
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        other => other,
+    };
     let pairs = [
         ("zookeeper.version", VERSION.to_owned()),
         ("host.name", host.trim().to_owned()),
-        ("keel.version", env!("CARGO_PKG_VERSION").to_owned()),
         ("os.name", "Linux".to_owned()),
-        ("os.arch", std::env::consts::ARCH.to_owned()),
+        ("os.arch", arch.to_owned()),
         ("os.version", os_release.trim().to_owned()),
-        ("user.name", std::env::var("USER").unwrap_or_default()),
+        ("user.name", user_name()),
         ("user.home", std::env::var("HOME").unwrap_or_default()),
         ("user.dir", cwd.unwrap_or_default()),
     ];
@@ -297,6 +366,21 @@ fn envi() -> String {
         let _ = writeln!(out, "{key}={value}");
     }
     out
+}
+
+/// The effective user's login name, as Java's `user.name` reports it.
+fn user_name() -> String {
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy the name out
+    // at once and never keep the pointer.
+    unsafe {
+        let entry = libc::getpwuid(libc::geteuid());
+        if entry.is_null() || (*entry).pw_name.is_null() {
+            return std::env::var("USER").unwrap_or_default();
+        }
+        std::ffi::CStr::from_ptr((*entry).pw_name)
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 fn dirs(shard: &Shard) -> String {
@@ -318,4 +402,25 @@ pub fn dir_size(dir: &std::path::Path) -> u64 {
         })
     };
     sum(dir) + sum(&dir.join("version-2"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn java_date_matches_date_to_string() {
+        // Known instants print as java.util.Date.toString() does in UTC.
+        assert_eq!(java_date(0), "Thu Jan 01 00:00:00 UTC 1970");
+        assert_eq!(java_date(1_795_312_754_000), "Sun Nov 22 01:59:14 UTC 2026");
+        assert_eq!(java_date(951_782_400_000), "Tue Feb 29 00:00:00 UTC 2000");
+    }
+
+    #[test]
+    fn average_latency_prints_like_java() {
+        // Averages are rounded to 4 decimals and always show a fractional part.
+        assert_eq!(java_double(0.0), "0.0");
+        assert_eq!(java_double(0.090_799_999_999), "0.0908");
+        assert_eq!(java_double(2.0), "2.0");
+    }
 }

@@ -11,7 +11,7 @@ pub mod stats;
 
 use crate::config::Config;
 use crate::io::{self, Pin, SharedReceiver, SharedSender, Signal};
-use crate::replica::{CommitBatch, Inbound, Now, Replica, ReplicaConfig};
+use crate::replica::{CommitBatch, CommitEntry, Inbound, Now, Replica, ReplicaConfig};
 use crate::shard::{serve_connection, Limits, Shard};
 use crate::tree::{DataTree, WatchManager};
 use stats::ServerStats;
@@ -244,10 +244,13 @@ async fn replica_main(start: ReplicaStart) {
     {
         let replica = replica.clone();
         let flush = flush.clone();
+        let stats = start.stats.clone();
         io::spawn_local(async move {
             loop {
                 io::sleep(Duration::from_millis((tick_ms / 2).max(10))).await;
-                replica.borrow_mut().tick(now(started));
+                let now = now(started);
+                replica.borrow_mut().tick(now);
+                publish_session_sets(&stats, &replica.borrow(), now);
                 flush.notify();
             }
         })
@@ -260,6 +263,9 @@ async fn replica_main(start: ReplicaStart) {
         let batch = replica.borrow_mut().seal_batch();
         let Some(batch) = batch else { continue };
         publish_stats(&start.stats, &replica.borrow());
+        if opens_or_closes_sessions(&batch) {
+            publish_session_sets(&start.stats, &replica.borrow(), now(started));
+        }
         let batch = Arc::new(batch);
         for sender in &outbound {
             if sender.send(batch.clone()).await.is_err() {
@@ -283,6 +289,38 @@ fn publish_stats(stats: &ServerStats, replica: &Replica) {
     stats
         .session_count
         .store(replica.sessions().len() as u64, Relaxed);
+}
+
+fn opens_or_closes_sessions(batch: &CommitBatch) -> bool {
+    batch.entries.iter().any(|entry| {
+        matches!(
+            entry,
+            CommitEntry::SessionOpened { .. }
+                | CommitEntry::Txn {
+                    closed_session: Some(_),
+                    ..
+                }
+        )
+    })
+}
+
+/// Copies the session table's expiry buckets (bounded) for `dump`, with wall-clock times.
+fn publish_session_sets(stats: &ServerStats, replica: &Replica, now: Now) {
+    let mut listed = 0;
+    let mut sets = Vec::new();
+    for (deadline_mono_ms, ids) in replica.sessions().deadline_buckets() {
+        let mut ids: Vec<i64> = ids
+            .iter()
+            .copied()
+            .take(stats::SESSIONS_DUMP_MAX.saturating_sub(listed))
+            .collect();
+        ids.sort_unstable();
+        listed += ids.len();
+        sets.push((now.wall_ms + (deadline_mono_ms - now.mono_ms), ids));
+    }
+    if let Ok(mut stored) = stats.session_sets.lock() {
+        *stored = sets;
+    }
 }
 
 struct ShardStart {

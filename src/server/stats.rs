@@ -2,6 +2,7 @@
 //! statistics, never used to make a decision.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -27,7 +28,13 @@ pub struct ServerStats {
     pub ephemerals_count: AtomicU64,
     /// Bumped by `crst`; every shard resets its connections' figures when it sees a new value.
     pub crst_generation: AtomicU64,
+    /// Session sets for `dump`: (expiry, wall-clock ms; session ids), published each tick by
+    /// the replica core, at most `SESSIONS_DUMP_MAX` ids.
+    pub session_sets: Mutex<Vec<(i64, Vec<i64>)>>,
 }
+
+/// Sessions listed by `dump` at most.
+pub const SESSIONS_DUMP_MAX: usize = 10_000;
 
 impl Default for ServerStats {
     fn default() -> Self {
@@ -51,6 +58,7 @@ impl Default for ServerStats {
             approximate_data_size: AtomicU64::new(0),
             ephemerals_count: AtomicU64::new(0),
             crst_generation: AtomicU64::new(0),
+            session_sets: Mutex::new(Vec::new()),
         }
     }
 }

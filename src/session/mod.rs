@@ -171,6 +171,11 @@ impl SessionTable {
         expired
     }
 
+    /// Live sessions grouped by deadline, earliest first: ZooKeeper's session sets (`dump`).
+    pub fn deadline_buckets(&self) -> impl Iterator<Item = (i64, &HashSet<i64>)> {
+        self.buckets.iter().map(|(deadline, ids)| (*deadline, ids))
+    }
+
     /// Checks the table's invariants; the simulator and tests call it after each step.
     pub fn invariants(&self) {
         let bucketed: usize = self.buckets.values().map(HashSet::len).sum();

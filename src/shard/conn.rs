@@ -434,6 +434,7 @@ async fn process_frames(
             Phase::Closing | Phase::Handshaking => return Ok(consumed),
             Phase::Greeting => {
                 if let Some(command) = rest.get(..4).and_then(super::fourlw_command) {
+                    conn.state.borrow_mut().packets_received += 1;
                     let text = crate::server::fourlw::run(command, shard);
                     conn.reply_with(|out| out.extend_from_slice(text.as_bytes()));
                     conn.close();

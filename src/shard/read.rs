@@ -112,6 +112,11 @@ impl Reader<'_> {
             }
             Request::SetWatches(set) => self.set_watches(out, set),
             Request::Sasl { token } => return self.sasl(out, token),
+            // ZooKeeper checks reconfigEnabled first; a standalone server then cannot
+            // reconfigure at all.
+            Request::Reconfig if self.shard.config.reconfig_enabled => {
+                self.error(out, ErrorCode::Unimplemented)
+            }
             Request::Reconfig => self.error(out, ErrorCode::ReconfigDisabled),
             _ => self.error(out, ErrorCode::Unimplemented),
         }

@@ -16,6 +16,7 @@ pub const REPORT_WATCHES_MAX: usize = 100_000;
 #[derive(Debug, Clone)]
 pub struct ConnReport {
     pub id: u64,
+    pub peer: String,
     pub session_id: i64,
     /// ZooKeeper's `dumpConnectionInfo(brief = true)`, as `stat` prints it.
     pub brief: String,
@@ -26,8 +27,11 @@ pub struct ConnReport {
 #[derive(Debug, Clone, Default)]
 pub struct ShardReport {
     pub conns: Vec<ConnReport>,
-    /// (session id, path) for each watch, at most `REPORT_WATCHES_MAX`.
+    /// (session id, path) for each data-side watch, at most `REPORT_WATCHES_MAX`.
     pub watches: Vec<(i64, String)>,
+    /// Data-side watches, exact (wchs).
+    pub data_watch_count: usize,
+    /// Watches on both sides, exact (mntr's zk_watch_count).
     pub watch_count: usize,
 }
 
@@ -43,6 +47,7 @@ impl Shard {
             .values()
             .map(|conn| ConnReport {
                 id: conn.id,
+                peer: conn.peer.to_string(),
                 session_id: conn.session_id(),
                 brief: connection_line(conn, true),
                 full: connection_line(conn, false),
@@ -56,18 +61,17 @@ impl Shard {
                 .get(&conn_id)
                 .map_or(0, |conn| conn.session_id())
         };
-        let listed = watches
-            .by_conn()
+        let data_side = watches.data_side();
+        let data_watch_count = data_side.len();
+        let listed = data_side
             .into_iter()
-            .flat_map(|(conn_id, paths)| {
-                let session_id = session_of(conn_id);
-                paths.into_iter().map(move |path| (session_id, path))
-            })
             .take(REPORT_WATCHES_MAX)
+            .map(|(conn_id, path)| (session_of(conn_id), path))
             .collect();
         ShardReport {
             conns,
             watches: listed,
+            data_watch_count,
             watch_count: watches.watch_count(),
         }
     }
@@ -99,14 +103,20 @@ impl Shard {
 /// ZooKeeper's `dumpConnectionInfo`.
 fn connection_line(conn: &Conn, brief: bool) -> String {
     let state = conn.state.borrow();
+    // ZooKeeper prints the selector's interest ops: 1 (read) for a serving connection, 0 for
+    // one that is answering a four-letter word or closing.
+    let interest_ops = u8::from(matches!(
+        state.phase,
+        super::conn::Phase::Open | super::conn::Phase::Handshaking
+    ));
     let mut line = format!(
-        " /{}[1](queued={},recved={},sent={}",
+        " /{}[{interest_ops}](queued={},recved={},sent={}",
         conn.peer,
         state.queue.len(),
         state.packets_received,
         state.packets_sent
     );
-    if !brief {
+    if !brief && state.session_id != 0 {
         let established_ms = conn
             .established
             .duration_since(std::time::UNIX_EPOCH)

@@ -296,6 +296,24 @@ impl WatchManager {
         out
     }
 
+    /// The data-side watches (getData, exists, persistent, recursive) as (connection, path)
+    /// pairs sorted by connection then path: what ZooKeeper's wchs, wchc and wchp list, since
+    /// they read only its dataWatches manager.
+    pub fn data_side(&self) -> Vec<(ConnId, String)> {
+        let mut out: Vec<(ConnId, String)> = self
+            .paths
+            .iter()
+            .flat_map(|(path, watchers)| {
+                watchers
+                    .iter()
+                    .filter(|(_, modes)| modes.data != 0)
+                    .map(move |(conn, _)| (*conn, path.to_string()))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// For wchp: each watched path with its connections, all sorted.
     pub fn by_path(&self) -> Vec<(String, Vec<ConnId>)> {
         let mut out: Vec<(String, Vec<ConnId>)> = self
