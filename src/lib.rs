@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod io;
+pub mod log;
 pub mod proto;
 pub mod replica;
 pub mod server;

@@ -21,9 +21,10 @@
 //!   synced records. A record is `magic u32 | payload_bytes u32 | crc32c u32 | zxid i64 |
 //!   payload` (big-endian, 20-byte header), the CRC over `zxid ‖ payload`. The first record of a
 //!   write carries magic "KBAT", the others "KREC"; zero is never a magic.
-//! - Recognising the end: zeros where a record header would start mean "padding to the next
-//!   block" mid-block, and "end of log" at a block boundary (the rest of the segment is then
-//!   zero, as preallocation left it).
+//! - Recognising the end: both magics begin with the byte 0x4B, so a zero byte where a record
+//!   would start means "padding to the next block" mid-block (the rest of that block must be
+//!   zero) and "end of log" at a block boundary (the rest of the segment must be zero, as
+//!   preallocation left it). Anything else there is damage.
 //!
 //! Invariants: zxids strictly increase across all records of all segments; a record is
 //! checked (CRC, zxid) when encoded and again when read back; every segment file has its full
@@ -33,7 +34,10 @@
 //! so only the newest write can be torn. Damage followed by a valid "KBAT" record at a later
 //! block boundary (or by a later segment with records) therefore hit data that was already
 //! synced — `LogError::CorruptMiddle` — while damage followed by nothing valid is a torn tail,
-//! truncated with a report.
+//! truncated with a report. Two consequences: overlapping a write with the previous fdatasync
+//! (the io_uring optimisation) must keep at most one unsynced write per torn-able region or
+//! revisit this rule; and with `force_sync` off several unsynced writes can be lost in any
+//! order, so a crash may read as `CorruptMiddle` — `truncate_at_corruption` is the way back.
 
 #![cfg_attr(
     not(test),
@@ -59,6 +63,7 @@ pub use segment::{DirectDir, DirectFile, LogDir, LogFile, LogTail};
 pub use writer::{LogConfig, LogWriter};
 
 use std::io;
+use std::path::Path;
 
 /// The unit of O_DIRECT IO and of batch alignment.
 pub const BLOCK_BYTES: usize = 4096;
@@ -109,10 +114,35 @@ pub enum LogError {
          refusing to drop committed txns (recover with truncate_at_corruption to do so)"
     )]
     CorruptMiddle { segment: String, offset_bytes: u64 },
-    #[error("{segment}: record at byte {offset_bytes} passes its CRC but does not decode: {reason}")]
+    #[error(
+        "{segment}: record at byte {offset_bytes} passes its CRC but does not decode: {reason}"
+    )]
     Decode {
         segment: String,
         offset_bytes: u64,
         reason: RecordError,
     },
+}
+
+/// Recovers `<data_log_dir>/version-2/` and opens a writer that appends after what survived:
+/// what the server does at start, before replaying `Recovery::txns` over its snapshot.
+///
+/// # Errors
+/// As `recover` and `LogWriter::new`, and `Io` if the directory cannot be created.
+pub fn open(
+    data_log_dir: &Path,
+    config: LogConfig,
+    options: &RecoverOptions,
+) -> Result<(LogWriter<DirectDir>, Recovery), LogError> {
+    let mut dir = DirectDir::open(data_log_dir).map_err(|source| LogError::Io {
+        op: "open",
+        segment: data_log_dir
+            .join(segment::VERSION_DIR)
+            .display()
+            .to_string(),
+        source,
+    })?;
+    let recovery = recover(&mut dir, options)?;
+    let writer = LogWriter::new(dir, config, &recovery.resume)?;
+    Ok((writer, recovery))
 }

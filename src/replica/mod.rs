@@ -97,6 +97,9 @@ pub enum CommitEntry {
 pub struct CommitBatch {
     pub view: DataTree,
     pub entries: Vec<CommitEntry>,
+    /// The batch's transactions in zxid order, for the write-ahead log. The driver makes
+    /// them durable before any shard sees the batch.
+    pub txns: Vec<(TxnHeader, Txn)>,
 }
 
 /// Limits and switches the replica core needs from the configuration.
@@ -130,6 +133,7 @@ pub struct Replica {
     sessions: SessionTable,
     owners: HashMap<i64, Route>,
     batch: Vec<CommitEntry>,
+    batch_txns: Vec<(TxnHeader, Txn)>,
     container_check_due_ms: i64,
     /// Count of transactions committed since start, for `mntr`.
     pub txn_count: u64,
@@ -146,6 +150,7 @@ impl Replica {
             sessions,
             owners: HashMap::new(),
             batch: Vec::new(),
+            batch_txns: Vec::new(),
             container_check_due_ms,
             txn_count: 0,
         }
@@ -171,6 +176,7 @@ impl Replica {
         Some(CommitBatch {
             view: self.tree.clone(),
             entries: std::mem::take(&mut self.batch),
+            txns: std::mem::take(&mut self.batch_txns),
         })
     }
 
@@ -324,6 +330,7 @@ impl Replica {
         assert_eq!(self.tree.last_zxid(), zxid, "apply must advance the zxid");
         self.txn_count += 1;
         let closed_session = matches!(txn, Txn::CloseSession { .. }).then_some(session_id);
+        self.batch_txns.push((header, txn));
         self.batch.push(CommitEntry::Txn {
             zxid,
             triggers: result.triggers,
@@ -338,6 +345,31 @@ impl Replica {
     fn finish_close(&mut self, session_id: i64) {
         self.sessions.remove(session_id);
         self.owners.remove(&session_id);
+    }
+
+    /// Re-applies a transaction recovered from the log at start-up: the tree, and the session
+    /// table (a recovered session gets a full timeout from now, as in ZooKeeper, so a client
+    /// that comes back in time keeps it).
+    ///
+    /// # Panics
+    /// If `header.zxid` does not follow the tree's last zxid: recovery hands txns in order.
+    pub fn replay(&mut self, header: &TxnHeader, txn: &Txn, now: Now) {
+        assert!(
+            header.zxid > self.tree.last_zxid(),
+            "replayed zxids must increase"
+        );
+        self.tree.apply(header, txn);
+        match txn {
+            Txn::CreateSession { timeout_ms } => {
+                self.sessions
+                    .add(header.session_id, *timeout_ms, now.mono_ms);
+            }
+            Txn::CloseSession { .. } => {
+                self.sessions.remove(header.session_id);
+            }
+            _ => {}
+        }
+        self.txn_count += 1;
     }
 
     /// Expires sessions and reaps empty containers and TTL nodes. Call about once a tick.
