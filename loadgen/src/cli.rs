@@ -1,0 +1,322 @@
+//! Command-line flags and their checks; produces a `Plan`.
+
+use crate::keys::KeyDistribution;
+use crate::plan::{self, Mode, Plan};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long a run may overrun warmup + duration before the time limit ends it.
+const TIME_LIMIT_SLACK: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkloadArg {
+    /// getData, exists and getChildren on the keys.
+    Read,
+    /// setData on the keys; create and delete of per-session nodes.
+    Write,
+    /// Reads and writes, --read-pct of them reads.
+    Mixed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyDistArg {
+    Uniform,
+    Zipf,
+}
+
+/// Load generator for ZooKeeper-protocol servers (Keel or Apache ZooKeeper).
+///
+/// Durations take a unit: 500ms, 10s, 2m (a bare number is seconds). Exit status: 0 clean run,
+/// 1 fatal error (nothing measured), 2 bad flags, 3 time limit reached, 4 run finished with
+/// errors counted.
+#[derive(Debug, Parser)]
+#[command(name = "keel-loadgen", version, args_override_self = true)]
+pub struct Args {
+    /// Servers as host:port, comma separated; sessions are spread over them in turn.
+    #[arg(long, default_value = "127.0.0.1:2181", value_delimiter = ',')]
+    pub servers: Vec<String>,
+    /// Client sessions, each its own TCP connection.
+    #[arg(long, default_value_t = 100)]
+    pub sessions: usize,
+    /// Requests in flight per session (closed loop: always this many; open loop: at most).
+    #[arg(long, default_value_t = 1)]
+    pub outstanding: usize,
+    /// Open loop: total ops/s on a fixed schedule, latency measured from each op's intended
+    /// send time. Without it the run is closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Worker threads; sessions are spread over them.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    #[arg(long, value_enum, default_value_t = WorkloadArg::Mixed)]
+    pub workload: WorkloadArg,
+    /// Percentage of reads in the mixed workload [default: 90].
+    #[arg(long)]
+    pub read_pct: Option<u32>,
+    /// Bytes of data in each key and created node.
+    #[arg(long, default_value_t = 100)]
+    pub value_bytes: usize,
+    /// Keys created under the run's prefix.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    #[arg(long, value_enum, default_value_t = KeyDistArg::Uniform)]
+    pub key_dist: KeyDistArg,
+    /// Zipf exponent for --key-dist zipf (key k drawn with weight 1/(k+1)^s).
+    #[arg(long, default_value_t = 0.99)]
+    pub zipf_s: f64,
+    /// Load before measuring; its ops are not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// The measured window.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Hard limit on the whole run, setup to teardown [default: warmup + duration + 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub time_limit: Option<Duration>,
+    /// Session timeout asked of the server (it may clamp it).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+    /// Limit on a TCP connect plus handshake.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// A request without a reply for this long drops its connection and counts as an error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Names the run's prefix /keel-loadgen/<run-id> [default: from the time and pid].
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Seed for key and op choices [default: from the clock; printed in the summary].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Also write the summary's figures to this file as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `500ms`, `10s`, `2m`, `1.5s`, or a bare number of seconds.
+///
+/// # Errors
+/// Not a non-negative number with one of those units.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration"))?;
+    let scale_s = match unit {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" => 1e-6,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("'{text}': unit must be ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(value * scale_s).map_err(|error| format!("'{text}': {error}"))
+}
+
+fn resolve(servers: &[String]) -> Result<Vec<SocketAddr>> {
+    if servers.is_empty() {
+        bail!("--servers: give at least one host:port");
+    }
+    servers
+        .iter()
+        .map(|server| {
+            server
+                .to_socket_addrs()
+                .with_context(|| format!("--servers: cannot resolve '{server}'"))?
+                .next()
+                .ok_or_else(|| anyhow!("--servers: '{server}' has no address"))
+        })
+        .collect()
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    flag: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<()> {
+    if value < min || value > max {
+        bail!("{flag} {value} is out of range [{min}, {max}]");
+    }
+    Ok(())
+}
+
+impl Args {
+    /// The pacing, the read share and the key distribution.
+    fn load_shape(&self) -> Result<(Mode, u32, KeyDistribution)> {
+        let mode = match self.rate {
+            None => Mode::ClosedLoop,
+            Some(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e8 => Mode::OpenLoop {
+                rate_ops_per_s: rate,
+            },
+            Some(rate) => bail!("--rate {rate} must be in (0, 1e8] ops/s"),
+        };
+        let read_pct = match (self.workload, self.read_pct) {
+            (WorkloadArg::Read, None) => 100,
+            (WorkloadArg::Write, None) => 0,
+            (WorkloadArg::Mixed, pct) => pct.unwrap_or(90),
+            (_, Some(_)) => bail!("--read-pct applies to --workload mixed only"),
+        };
+        check_range("--read-pct", read_pct, 0, 100)?;
+        let keys = match self.key_dist {
+            KeyDistArg::Uniform => KeyDistribution::uniform(self.keys),
+            KeyDistArg::Zipf => {
+                if !(self.zipf_s.is_finite() && self.zipf_s > 0.0 && self.zipf_s <= 10.0) {
+                    bail!("--zipf-s {} must be in (0, 10]", self.zipf_s);
+                }
+                KeyDistribution::zipf(self.keys, self.zipf_s)
+            }
+        };
+        Ok((mode, read_pct, keys))
+    }
+
+    /// Checks every flag and resolves the servers.
+    ///
+    /// # Errors
+    /// A flag is out of range, contradicts another, or a server does not resolve.
+    pub fn into_plan(self) -> Result<Plan> {
+        check_range("--sessions", self.sessions, 1, plan::SESSIONS_MAX)?;
+        check_range("--outstanding", self.outstanding, 1, plan::OUTSTANDING_MAX)?;
+        if self.sessions * self.outstanding > plan::OUTSTANDING_TOTAL_MAX {
+            bail!(
+                "--sessions × --outstanding exceeds {}",
+                plan::OUTSTANDING_TOTAL_MAX
+            );
+        }
+        check_range("--threads", self.threads, 1, plan::THREADS_MAX)?;
+        check_range("--keys", self.keys, 1, plan::KEYS_MAX)?;
+        check_range("--value-bytes", self.value_bytes, 0, plan::VALUE_BYTES_MAX)?;
+        let (mode, read_pct, keys) = self.load_shape()?;
+        if self.duration.is_zero() {
+            bail!("--duration must be positive");
+        }
+        let session_timeout_ms = i32::try_from(self.session_timeout.as_millis())
+            .ok()
+            .filter(|&ms| ms > 0)
+            .ok_or_else(|| anyhow!("--session-timeout must be between 1ms and 24 days"))?;
+        for (flag, value) in [
+            ("--connect-timeout", self.connect_timeout),
+            ("--request-timeout", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{flag} must be positive");
+            }
+        }
+        let run_id = self.run_id.clone().unwrap_or_else(default_run_id);
+        let valid = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if run_id.is_empty()
+            || run_id.len() > 64
+            || !run_id.chars().all(valid)
+            || run_id.starts_with('.')
+        {
+            bail!("--run-id '{run_id}': use 1-64 of [A-Za-z0-9_.-], not starting with '.'");
+        }
+        let time_limit = self
+            .time_limit
+            .unwrap_or(self.warmup + self.duration + TIME_LIMIT_SLACK);
+        let plan = Plan {
+            servers: resolve(&self.servers)?,
+            threads: self.threads.min(self.sessions),
+            sessions: self.sessions,
+            outstanding_max: self.outstanding,
+            mode,
+            read_pct,
+            value_bytes: self.value_bytes,
+            keys,
+            warmup: self.warmup,
+            duration: self.duration,
+            time_limit,
+            session_timeout_ms,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            run_id,
+            seed: self.seed.unwrap_or_else(default_seed),
+            json_path: self.json,
+            progress: !self.quiet,
+        };
+        plan.assert_valid();
+        Ok(plan)
+    }
+}
+
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn default_run_id() -> String {
+    format!("r{}-{}", since_epoch().as_millis(), std::process::id())
+}
+
+fn default_seed() -> u64 {
+    since_epoch().as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(args: &[&str]) -> Result<Plan> {
+        let mut argv = vec!["keel-loadgen", "--servers", "127.0.0.1:2181"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv)
+            .map_err(|e| anyhow!("{e}"))?
+            .into_plan()
+    }
+
+    #[test]
+    fn durations_take_units() {
+        // Units ms, s, m and bare seconds parse; an unknown unit is refused.
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn defaults_make_a_closed_loop_mixed_run_with_a_time_limit() {
+        // With no flags but --servers: closed loop, 90% reads, limit = warmup + duration + 30 s.
+        let plan = plan_of(&[]).unwrap();
+        assert_eq!(plan.mode, Mode::ClosedLoop);
+        assert_eq!(plan.read_pct, 90);
+        assert_eq!(plan.time_limit, Duration::from_secs(42));
+        assert!(plan.prefix().starts_with("/keel-loadgen/r"));
+    }
+
+    #[test]
+    fn contradictions_and_out_of_range_flags_are_refused() {
+        // Each bad combination fails with a message naming the flag.
+        let cases: [(&[&str], &str); 5] = [
+            (&["--workload", "read", "--read-pct", "50"], "--read-pct"),
+            (&["--sessions", "0"], "--sessions"),
+            (&["--rate", "0"], "--rate"),
+            (&["--key-dist", "zipf", "--zipf-s", "0"], "--zipf-s"),
+            (&["--run-id", "a/b"], "--run-id"),
+        ];
+        for (args, flag) in cases {
+            let error = plan_of(args).unwrap_err().to_string();
+            assert!(error.contains(flag), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn threads_never_exceed_sessions() {
+        // One session on four threads runs on one.
+        let plan = plan_of(&["--sessions", "1", "--threads", "4"]).unwrap();
+        assert_eq!(plan.threads, 1);
+        assert_eq!(plan.sessions_of(0), 1);
+    }
+}

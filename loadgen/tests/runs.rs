@@ -1,0 +1,428 @@
+//! End-to-end runs of the keel-loadgen binary against an in-process Keel on 127.0.0.1, each
+//! bounded to about a second of load, plus the bad conditions it must report without hanging.
+
+use keel::config::Config;
+use keel::proto::records::write_connect_response;
+use keel_loadgen::summary::Summary;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// No run may take longer than this, whatever goes wrong.
+const RUN_BOUND: Duration = Duration::from_secs(20);
+
+/// One server for the whole file: unpinned, one shard, an ephemeral port, no per-IP cap
+/// (every session comes from 127.0.0.1).
+fn server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let mut config = Config::embedded_default();
+        for pair in [
+            "clientPort=0",
+            "keel.unpinned=true",
+            "keel.shards=1",
+            "maxClientCnxns=0",
+        ] {
+            config.apply_override(pair).expect("override");
+        }
+        let server = keel::server::start(config).expect("server starts");
+        let addr = server.client_addr;
+        std::thread::spawn(move || server.join());
+        addr
+    })
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    json: Option<Summary>,
+    elapsed: Duration,
+}
+
+fn unique(name: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs the binary with `args` after short-run defaults; kills it if it outlives RUN_BOUND.
+fn run(servers: &str, args: &[&str]) -> Outcome {
+    let run_id = unique("test");
+    let json_path = std::env::temp_dir().join(format!("keel-loadgen-{run_id}.json"));
+    let _ = std::fs::remove_file(&json_path);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel-loadgen"));
+    command
+        .args(["--servers", servers, "--run-id", &run_id, "--seed", "7"])
+        .args([
+            "--warmup",
+            "200ms",
+            "--duration",
+            "800ms",
+            "--time-limit",
+            "10s",
+        ])
+        .args([
+            "--sessions",
+            "20",
+            "--threads",
+            "2",
+            "--keys",
+            "100",
+            "--value-bytes",
+            "64",
+        ])
+        .args(["--json", json_path.to_str().expect("utf-8 temp path")])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = command.spawn().expect("spawn keel-loadgen");
+    let mut stdout_pipe = child.stdout.take().expect("stdout");
+    let mut stderr_pipe = child.stderr.take().expect("stderr");
+    let stdout_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout_pipe.read_to_string(&mut text);
+        text
+    });
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text);
+        text
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > RUN_BOUND {
+            let _ = child.kill();
+            panic!("keel-loadgen {args:?} ran past {RUN_BOUND:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let json = std::fs::read_to_string(&json_path)
+        .ok()
+        .map(|text| serde_json::from_str(&text).expect("the JSON file parses as a Summary"));
+    let _ = std::fs::remove_file(&json_path);
+    Outcome {
+        code: status.code().unwrap_or(-1),
+        stdout: stdout_reader.join().expect("stdout reader"),
+        stderr: stderr_reader.join().expect("stderr reader"),
+        json,
+        elapsed,
+    }
+}
+
+/// The `all` row of the printed table, as numbers.
+fn printed_all_row(stdout: &str) -> Vec<f64> {
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("all "))
+        .expect("the summary has an `all` row");
+    line.split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().expect("a number"))
+        .collect()
+}
+
+/// A clean run: exit 0, ops counted, no errors, and the JSON holds exactly the printed figures.
+fn assert_clean(outcome: &Outcome, expected_ops: &[&str]) -> Summary {
+    assert_eq!(
+        outcome.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        outcome.stdout, outcome.stderr
+    );
+    let summary = outcome.json.clone().expect("--json wrote a file");
+    assert_eq!(
+        summary.render_text(),
+        outcome.stdout,
+        "JSON and printed summary differ"
+    );
+    assert!(summary.result.ops > 0, "{}", outcome.stdout);
+    assert_eq!(summary.result.errors, 0, "{}", outcome.stdout);
+    assert_eq!(summary.result.status, "ok");
+    assert_eq!(summary.teardown, "ok");
+    let all = summary.operations.last().expect("an `all` row");
+    let l = &all.latency_us;
+    let from_json = [
+        all.ops as f64,
+        all.errors as f64,
+        all.throughput_ops_per_s,
+        l.p50,
+        l.p90,
+        l.p99,
+        l.p99_9,
+        l.p99_99,
+        l.max,
+    ];
+    assert_eq!(printed_all_row(&outcome.stdout), from_json);
+    let ops: Vec<&str> = summary
+        .operations
+        .iter()
+        .map(|row| row.op.as_str())
+        .collect();
+    assert_eq!(ops[..ops.len() - 1], *expected_ops, "{}", outcome.stdout);
+    assert!(summary.generator_cpu.user_s + summary.generator_cpu.system_s > 0.0);
+    assert!(
+        outcome.stderr.contains("ops/s"),
+        "a progress line: {}",
+        outcome.stderr
+    );
+    summary
+}
+
+const READS: [&str; 3] = ["getData", "exists", "getChildren"];
+const WRITES: [&str; 3] = ["setData", "create", "delete"];
+const ALL_OPS: [&str; 6] = [
+    "getData",
+    "exists",
+    "getChildren",
+    "setData",
+    "create",
+    "delete",
+];
+
+#[test]
+fn read_workload_closed_loop() {
+    // Twenty sessions with four requests each in flight read keys for 0.8 s without an error.
+    let outcome = run(
+        &server().to_string(),
+        &["--workload", "read", "--outstanding", "4"],
+    );
+    let summary = assert_clean(&outcome, &READS);
+    assert_eq!(summary.run.mode, "closed-loop");
+    assert!(summary.send_lag_us.is_none());
+}
+
+#[test]
+fn read_workload_open_loop() {
+    // Reads at a fixed 2000 ops/s come out near that rate, with the send lag reported.
+    let outcome = run(
+        &server().to_string(),
+        &["--workload", "read", "--rate", "2000"],
+    );
+    let summary = assert_clean(&outcome, &READS);
+    assert_eq!(summary.run.mode, "open-loop");
+    let rate = summary.result.throughput_ops_per_s;
+    assert!((1800.0..=2100.0).contains(&rate), "{}", outcome.stdout);
+    assert!(summary.send_lag_us.is_some());
+}
+
+#[test]
+fn write_workload_closed_loop() {
+    // setData on keys plus per-session create/delete pairs, pipelined, never collide.
+    let outcome = run(
+        &server().to_string(),
+        &["--workload", "write", "--outstanding", "8"],
+    );
+    assert_clean(&outcome, &WRITES);
+}
+
+#[test]
+fn write_workload_open_loop() {
+    // Writes at 1000 ops/s on Zipf-distributed keys finish without errors.
+    let args = [
+        "--workload",
+        "write",
+        "--rate",
+        "1000",
+        "--key-dist",
+        "zipf",
+        "--outstanding",
+        "4",
+    ];
+    let outcome = run(&server().to_string(), &args);
+    let summary = assert_clean(&outcome, &WRITES);
+    assert_eq!(summary.run.key_distribution, "zipf(s=0.99)");
+}
+
+#[test]
+fn mixed_workload_closed_loop() {
+    // A 50% read mix exercises all six operation types in one run.
+    let args = [
+        "--workload",
+        "mixed",
+        "--read-pct",
+        "50",
+        "--outstanding",
+        "2",
+    ];
+    let summary = assert_clean(&run(&server().to_string(), &args), &ALL_OPS);
+    assert_eq!(summary.run.workload, "mixed(read=50%)");
+}
+
+#[test]
+fn mixed_workload_open_loop() {
+    // The default 90% read mix at 3000 ops/s over 200 sessions on one worker thread.
+    let args = [
+        "--rate",
+        "3000",
+        "--sessions",
+        "200",
+        "--threads",
+        "1",
+        "--key-dist",
+        "zipf",
+    ];
+    let summary = assert_clean(&run(&server().to_string(), &args), &ALL_OPS);
+    assert_eq!(summary.sessions.ready_at_start, 200);
+}
+
+/// A port on 127.0.0.1 that nothing listens on.
+fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+#[test]
+fn a_closed_port_is_reported_and_ends_the_run_at_once() {
+    // With no server at the address, the run fails at setup with the OS's reason, exit 1.
+    let outcome = run(&closed_port().to_string(), &[]);
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("Connection refused"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.elapsed < Duration::from_secs(3),
+        "{:?}",
+        outcome.elapsed
+    );
+    assert!(outcome.json.is_none());
+}
+
+#[derive(Clone, Copy)]
+enum Fake {
+    /// Hangs up on every connection at once.
+    Closes,
+    /// Accepts and never answers.
+    Silent,
+    /// Answers every handshake as ZooKeeper does for an expired session, then hangs up.
+    Expires,
+}
+
+/// A misbehaving server on 127.0.0.1; its thread lives as long as the test process.
+fn fake_server(behaviour: Fake) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            match behaviour {
+                Fake::Closes => drop(stream),
+                Fake::Silent if held.len() < 1000 => held.push(stream),
+                Fake::Silent => {}
+                Fake::Expires => answer_expired(stream),
+            }
+        }
+    });
+    addr
+}
+
+fn answer_expired(mut stream: std::net::TcpStream) {
+    let mut prefix = [0u8; 4];
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    if stream.read_exact(&mut prefix).is_ok() {
+        let mut request = vec![0; u32::from_be_bytes(prefix).min(4096) as usize];
+        let _ = stream.read_exact(&mut request);
+        let mut reply = Vec::new();
+        write_connect_response(&mut reply, 0, 0, &[0; 16], Some(false));
+        let _ = stream.write_all(&reply);
+    }
+}
+
+fn run_with_a_bad_second_server(bad: SocketAddr) -> Summary {
+    let servers = format!("{},{bad}", server());
+    let args = [
+        "--connect-timeout",
+        "300ms",
+        "--request-timeout",
+        "500ms",
+        "--outstanding",
+        "2",
+    ];
+    let outcome = run(&servers, &args);
+    assert_eq!(outcome.code, 4, "{}\n{}", outcome.stdout, outcome.stderr);
+    let summary = outcome.json.expect("--json wrote a file");
+    assert_eq!(summary.render_text(), outcome.stdout);
+    assert_eq!(summary.result.status, "errors");
+    assert!(
+        summary.result.ops > 0,
+        "the sessions moved to the good server"
+    );
+    summary
+}
+
+#[test]
+fn a_server_closing_connections_is_counted_and_sessions_fail_over() {
+    // Half the sessions start on a server that hangs up on every connection: each hang-up is
+    // an error, and those sessions go on against the healthy server.
+    let summary = run_with_a_bad_second_server(fake_server(Fake::Closes));
+    let causes: Vec<&str> = summary.errors_by_cause.keys().map(String::as_str).collect();
+    assert!(
+        causes.contains(&"connect_failed") || causes.contains(&"connection_closed"),
+        "{causes:?}"
+    );
+    assert!(summary.sessions.ready_at_start < 20);
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_and_sessions_fail_over() {
+    // Half the sessions start on a server that accepts but never replies: their handshakes
+    // time out after --connect-timeout, they are counted, and the run still ends on time.
+    let summary = run_with_a_bad_second_server(fake_server(Fake::Silent));
+    let example = &summary.error_examples["connect_failed"];
+    assert!(example.contains("no session within"), "{example}");
+}
+
+#[test]
+fn an_expired_session_is_counted_and_a_new_one_is_made_elsewhere() {
+    // Half the sessions start on a server that declares every session expired: each is
+    // counted as session_expired, and a new session is opened on the healthy server.
+    let summary = run_with_a_bad_second_server(fake_server(Fake::Expires));
+    let expired = summary
+        .errors_by_cause
+        .get("session_expired")
+        .copied()
+        .unwrap_or(0);
+    assert!(expired >= 10, "{:?}", summary.errors_by_cause);
+    assert!(summary.error_examples["session_expired"].contains("expired session"));
+}
+
+#[test]
+fn the_time_limit_ends_a_long_run_with_what_it_measured() {
+    // A 30 s run with a 1.5 s limit stops near the limit, prints its figures, exits 3.
+    let args = [
+        "--duration",
+        "30s",
+        "--warmup",
+        "0s",
+        "--time-limit",
+        "1500ms",
+    ];
+    let outcome = run(&server().to_string(), &args);
+    assert_eq!(outcome.code, 3, "{}\n{}", outcome.stdout, outcome.stderr);
+    assert!(
+        outcome.elapsed < Duration::from_secs(5),
+        "{:?}",
+        outcome.elapsed
+    );
+    let summary = outcome.json.expect("--json wrote a file");
+    assert_eq!(summary.result.status, "time_limit");
+    assert!(summary.result.ops > 0);
+    assert!(
+        summary.result.measured_s < 1.5,
+        "only the time actually measured counts"
+    );
+    assert_eq!(summary.render_text(), outcome.stdout);
+}
