@@ -248,6 +248,9 @@ pub struct Config {
     /// `keel.unpinned`: run executors without CPU pinning (tests).
     pub unpinned: bool,
     pub wal_batch_bytes_max: u32,
+    /// `keel.wal.truncate_at_corruption`: on a damaged log record followed by valid ones,
+    /// truncate there and start (losing what follows) instead of refusing to start.
+    pub wal_truncate_at_corruption: bool,
     pub wal_batch_wait_us: u32,
     pub max_outstanding_per_session: usize,
     pub connections_per_shard_max: usize,
@@ -330,6 +333,7 @@ impl Config {
             shards: None,
             unpinned: false,
             wal_batch_bytes_max: WAL_BATCH_BYTES_MAX_DEFAULT,
+            wal_truncate_at_corruption: false,
             wal_batch_wait_us: 0,
             max_outstanding_per_session: MAX_OUTSTANDING_PER_SESSION_DEFAULT,
             connections_per_shard_max: CONNECTIONS_PER_SHARD_MAX_DEFAULT,
@@ -713,6 +717,9 @@ impl Config {
             "unpinned" => self.unpinned = parse_strict_bool(key, value)?,
             "wal.batch_bytes_max" => self.wal_batch_bytes_max = parse_int(key, value, 1, 1 << 30)?,
             "wal.batch_wait_us" => self.wal_batch_wait_us = parse_int(key, value, 0, 1_000_000)?,
+            "wal.truncate_at_corruption" => {
+                self.wal_truncate_at_corruption = parse_strict_bool(key, value)?;
+            }
             "max_outstanding_per_session" => {
                 self.max_outstanding_per_session = parse_int(key, value, 1, count_max)?;
             }
@@ -723,7 +730,7 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key: key.to_owned(),
                     reason: "unknown Keel key; known: keel.cpus, keel.shards, keel.unpinned, \
-                             keel.wal.batch_bytes_max, keel.wal.batch_wait_us, \
+                             keel.wal.batch_bytes_max, keel.wal.batch_wait_us, keel.wal.truncate_at_corruption, \
                              keel.max_outstanding_per_session, keel.connections_per_shard_max"
                         .to_owned(),
                 })

@@ -1,9 +1,12 @@
 //! Byte-level tests of the client protocol against an in-process server on 127.0.0.1.
 
+mod common;
+
+use common::{read_frame, Client};
 use keel::config::Config;
-use keel::proto::jute::{Reader, Writer};
+use keel::proto::jute::Reader;
 use keel::proto::records::{encode, ConnectRequest};
-use keel::proto::{op, open_acl_unsafe, Stat};
+use keel::proto::{op, Stat};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::OnceLock;
@@ -34,95 +37,28 @@ fn start_server(extra: &[&str]) -> SocketAddr {
         "tickTime=200",
         "minSessionTimeout=400",
         "maxClientCnxns=0",
+        "preAllocSize=4096",
     ];
     for pair in base.iter().chain(extra) {
         config.apply_override(pair).expect("override");
     }
+    config
+        .apply_override(&format!("dataDir={}", temp_data_dir().display()))
+        .expect("dataDir");
     let server = keel::server::start(config).expect("server starts");
     let addr = server.client_addr;
     std::thread::spawn(move || server.join());
     addr
 }
 
-struct Client {
-    stream: TcpStream,
-    session_id: i64,
-    xid: i32,
-}
-
-fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len)?;
-    let mut payload = vec![0u8; i32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut payload)?;
-    Ok(payload)
-}
-
-impl Client {
-    fn connect() -> Client {
-        Client::connect_to(server())
-    }
-
-    fn connect_to(addr: SocketAddr) -> Client {
-        let mut stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let mut out = Vec::new();
-        ConnectRequest {
-            protocol_version: 0,
-            last_zxid_seen: 0,
-            timeout_ms: 30_000,
-            session_id: 0,
-            password: &[0; 16],
-            read_only: Some(false),
-        }
-        .encode(&mut out);
-        stream.write_all(&out).expect("send connect");
-        let reply = read_frame(&mut stream).expect("connect response");
-        assert_eq!(reply.len(), 37, "ConnectResponse with the readOnly byte");
-        let mut r = Reader::new(&reply);
-        assert_eq!(r.read_i32().unwrap(), 0);
-        let timeout_ms = r.read_i32().unwrap();
-        assert_eq!(timeout_ms, 4000, "clamped to maxSessionTimeout = 20 ticks");
-        let session_id = r.read_i64().unwrap();
-        assert_eq!(session_id >> 56, 1, "standalone server id in the top byte");
-        let password = r.read_buffer().unwrap().unwrap();
-        assert_eq!(password, keel::session::session_password(session_id));
-        assert!(!r.read_bool().unwrap());
-        Client {
-            stream,
-            session_id,
-            xid: 0,
-        }
-    }
-
-    fn send(&mut self, code: i32, body: impl FnOnce(&mut Writer<'_>)) -> i32 {
-        self.xid += 1;
-        let mut out = Vec::new();
-        encode::request(&mut out, self.xid, code, body);
-        self.stream.write_all(&out).expect("send");
-        self.xid
-    }
-
-    /// Reads one reply: (xid, zxid, err, body).
-    fn recv(&mut self) -> (i32, i64, i32, Vec<u8>) {
-        let frame = read_frame(&mut self.stream).expect("reply");
-        let mut r = Reader::new(&frame);
-        let xid = r.read_i32().unwrap();
-        let zxid = r.read_i64().unwrap();
-        let err = r.read_i32().unwrap();
-        (xid, zxid, err, frame[16..].to_vec())
-    }
-
-    fn create(&mut self, path: &str, data: &[u8], flags: i32) -> (i32, Vec<u8>) {
-        let xid = self.send(op::CREATE2, |w| {
-            encode::create(w, path, data, &open_acl_unsafe(), flags)
-        });
-        let (reply_xid, _, err, body) = self.recv();
-        assert_eq!(reply_xid, xid);
-        (err, body)
-    }
+/// A fresh data directory under the system's temp dir, one per server.
+fn temp_data_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("keel-wire-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 fn unique(name: &str) -> String {
@@ -132,9 +68,15 @@ fn unique(name: &str) -> String {
 }
 
 #[test]
+fn session_timeout_is_clamped_to_twenty_ticks() {
+    // A client asking for 30 s gets maxSessionTimeout = 20 x tickTime (200 ms) = 4 s.
+    assert_eq!(Client::connect_to(server()).timeout_ms, 4000);
+}
+
+#[test]
 fn create_then_get_data_returns_the_bytes_and_stat() {
     // A created node reads back with its data and a Stat whose zxids match the create.
-    let mut client = Client::connect();
+    let mut client = Client::connect_to(server());
     let path = unique("node");
     let (err, body) = client.create(&path, b"hello", 0);
     assert_eq!(err, 0);
@@ -157,7 +99,7 @@ fn create_then_get_data_returns_the_bytes_and_stat() {
 #[test]
 fn pipelined_read_sees_the_sessions_earlier_write() {
     // A getData sent right behind a setData, in the same TCP write, sees the new value.
-    let mut client = Client::connect();
+    let mut client = Client::connect_to(server());
     let path = unique("fifo");
     assert_eq!(client.create(&path, b"v0", 0).0, 0);
     let mut out = Vec::new();
@@ -190,8 +132,8 @@ fn pipelined_read_sees_the_sessions_earlier_write() {
 #[test]
 fn data_watch_fires_once_for_another_sessions_write() {
     // A one-shot data watch delivers NodeDataChanged for the first change and not the second.
-    let mut watcher = Client::connect();
-    let mut writer = Client::connect();
+    let mut watcher = Client::connect_to(server());
+    let mut writer = Client::connect_to(server());
     let path = unique("watched");
     assert_eq!(writer.create(&path, b"a", 0).0, 0);
     let xid = watcher.send(op::GET_DATA, |w| encode::path_watch(w, &path, true));
@@ -222,7 +164,7 @@ fn data_watch_fires_once_for_another_sessions_write() {
 #[test]
 fn garbage_and_oversized_frames_close_only_their_connection() {
     // Bad frames close the sender's connection; a healthy session keeps working throughout.
-    let mut healthy = Client::connect();
+    let mut healthy = Client::connect_to(server());
     let path = unique("survivor");
     assert_eq!(healthy.create(&path, b"ok", 0).0, 0);
     let bad_inputs: Vec<Vec<u8>> = vec![
@@ -243,7 +185,7 @@ fn garbage_and_oversized_frames_close_only_their_connection() {
         assert_eq!((reply_xid, err), (xid, 0));
     }
     // A garbage request on an open session closes that session's connection.
-    let mut victim = Client::connect();
+    let mut victim = Client::connect_to(server());
     victim.stream.write_all(&[0, 0, 0, 2, 0xff, 0xff]).unwrap();
     let mut sink = Vec::new();
     let read = victim.stream.read_to_end(&mut sink);
@@ -265,7 +207,7 @@ fn ruok_answers_imok_and_closes() {
 #[test]
 fn resumed_session_keeps_its_ephemerals() {
     // Reconnecting with id and password keeps the session; a wrong password is refused.
-    let mut first = Client::connect();
+    let mut first = Client::connect_to(server());
     let path = unique("eph");
     assert_eq!(first.create(&path, b"", 1).0, 0);
     let password = keel::session::session_password(first.session_id);
@@ -302,7 +244,7 @@ fn resumed_session_keeps_its_ephemerals() {
             );
         }
     }
-    let mut other = Client::connect();
+    let mut other = Client::connect_to(server());
     let xid = other.send(op::EXISTS, |w| encode::path_watch(w, &path, false));
     let (reply_xid, _, err, body) = other.recv();
     assert_eq!((reply_xid, err), (xid, 0));
@@ -317,7 +259,7 @@ fn a_healthy_session_sees_no_error_while_others_misbehave() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     // The healthy session is connected before the storm starts.
-    let mut client = Client::connect();
+    let mut client = Client::connect_to(server());
     let path = unique("steady");
     assert_eq!(client.create(&path, b"0", 0).0, 0);
     let done = Arc::new(AtomicBool::new(false));
@@ -369,7 +311,7 @@ fn a_healthy_session_sees_no_error_while_others_misbehave() {
     assert!(churned > 0);
     // The server still accepts new sessions once the dropped connections have drained.
     std::thread::sleep(Duration::from_millis(300));
-    let mut late = Client::connect();
+    let mut late = Client::connect_to(server());
     let xid = late.send(op::EXISTS, |w| encode::path_watch(w, &path, false));
     assert_eq!(late.recv().0, xid);
 }
@@ -409,8 +351,8 @@ fn global_outstanding_limit_throttles_without_losing_order() {
 fn notifications_skip_nodes_the_watcher_cannot_read() {
     // A recursive watcher without READ on a node gets no event for it, but does for a
     // readable sibling created afterwards (ZooKeeper 3.8.4+, ZOOKEEPER-4799).
-    let mut owner = Client::connect();
-    let mut watcher = Client::connect();
+    let mut owner = Client::connect_to(server());
+    let mut watcher = Client::connect_to(server());
     let root = unique("acl-watch");
     assert_eq!(owner.create(&root, b"", 0).0, 0);
     let xid = watcher.send(op::ADD_WATCH, |w| {

@@ -25,9 +25,16 @@ fn server() -> SocketAddr {
             "keel.unpinned=true",
             "keel.shards=1",
             "maxClientCnxns=0",
+            "preAllocSize=4096",
         ] {
             config.apply_override(pair).expect("override");
         }
+        // A fresh data directory: the server writes its log there.
+        let data_dir = std::env::temp_dir().join(format!("keel-loadgen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        config
+            .apply_override(&format!("dataDir={}", data_dir.display()))
+            .expect("dataDir");
         let server = keel::server::start(config).expect("server starts");
         let addr = server.client_addr;
         std::thread::spawn(move || server.join());

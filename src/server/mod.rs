@@ -11,9 +11,10 @@ pub mod stats;
 
 use crate::config::Config;
 use crate::io::{self, Pin, SharedReceiver, SharedSender, Signal};
+use crate::log::{DirectDir, LogConfig, LogError, LogWriter, RecoverOptions};
 use crate::replica::{CommitBatch, CommitEntry, Inbound, Now, Replica, ReplicaConfig};
 use crate::shard::{serve_connection, Limits, Shard};
-use crate::tree::{DataTree, WatchManager};
+use crate::tree::{DataTree, Txn, TxnHeader, WatchManager};
 use stats::ServerStats;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -43,6 +44,8 @@ pub enum ServerError {
     },
     #[error("cannot read SASL users from {path}: {reason}")]
     Jaas { path: String, reason: String },
+    #[error("cannot recover the write-ahead log in {dir}: {reason}")]
+    Log { dir: String, reason: String },
     #[error("an executor thread panicked")]
     Panicked,
 }
@@ -96,12 +99,14 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         None if pins.len() > 1 => pins[1..].to_vec(),
         None => vec![replica_pin],
     };
+    let started = Instant::now();
+    let (log, replica) = open_storage(&config, started)?;
     let stats = Arc::new(ServerStats::default());
     let mut to_replica_receivers = Vec::new();
     let mut to_shard_senders = Vec::new();
     let mut handles = Vec::new();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, ServerError>>();
-    let tree = DataTree::new();
+    let tree = replica.tree().clone();
     let reports: crate::shard::SharedReports = Arc::new(
         (0..shard_pins.len())
             .map(|_| std::sync::Mutex::new(crate::shard::ShardReport::default()))
@@ -134,11 +139,13 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         }
     }
     let replica_context = ReplicaStart {
-        config: config.clone(),
         stats,
         inbound: to_replica_receivers,
         outbound: to_shard_senders,
-        tree,
+        replica,
+        log,
+        started,
+        tick_ms: u64::try_from(config.tick_time_ms).unwrap_or(2000),
     };
     let handle = io::spawn_executor("keel-replica", replica_pin, move || {
         replica_main(replica_context)
@@ -189,11 +196,109 @@ fn load_sasl_users(config: &Config) -> Result<HashMap<String, String>, ServerErr
 }
 
 struct ReplicaStart {
-    config: Arc<Config>,
     stats: Arc<ServerStats>,
     inbound: Vec<SharedReceiver<Inbound>>,
     outbound: Vec<SharedSender<Arc<CommitBatch>>>,
-    tree: DataTree,
+    replica: Replica,
+    log: LogWriter<DirectDir>,
+    started: Instant,
+    tick_ms: u64,
+}
+
+/// Smallest segment Keel makes, whatever preAllocSize says: a segment must hold the largest
+/// transaction (about jute.maxbuffer) with room to spare.
+const SEGMENT_BYTES_MIN: u64 = 4 << 20;
+const BLOCK_BYTES: u64 = 4096;
+
+/// Segments are ZooKeeper's preAllocSize (64 MiB by default), pre-zeroed; one flush buffers
+/// at most 16 MiB or what fits in a segment after its header block.
+fn log_config(config: &Config) -> LogConfig {
+    let segment_bytes = (config.pre_alloc_size_kb.saturating_mul(1024)).max(SEGMENT_BYTES_MIN)
+        / BLOCK_BYTES
+        * BLOCK_BYTES;
+    let batch_bytes_max = (segment_bytes - BLOCK_BYTES).min(16 << 20);
+    LogConfig {
+        segment_bytes,
+        batch_bytes_max: usize::try_from(batch_bytes_max).unwrap_or(16 << 20),
+        force_sync: config.force_sync,
+    }
+}
+
+/// Recovers the write-ahead log and replays it into a new replica core state.
+fn open_storage(
+    config: &Config,
+    started: Instant,
+) -> Result<(LogWriter<DirectDir>, Replica), ServerError> {
+    let log_config = log_config(config);
+    if !config.force_sync {
+        tracing::warn!(
+            "forceSync=no: writes are acknowledged before they are on disk (benchmarks only)"
+        );
+    }
+    let options = RecoverOptions {
+        snapshot_zxid: 0,
+        truncate_at_corruption: config.wal_truncate_at_corruption,
+    };
+    let (log, recovery) =
+        crate::log::open(&config.data_log_dir, log_config, &options).map_err(|error| {
+            ServerError::Log {
+                dir: config.data_log_dir.display().to_string(),
+                reason: format!(
+                    "{error} (keel.wal.truncate_at_corruption=true truncates at the damage, \
+                     losing what follows it)"
+                ),
+            }
+        })?;
+    if let Some(truncation) = &recovery.report.truncation {
+        tracing::warn!(?truncation, "truncated a torn write-ahead log tail");
+    }
+    let mut replica = Replica::new(replica_config(config), DataTree::new(), now(started));
+    for (header, txn) in &recovery.txns {
+        replica.replay(header, txn, now(started));
+    }
+    tracing::info!(
+        txns = recovery.txns.len(),
+        zxid = format_args!("{:#x}", replica.tree().last_zxid()),
+        sessions = replica.sessions().len(),
+        "recovered from the write-ahead log"
+    );
+    Ok((log, replica))
+}
+
+/// Makes a batch's transactions durable. A failed write or fdatasync stops the process: it
+/// is never retried, because after a failed fsync the page cache cannot be trusted; a restart
+/// recovers from what is on disk, and nothing in the failed batch was acknowledged.
+fn make_durable(log: &mut LogWriter<DirectDir>, txns: &[(TxnHeader, Txn)]) {
+    if txns.is_empty() {
+        return;
+    }
+    if let Err(error) = append_all(log, txns).and_then(|()| log.flush_and_sync().map(drop)) {
+        tracing::error!(%error, "write-ahead log write failed; stopping (restart to recover)");
+        eprintln!("keel: write-ahead log failed: {error}; stopping without retrying");
+        std::process::exit(70);
+    }
+}
+
+/// Appends `txns` in pieces that fit the writer's buffer, flushing between pieces.
+fn append_all(log: &mut LogWriter<DirectDir>, txns: &[(TxnHeader, Txn)]) -> Result<(), LogError> {
+    let mut start = 0;
+    while start < txns.len() {
+        let mut end = txns.len();
+        loop {
+            match log.append_batch(&txns[start..end]) {
+                Ok(()) => break,
+                Err(LogError::BatchTooLarge { .. }) if log.pending_bytes() > 0 => {
+                    log.flush_and_sync()?;
+                }
+                Err(LogError::BatchTooLarge { .. }) if end - start > 1 => {
+                    end = start + (end - start) / 2;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        start = end;
+    }
+    Ok(())
 }
 
 fn replica_config(config: &Config) -> ReplicaConfig {
@@ -214,15 +319,19 @@ fn replica_config(config: &Config) -> ReplicaConfig {
 /// The replica core: drains every shard's queue into the state machine, ticks it, and ships
 /// each batch to all shards.
 async fn replica_main(start: ReplicaStart) {
-    let started = Instant::now();
-    let replica = Rc::new(RefCell::new(Replica::new(
-        replica_config(&start.config),
-        start.tree,
-        now(started),
-    )));
-    publish_stats(&start.stats, &replica.borrow());
+    let ReplicaStart {
+        stats,
+        inbound,
+        outbound,
+        replica,
+        mut log,
+        started,
+        tick_ms,
+    } = start;
+    let replica = Rc::new(RefCell::new(replica));
+    publish_stats(&stats, &replica.borrow());
     let flush = Signal::new();
-    for receiver in start.inbound {
+    for receiver in inbound {
         let replica = replica.clone();
         let flush = flush.clone();
         io::spawn_local(async move {
@@ -236,15 +345,14 @@ async fn replica_main(start: ReplicaStart) {
     }
     // Shards connect their sender before their receiver; connect ours in the same order
     // (inbound tasks above are already waiting) or both sides wait on each other.
-    let mut outbound = Vec::new();
-    for sender in start.outbound {
-        outbound.push(sender.connect().await);
+    let mut connected = Vec::new();
+    for sender in outbound {
+        connected.push(sender.connect().await);
     }
-    let tick_ms = u64::try_from(start.config.tick_time_ms).unwrap_or(2000);
     {
         let replica = replica.clone();
         let flush = flush.clone();
-        let stats = start.stats.clone();
+        let stats = stats.clone();
         io::spawn_local(async move {
             loop {
                 io::sleep(Duration::from_millis((tick_ms / 2).max(10))).await;
@@ -262,12 +370,15 @@ async fn replica_main(start: ReplicaStart) {
         futures_lite::future::yield_now().await;
         let batch = replica.borrow_mut().seal_batch();
         let Some(batch) = batch else { continue };
-        publish_stats(&start.stats, &replica.borrow());
+        // While this blocks on fdatasync, shards keep queueing: the next batch carries all
+        // that arrived meanwhile (group commit, one sync per batch).
+        make_durable(&mut log, &batch.txns);
+        publish_stats(&stats, &replica.borrow());
         if opens_or_closes_sessions(&batch) {
-            publish_session_sets(&start.stats, &replica.borrow(), now(started));
+            publish_session_sets(&stats, &replica.borrow(), now(started));
         }
         let batch = Arc::new(batch);
-        for sender in &outbound {
+        for sender in &connected {
             if sender.send(batch.clone()).await.is_err() {
                 tracing::error!("a shard stopped; the replica core stops");
                 return;
