@@ -440,3 +440,27 @@ fn four_letter_words_list_every_shards_watches() {
         );
     }
 }
+
+#[test]
+fn mntr_latency_summaries_count_reads_and_writes() {
+    // After writes and reads, mntr's updatelatency and readlatency summaries (HdrHistograms)
+    // have counted them, with ZooKeeper's key names.
+    let addr = throttled_server();
+    let mut client = Client::connect_to(addr);
+    let path = unique("mntr");
+    assert_eq!(client.create(&path, b"x", 0).0, 0);
+    for _ in 0..5 {
+        let xid = client.send(op::GET_DATA, |w| encode::path_watch(w, &path, false));
+        assert_eq!(client.recv().0, xid);
+    }
+    let mntr = four_letter_word(addr, "mntr");
+    let value = |key: &str| -> u64 {
+        mntr.lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('\t'))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} missing in:\n{mntr}"))
+    };
+    assert!(value("zk_cnt_updatelatency") >= 1);
+    assert!(value("zk_cnt_readlatency") >= 5);
+    assert!(value("zk_p999_readlatency") >= value("zk_p50_readlatency"));
+}

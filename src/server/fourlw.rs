@@ -4,6 +4,7 @@
 //! `ServerStats`; connection and watch listings are this shard's.
 
 use crate::shard::Shard;
+use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,6 +36,7 @@ pub fn run(command: &str, shard: &Shard) -> String {
         }
         "srst" => {
             shard.stats.reset();
+            shard.reset_server_stats_if_asked();
             "Server stats reset.\n".to_owned()
         }
         "mntr" => mntr(shard),
@@ -112,7 +114,8 @@ fn conf(shard: &Shard) -> String {
 
 fn mntr(shard: &Shard) -> String {
     let stats = &shard.stats;
-    let watch_count: usize = shard.all_reports().iter().map(|r| r.watch_count).sum();
+    let reports = shard.all_reports();
+    let watch_count: usize = reports.iter().map(|r| r.watch_count).sum();
     let (min, avg, max) = stats.latency_ms();
     // ZooKeeper 3.8's order (its metrics map's iteration order, stable across runs), for the
     // keys Keel has; tools that diff mntr output keep working.
@@ -177,7 +180,49 @@ fn mntr(shard: &Shard) -> String {
     for (key, value) in lines {
         let _ = writeln!(out, "{key}\t{value}");
     }
+    let update = merged(reports.iter().filter_map(|r| r.update_latency_us.as_ref()));
+    let read = merged(reports.iter().filter_map(|r| r.read_latency_us.as_ref()));
+    summary_lines(&mut out, "updatelatency", &update);
+    summary_lines(&mut out, "readlatency", &read);
     out
+}
+
+fn merged<'a>(histograms: impl Iterator<Item = &'a Histogram<u64>>) -> Histogram<u64> {
+    let mut total = crate::shard::latency_histogram();
+    for histogram in histograms {
+        // Same bounds everywhere, so adding cannot fail; a failure would only drop figures.
+        let _ = total.add(histogram);
+    }
+    total
+}
+
+/// A ZooKeeper ADVANCED summary in milliseconds: avg min max cnt sum p50 p95 p99 p999.
+fn summary_lines(out: &mut String, name: &str, latency_us: &Histogram<u64>) {
+    let count = latency_us.len();
+    let ms = |us: u64| us / 1000;
+    let (avg, min, max) = if count == 0 {
+        (0.0, 0, 0)
+    } else {
+        (
+            latency_us.mean() / 1000.0,
+            ms(latency_us.min()),
+            ms(latency_us.max()),
+        )
+    };
+    let sum_ms = (latency_us.mean() * count as f64 / 1000.0) as u64;
+    let _ = writeln!(out, "zk_avg_{name}\t{}", java_double(avg));
+    let _ = writeln!(out, "zk_min_{name}\t{min}");
+    let _ = writeln!(out, "zk_max_{name}\t{max}");
+    let _ = writeln!(out, "zk_cnt_{name}\t{count}");
+    let _ = writeln!(out, "zk_sum_{name}\t{sum_ms}");
+    for (label, quantile) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999)] {
+        let value = if count == 0 {
+            0
+        } else {
+            ms(latency_us.value_at_quantile(quantile))
+        };
+        let _ = writeln!(out, "zk_{label}_{name}\t{value}");
+    }
 }
 
 /// A double as ZooKeeper prints its average latency: rounded to 4 decimals, Java's

@@ -494,6 +494,9 @@ async fn shard_main(start: ShardStart) {
         stop_signal: Signal::new(),
         reports: start.reports,
         crst_seen: Cell::new(0),
+        srst_seen: Cell::new(0),
+        read_latency_us: RefCell::new(crate::shard::latency_histogram()),
+        update_latency_us: RefCell::new(crate::shard::latency_histogram()),
     });
     let from_replica = start.from_replica.connect().await;
     {
@@ -527,6 +530,7 @@ fn spawn_report_publisher(shard: Rc<Shard>) {
         loop {
             io::sleep(Duration::from_secs(1)).await;
             shard.reset_connection_stats_if_asked();
+            shard.reset_server_stats_if_asked();
             if shard.reports.len() > 1 {
                 shard.publish_report();
             }

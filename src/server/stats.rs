@@ -28,6 +28,8 @@ pub struct ServerStats {
     pub ephemerals_count: AtomicU64,
     /// Bumped by `crst`; every shard resets its connections' figures when it sees a new value.
     pub crst_generation: AtomicU64,
+    /// Bumped by `srst`; every shard clears its latency histograms when it sees a new value.
+    pub srst_generation: AtomicU64,
     /// Session sets for `dump`: (expiry, wall-clock ms; session ids), published each tick by
     /// the replica core, at most `SESSIONS_DUMP_MAX` ids.
     pub session_sets: Mutex<Vec<(i64, Vec<i64>)>>,
@@ -58,6 +60,7 @@ impl Default for ServerStats {
             approximate_data_size: AtomicU64::new(0),
             ephemerals_count: AtomicU64::new(0),
             crst_generation: AtomicU64::new(0),
+            srst_generation: AtomicU64::new(0),
             session_sets: Mutex::new(Vec::new()),
         }
     }
@@ -85,6 +88,7 @@ impl ServerStats {
 
     /// `srst`: resets the latency and packet figures.
     pub fn reset(&self) {
+        self.srst_generation.fetch_add(1, Relaxed);
         self.packets_received.store(0, Relaxed);
         self.packets_sent.store(0, Relaxed);
         self.latency_us_min.store(u64::MAX, Relaxed);

@@ -183,7 +183,7 @@ impl Conn {
         {
             let mut state = self.state.borrow_mut();
             reply::write_result(&mut state.out, reply_xid, zxid, op_code, &sub_ops, result);
-            finish_request(&mut state, shard, started, zxid);
+            finish_request(&mut state, shard, started, zxid, Latency::Update);
         }
         if op_code == op::CLOSE_SESSION {
             self.close();
@@ -203,7 +203,7 @@ impl Conn {
             let at = records::begin_reply(&mut w, reply_xid, zxid, 0);
             w.write_string(path);
             w.end_frame(at);
-            finish_request(&mut state, shard, started, zxid);
+            finish_request(&mut state, shard, started, zxid, Latency::Read);
         }
         self.drain_deferred(shard);
     }
@@ -247,7 +247,13 @@ impl Conn {
             if let Ok((header, request)) = Request::decode(&frame) {
                 read::execute(shard, self, header, &request);
                 let zxid = shard.view.borrow().last_zxid();
-                finish_request(&mut self.state.borrow_mut(), shard, started, zxid);
+                finish_request(
+                    &mut self.state.borrow_mut(),
+                    shard,
+                    started,
+                    zxid,
+                    Latency::Read,
+                );
             }
         }
         self.out_ready.notify();
@@ -281,8 +287,23 @@ impl Conn {
     }
 }
 
-fn finish_request(state: &mut ConnState, shard: &Shard, started: Instant, zxid: i64) {
+/// Which of ZooKeeper's latency summaries a request counts in: `updatelatency` for writes
+/// (transactions), `readlatency` for the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latency {
+    Read,
+    Update,
+}
+
+fn finish_request(
+    state: &mut ConnState,
+    shard: &Shard,
+    started: Instant,
+    zxid: i64,
+    kind: Latency,
+) {
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    shard.record_latency(kind, latency_us);
     state.packets_sent += 1;
     state.last_zxid = zxid;
     state.latency_us_min = state.latency_us_min.min(latency_us);
@@ -560,7 +581,13 @@ fn run_or_defer(
     }
     read::execute(shard, conn, header, request);
     let zxid = shard.view.borrow().last_zxid();
-    finish_request(&mut conn.state.borrow_mut(), shard, started, zxid);
+    finish_request(
+        &mut conn.state.borrow_mut(),
+        shard,
+        started,
+        zxid,
+        Latency::Read,
+    );
     conn.out_ready.notify();
     None
 }

@@ -12,7 +12,7 @@
 //! - backpressure: a connection stops being read while it has `outstanding_max` requests in
 //!   flight or `out_bytes_max` unsent bytes; a full replica queue stalls the sender.
 
-mod conn;
+pub mod conn;
 mod read;
 mod reply;
 mod report;
@@ -23,6 +23,7 @@ use crate::proto::{perms, EventType};
 use crate::replica::{CommitBatch, CommitEntry, Inbound, Route};
 use crate::server::stats::ServerStats;
 use crate::tree::{check_acl, ConnId, DataTree, WatchManager};
+use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -64,6 +65,17 @@ pub struct Shard {
     pub reports: SharedReports,
     /// The last `crst` generation this shard applied to its connections.
     pub crst_seen: Cell<u64>,
+    /// The last `srst` generation this shard applied to its latency histograms.
+    pub srst_seen: Cell<u64>,
+    /// Request latencies in µs since the last `srst`: ZooKeeper's readlatency summary.
+    pub read_latency_us: RefCell<Histogram<u64>>,
+    /// The same for writes: ZooKeeper's updatelatency summary.
+    pub update_latency_us: RefCell<Histogram<u64>>,
+}
+
+/// A latency histogram: 1 µs to 1 h at 2 significant digits (a few KiB).
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("constant histogram bounds are valid")
 }
 
 impl Shard {
@@ -183,6 +195,28 @@ impl Shard {
     /// Sessions with traffic since the last call.
     pub fn take_touched(&self) -> Vec<i64> {
         self.touched.borrow_mut().drain().collect()
+    }
+
+    pub fn record_latency(&self, kind: conn::Latency, latency_us: u64) {
+        let histogram = match kind {
+            conn::Latency::Read => &self.read_latency_us,
+            conn::Latency::Update => &self.update_latency_us,
+        };
+        // Saturate rather than fail: a latency above an hour is recorded as an hour.
+        histogram.borrow_mut().saturating_record(latency_us.max(1));
+    }
+
+    /// Applies an `srst` issued on any shard: clears this shard's latency histograms.
+    pub fn reset_server_stats_if_asked(&self) {
+        let generation = self
+            .stats
+            .srst_generation
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if generation == self.srst_seen.replace(generation) {
+            return;
+        }
+        self.read_latency_us.borrow_mut().reset();
+        self.update_latency_us.borrow_mut().reset();
     }
 
     /// Applies a `crst` issued on any shard: resets this shard's per-connection figures.

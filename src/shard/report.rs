@@ -6,6 +6,7 @@
 //! reads or writes a report.
 
 use super::{Conn, Shard};
+use hdrhistogram::Histogram;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +34,9 @@ pub struct ShardReport {
     pub data_watch_count: usize,
     /// Watches on both sides, exact (mntr's zk_watch_count).
     pub watch_count: usize,
+    /// Latency histograms (µs) for mntr's readlatency and updatelatency summaries.
+    pub read_latency_us: Option<Histogram<u64>>,
+    pub update_latency_us: Option<Histogram<u64>>,
 }
 
 /// One slot per shard, indexed by shard id.
@@ -73,6 +77,8 @@ impl Shard {
             watches: listed,
             data_watch_count,
             watch_count: watches.watch_count(),
+            read_latency_us: Some(self.read_latency_us.borrow().clone()),
+            update_latency_us: Some(self.update_latency_us.borrow().clone()),
         }
     }
 
