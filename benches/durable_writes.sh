@@ -54,15 +54,10 @@ try:
     j = json.load(open(path))
 except Exception as e:
     print(f"{name} {shape} no result ({e})"); sys.exit(0)
-def find(d, *keys):
-    for k in keys:
-        if isinstance(d, dict) and k in d: return d[k]
-    return None
-total = find(j, "total", "overall", "all") or j
-ops = find(total, "throughput_ops_per_s", "ops_per_s", "throughput")
-lat = find(total, "latency_us", "latency") or total
-p50 = find(lat, "p50", "p50_us"); p99 = find(lat, "p99", "p99_us")
-print(f"{name} {shape} ops/s={ops} p50_us={p50} p99_us={p99}")
+ops = j["result"]["throughput_ops_per_s"]
+lat = next(o for o in j["operations"] if o["op"] == "all")["latency_us"]
+print(f"{name} {shape} ops/s={ops:.0f} p50_us={lat['p50']:.0f} p99_us={lat['p99']:.0f} "
+      f"errors={j['result']['errors']}")
 PY
 }
 
