@@ -464,3 +464,60 @@ fn mntr_latency_summaries_count_reads_and_writes() {
     assert!(value("zk_cnt_readlatency") >= 5);
     assert!(value("zk_p999_readlatency") >= value("zk_p50_readlatency"));
 }
+
+/// A server that reaps containers and TTL nodes every 100 ms, with TTL nodes enabled.
+fn reaping_server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        start_server(&[
+            "extendedTypesEnabled=true",
+            "znode.container.checkIntervalMs=100",
+        ])
+    })
+}
+
+fn exists(client: &mut Client, path: &str) -> bool {
+    let xid = client.send(op::EXISTS, |w| encode::path_watch(w, path, false));
+    let (reply_xid, _, err, _) = client.recv();
+    assert_eq!(reply_xid, xid);
+    err == 0
+}
+
+fn wait_gone(client: &mut Client, path: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while exists(client, path) {
+        assert!(std::time::Instant::now() < deadline, "{path} was never reaped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn empty_containers_and_expired_ttl_nodes_are_reaped() {
+    // A container whose last child went is deleted, one that still has a child is kept,
+    // and a TTL node is deleted once its TTL has passed without a change.
+    let mut client = Client::connect_to(reaping_server());
+    let used = unique("container");
+    let kept = unique("container-kept");
+    for container in [&used, &kept] {
+        let xid = client.send(op::CREATE_CONTAINER, |w| {
+            encode::create(w, container, b"", &keel::proto::open_acl_unsafe(), 4)
+        });
+        assert_eq!(client.recv().2, 0, "createContainer {xid}");
+        assert_eq!(client.create(&format!("{container}/child"), b"", 0).0, 0);
+    }
+    let xid = client.send(op::DELETE, |w| {
+        encode::path_version(w, &format!("{used}/child"), -1)
+    });
+    assert_eq!(client.recv().0, xid);
+    wait_gone(&mut client, &used);
+    assert!(exists(&mut client, &kept), "a container with a child stays");
+    let ttl = unique("ttl");
+    let xid = client.send(op::CREATE_TTL, |w| {
+        encode::create(w, &ttl, b"t", &keel::proto::open_acl_unsafe(), 5);
+        w.write_i64(200);
+    });
+    let (reply_xid, _, err, _) = client.recv();
+    assert_eq!((reply_xid, err), (xid, 0));
+    assert!(exists(&mut client, &ttl));
+    wait_gone(&mut client, &ttl);
+}
