@@ -486,7 +486,10 @@ fn exists(client: &mut Client, path: &str) -> bool {
 fn wait_gone(client: &mut Client, path: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while exists(client, path) {
-        assert!(std::time::Instant::now() < deadline, "{path} was never reaped");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} was never reaped"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
