@@ -25,4 +25,5 @@ if [[ "${1:-}" == --record ]]; then
     echo "cclient: wrote $here/expected.txt ($(grep -c '^cli> ' "$here/expected.txt") commands)"
     exit 0
 fi
-"${KC_PYTHON:-python3}" "$here/compare.py" "$here/expected.txt" "$out/actual.txt" ${KC_COUNTS:+"$KC_COUNTS"}
+"${KC_PYTHON:-python3}" "$here/../transcript_compare.py" cclient "cli> " "$here/expected.txt" \
+    "$out/actual.txt" ${KC_COUNTS:+"$KC_COUNTS"}

@@ -24,4 +24,5 @@ if [[ "${1:-}" == --record ]]; then
     echo "zkcli: wrote $here/expected.txt ($(grep -c '^zk> ' "$here/expected.txt") commands)"
     exit 0
 fi
-"${KC_PYTHON:-python3}" "$here/compare.py" "$here/expected.txt" "$out/actual.txt" ${KC_COUNTS:+"$KC_COUNTS"}
+"${KC_PYTHON:-python3}" "$here/../transcript_compare.py" zkcli "zk> " "$here/expected.txt" \
+    "$out/actual.txt" ${KC_COUNTS:+"$KC_COUNTS"}

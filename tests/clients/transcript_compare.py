@@ -1,21 +1,20 @@
 #!/usr/bin/env python3
-"""Compare a normalised cli_mt transcript with expected.txt, command by command.
+"""Compare a normalised CLI transcript with the one recorded from Apache ZooKeeper, command by
+command. Shared by the zkCli (Java) and cli_mt (C) suites.
 
-usage: compare.py EXPECTED ACTUAL [COUNTS_FILE]
+usage: transcript_compare.py NAME PROMPT EXPECTED ACTUAL [COUNTS_FILE]
 
-Each "cli> COMMAND" block (and the banner before the first one) is one check: it passes if its
-lines equal the expected block's. Blocks missing from ACTUAL fail. Prints the unified diff of the
-whole transcripts when anything differs, then "cclient: N passed, N failed"; writes "N N" to
-COUNTS_FILE if given. Exit 1 if anything failed.
+Each "PROMPT COMMAND" block (and the banner before the first one) is one check: it passes if
+its lines equal the expected block's. Blocks missing from ACTUAL fail. Prints the unified diff
+of the whole transcripts when anything differs, then "NAME: N passed, N failed"; writes "N N"
+to COUNTS_FILE if given. Exit 1 if anything failed.
 """
 
 import difflib
 import sys
 
-PROMPT = "cli> "
 
-
-def read_blocks(path):
+def read_blocks(path, prompt):
     blocks = [("(banner)", [])]
     try:
         with open(path) as f:
@@ -23,7 +22,7 @@ def read_blocks(path):
     except OSError:
         lines = []
     for line in lines:
-        if line.startswith(PROMPT):
+        if line.startswith(prompt):
             blocks.append((line, []))
         else:
             blocks[-1][1].append(line)
@@ -31,10 +30,10 @@ def read_blocks(path):
 
 
 def main():
-    exp_path, act_path = sys.argv[1], sys.argv[2]
-    counts = sys.argv[3] if len(sys.argv) > 3 else None
-    expected, exp_lines = read_blocks(exp_path)
-    actual, act_lines = read_blocks(act_path)
+    name, prompt, exp_path, act_path = sys.argv[1:5]
+    counts = sys.argv[5] if len(sys.argv) > 5 else None
+    expected, exp_lines = read_blocks(exp_path, prompt)
+    actual, act_lines = read_blocks(act_path, prompt)
     passed, failed = 0, []
     for i, (head, body) in enumerate(expected):
         if i < len(actual) and actual[i][0] == head and actual[i][1] == body:
@@ -50,7 +49,7 @@ def main():
         )
         for head in failed:
             print("FAILED %s" % head)
-    print("cclient: %d passed, %d failed" % (passed, len(failed)))
+    print("%s: %d passed, %d failed" % (name, passed, len(failed)))
     if counts:
         with open(counts, "w") as f:
             f.write("%d %d\n" % (passed, len(failed)))
