@@ -164,7 +164,7 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         %client_addr,
         shards = shard_pins.len(),
         replica = ?replica_pin,
-        "keel serving (standalone; data is not yet persisted)"
+        "keel serving (standalone)"
     );
     Ok(RunningServer {
         client_addr,
