@@ -12,6 +12,7 @@ use super::node::{ChildIter, Name, Node, NodeKind};
 use super::path::{java_length, split_parent, validate_path, watch_path};
 use super::quota::{quota_path_unregistered_by_delete, LIMIT_NODE, STAT_NODE};
 use super::quota::{stat_path, trie_spelling, trim_quota_path, QuotaTrie, StatsTrack};
+use super::restore::StoredStat;
 use super::txn::{CreateKind, OpResult, Txn, TxnHeader, TxnResult, WatchTrigger};
 use crate::proto::{op, open_acl_unsafe, read_acl_unsafe, Acl, ErrorCode, EventType, Stat};
 use imbl::{OrdMap, OrdSet};
@@ -38,25 +39,25 @@ const _: fn() = || {
 /// The znode tree. See the module docs for the persistence design.
 #[derive(Clone)]
 pub struct DataTree {
-    root: Arc<Node>,
+    pub(super) root: Arc<Node>,
     /// Nodes in the tree, root included once (ZooKeeper's map counts it twice).
-    node_count_distinct: usize,
+    pub(super) node_count_distinct: usize,
     /// Path length plus data length over all nodes, exactly.
-    data_size_approximate: u64,
+    pub(super) data_size_approximate: u64,
     /// Net bytes that quota stats writes added to stats nodes. ZooKeeper writes those without
     /// telling its cached `nodeDataSize`, which therefore lags the true size by this much.
-    quota_stats_bytes_unseen: i64,
+    pub(super) quota_stats_bytes_unseen: i64,
     /// The paths with a quota (ZooKeeper's `pTrie`).
-    quotas: QuotaTrie,
-    last_zxid: i64,
+    pub(super) quotas: QuotaTrie,
+    pub(super) last_zxid: i64,
     /// (owner session, path) of every ephemeral node.
-    ephemerals: OrdSet<(i64, Arc<str>)>,
+    pub(super) ephemerals: OrdSet<(i64, Arc<str>)>,
     /// How many ephemerals each session owns (sessions with none are absent).
-    ephemeral_counts: OrdMap<i64, usize>,
+    pub(super) ephemeral_counts: OrdMap<i64, usize>,
     /// Paths of container and TTL nodes: what the reaper looks at.
-    reapables: OrdSet<Arc<str>>,
+    pub(super) reapables: OrdSet<Arc<str>>,
     /// Interned ACL lists with the number of nodes using each.
-    acls: OrdMap<Arc<[Acl]>, u64>,
+    pub(super) acls: OrdMap<Arc<[Acl]>, u64>,
 }
 
 /// A read-only handle on one node of a tree view.
@@ -125,6 +126,23 @@ impl<'a> NodeRef<'a> {
     /// The stored cversion: the number of child creates, the sequential-suffix counter.
     pub fn stored_cversion(&self) -> i32 {
         self.node.cversion
+    }
+
+    /// Everything a snapshot keeps of this node besides its data, ACL and children.
+    pub fn stored_stat(&self) -> StoredStat {
+        let node = self.node;
+        StoredStat {
+            czxid: node.czxid,
+            mzxid: node.mzxid,
+            pzxid: node.pzxid,
+            ctime_ms: node.ctime_ms,
+            mtime_ms: node.mtime_ms,
+            ephemeral_owner: node.ephemeral_owner,
+            version: node.version,
+            cversion: node.cversion,
+            aversion: node.aversion,
+            kind: node.kind,
+        }
     }
 
     /// The owning session of an ephemeral node.
@@ -368,7 +386,7 @@ impl DataTree {
 
     /// The node at `path` for writing, copying every node on the way that a view still shares.
     /// Callers look the path up first so that a miss copies nothing.
-    fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
+    pub(super) fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
         let mut node: &mut Node = Arc::make_mut(&mut self.root);
         if path.is_empty() || path == "/" {
             return Some(node);
@@ -381,7 +399,7 @@ impl DataTree {
     }
 
     /// The shared copy of an ACL list, counted once more.
-    fn intern_acl(&mut self, acl: &[Acl]) -> Arc<[Acl]> {
+    pub(super) fn intern_acl(&mut self, acl: &[Acl]) -> Arc<[Acl]> {
         if let Some(count) = self.acls.get_mut(acl) {
             *count += 1;
         }
@@ -409,7 +427,7 @@ impl DataTree {
     }
 }
 
-fn system_node(acl: Arc<[Acl]>) -> Node {
+pub(super) fn system_node(acl: Arc<[Acl]>) -> Node {
     Node {
         czxid: 0,
         mzxid: 0,
@@ -605,7 +623,13 @@ impl DataTree {
         })
     }
 
-    fn index_created(&mut self, path: &str, kind: NodeKind, owner: i64, data: &Option<Arc<[u8]>>) {
+    pub(super) fn index_created(
+        &mut self,
+        path: &str,
+        kind: NodeKind,
+        owner: i64,
+        data: &Option<Arc<[u8]>>,
+    ) {
         self.node_count_distinct += 1;
         self.data_size_approximate = self
             .data_size_approximate

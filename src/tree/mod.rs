@@ -44,6 +44,7 @@ mod node;
 mod path;
 mod prep;
 mod quota;
+mod restore;
 mod txn;
 mod watch;
 
@@ -54,7 +55,9 @@ pub use acl::AclError;
 pub use acl::{check_acl, digest_id, fixup_acl, fixup_acl_reason, mask_digest_acl, visible_acl};
 pub use data_tree::{ChildNames, DataTree, NodeRef};
 pub use data_tree::{CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MARK, TTL_MS_MAX};
+pub use node::NodeKind;
 pub use path::{validate_path, SPECIAL_PATHS};
 pub use prep::{prep, PrepContext, WriteOp};
+pub use restore::{RestoreError, StoredStat, TreeBuilder};
 pub use txn::{CreateKind, OpResult, Txn, TxnHeader, TxnResult, WatchTrigger};
 pub use watch::{ConnId, WatchKind, WatchManager};

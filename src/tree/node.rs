@@ -155,7 +155,7 @@ impl std::fmt::Debug for Name {
 /// because a session id of a server with id 255 has the same top byte as a TTL marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub(crate) enum NodeKind {
+pub enum NodeKind {
     Persistent,
     Ephemeral,
     Container,
@@ -331,6 +331,43 @@ impl ChildMap {
             };
         }
         Some(removed)
+    }
+
+    /// A table holding `entries`, which must be in strictly ascending name order (the
+    /// caller checks): built bottom-up in one pass, full blocks left to right, with no
+    /// searching — what a snapshot load needs for a million children.
+    pub(crate) fn from_sorted(entries: Vec<(Name, Arc<Node>)>) -> ChildMap {
+        debug_assert!(entries.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        let len = entries.len();
+        let mut level: Vec<(Name, Block)> = Vec::with_capacity(len / BLOCK_ENTRIES_MAX + 1);
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let leaf: Vec<(Name, Arc<Node>)> = entries.by_ref().take(BLOCK_ENTRIES_MAX).collect();
+            let Some(bound) = leaf.first().map(|(name, _)| name.clone()) else {
+                break;
+            };
+            level.push((bound, Block::Leaf(leaf)));
+        }
+        while level.len() > 1 {
+            let mut upper = Vec::with_capacity(level.len() / BLOCK_ENTRIES_MAX + 1);
+            let mut blocks = level.into_iter().peekable();
+            while blocks.peek().is_some() {
+                let inner: Vec<(Name, Arc<Block>)> = blocks
+                    .by_ref()
+                    .take(BLOCK_ENTRIES_MAX)
+                    .map(|(bound, block)| (bound, Arc::new(block)))
+                    .collect();
+                let Some(bound) = inner.first().map(|(name, _)| name.clone()) else {
+                    break;
+                };
+                upper.push((bound, Block::Inner(inner)));
+            }
+            level = upper;
+        }
+        let root = level
+            .pop()
+            .map_or(Block::Leaf(Vec::new()), |(_, block)| block);
+        ChildMap { root, len }
     }
 
     pub(crate) fn iter(&self) -> ChildIter<'_> {

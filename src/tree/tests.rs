@@ -804,6 +804,7 @@ fn watch_registry_follows_tree_triggers() {
 }
 
 mod quotas;
+mod restore;
 
 mod random_ops {
     //! Random op sequences: prep and apply never panic and every invariant holds after each.

@@ -1,0 +1,301 @@
+//! restore: a `DataTree` built from stored nodes in one pass — a snapshot being loaded, or
+//! another server's data being imported — without replaying any history.
+//!
+//! Owns: `StoredStat` (the persisted fields of a znode, ZooKeeper's `StatPersisted` plus the
+//! node kind) and `TreeBuilder`.
+//! Input contract: nodes arrive in pre-order with every subtree contiguous — a parent before
+//! its descendants, and a node's subtree finished before its next sibling starts. That is how
+//! Keel's snapshots and ZooKeeper's `DataTree.serialize` write them. The children of one parent
+//! may come in any order (ZooKeeper writes them in hash-set order): a parent's child table is
+//! sorted once, when the parent is closed, and then built bottom-up without searching.
+//! Must not: panic on any input. A node whose parent is not open, a name given twice, a bad
+//! path, or a child under an ephemeral is a `RestoreError`, and the caller falls back (to an
+//! older snapshot) or refuses to start.
+//! Invariants: `finish` returns a tree whose indexes (counts, data size, ephemerals,
+//! containers/TTLs, interned ACLs, quotas) match a full recount (`DataTree::invariants`), as if
+//! the same nodes had been created one by one.
+
+use super::data_tree::system_node;
+use super::node::{ChildMap, Name, Node, NodeKind};
+use super::path::{split_parent, validate_path};
+use super::quota::{trim_quota_path, QuotaTrie, LIMIT_NODE};
+use super::DataTree;
+use crate::proto::{open_acl_unsafe, read_acl_unsafe, Acl};
+use imbl::{OrdMap, OrdSet};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What a snapshot keeps of a znode besides its path, data, ACL and children. `cversion` is
+/// the *stored* count of child creates (ZooKeeper's persisted cversion), and `ephemeral_owner`
+/// is stored raw: the session id, or the container/TTL marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredStat {
+    pub czxid: i64,
+    pub mzxid: i64,
+    pub pzxid: i64,
+    pub ctime_ms: i64,
+    pub mtime_ms: i64,
+    pub ephemeral_owner: i64,
+    pub version: i32,
+    pub cversion: i32,
+    pub aversion: i32,
+    pub kind: NodeKind,
+}
+
+/// Why stored nodes do not form a tree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the first node must be the root, found {0:?}")]
+    RootNotFirst(String),
+    #[error("no nodes: not even the root")]
+    Empty,
+    #[error("{0:?}: not a valid znode path")]
+    BadPath(String),
+    #[error("{0:?}: its parent is not open (nodes out of pre-order, or the parent is missing)")]
+    Orphan(String),
+    #[error("{0:?}: stored twice")]
+    Duplicate(String),
+    #[error("{0:?}: stored under an ephemeral node")]
+    ChildOfEphemeral(String),
+}
+
+/// A node whose subtree is still arriving.
+struct Frame {
+    node: Node,
+    children: Vec<(Name, Arc<Node>)>,
+    /// False once a child arrived out of name order: sort when closing.
+    children_sorted: bool,
+    /// Length of the builder's `path` up to this node's parent.
+    parent_path_bytes: usize,
+}
+
+/// Builds a `DataTree` from nodes in pre-order; see the module header.
+pub struct TreeBuilder {
+    tree: DataTree,
+    frames: Vec<Frame>,
+    /// The path of the top frame, `""` for the root (so a child's path is `path + "/" + name`).
+    path: String,
+    acls: BTreeMap<Arc<[Acl]>, u64>,
+}
+
+impl Default for TreeBuilder {
+    fn default() -> TreeBuilder {
+        TreeBuilder::new()
+    }
+}
+
+impl TreeBuilder {
+    pub fn new() -> TreeBuilder {
+        let empty_acl: Arc<[Acl]> = Arc::from(Vec::new());
+        TreeBuilder {
+            tree: DataTree {
+                root: Arc::new(system_node(empty_acl)),
+                node_count_distinct: 0,
+                data_size_approximate: 0,
+                quota_stats_bytes_unseen: 0,
+                quotas: QuotaTrie::default(),
+                last_zxid: 0,
+                ephemerals: OrdSet::new(),
+                ephemeral_counts: OrdMap::new(),
+                reapables: OrdSet::new(),
+                acls: OrdMap::new(),
+            },
+            frames: Vec::new(),
+            path: String::new(),
+            acls: BTreeMap::new(),
+        }
+    }
+
+    /// Nodes added so far.
+    pub fn node_count(&self) -> usize {
+        self.tree.node_count_distinct + self.frames.len()
+    }
+
+    /// Adds the node at `path` (`"/"` or `""` for the root, which must come first).
+    ///
+    /// # Errors
+    /// The input breaks the contract in the module header; the builder should be dropped.
+    pub fn add(
+        &mut self,
+        path: &str,
+        stat: StoredStat,
+        data: Option<Arc<[u8]>>,
+        acl: &[Acl],
+    ) -> Result<(), RestoreError> {
+        let acl = self.intern_acl(acl);
+        let node = Node {
+            czxid: stat.czxid,
+            mzxid: stat.mzxid,
+            pzxid: stat.pzxid,
+            ctime_ms: stat.ctime_ms,
+            mtime_ms: stat.mtime_ms,
+            ephemeral_owner: stat.ephemeral_owner,
+            version: stat.version,
+            cversion: stat.cversion,
+            aversion: stat.aversion,
+            kind: stat.kind,
+            data,
+            acl,
+            children: None,
+        };
+        if self.frames.is_empty() {
+            if self.tree.node_count_distinct > 0 {
+                return Err(RestoreError::Duplicate(path.to_string()));
+            }
+            if !path.is_empty() && path != "/" {
+                return Err(RestoreError::RootNotFirst(path.to_string()));
+            }
+            self.frames.push(Frame::new(node, 0));
+            return Ok(());
+        }
+        if validate_path(path).is_err() {
+            return Err(RestoreError::BadPath(path.to_string()));
+        }
+        let Some((parent_path, name)) = split_parent(path) else {
+            return Err(RestoreError::BadPath(path.to_string()));
+        };
+        let parent_key = if parent_path == "/" { "" } else { parent_path };
+        while self.path != parent_key {
+            if self.frames.len() <= 1 {
+                return Err(RestoreError::Orphan(path.to_string()));
+            }
+            self.close_top()?;
+        }
+        let Some(parent) = self.frames.last_mut() else {
+            return Err(RestoreError::Orphan(path.to_string()));
+        };
+        if parent.node.kind == NodeKind::Ephemeral {
+            return Err(RestoreError::ChildOfEphemeral(path.to_string()));
+        }
+        let name = Name::new(name);
+        if let Some((previous, _)) = parent.children.last() {
+            if *previous >= name {
+                parent.children_sorted = false;
+            }
+        }
+        let parent_path_bytes = self.path.len();
+        self.path.push('/');
+        self.path.push_str(name.as_str());
+        self.frames.push(Frame::new(node, parent_path_bytes));
+        Ok(())
+    }
+
+    /// The tree, with `last_zxid` as its last applied zxid. Missing system nodes
+    /// (`/zookeeper`, `/zookeeper/quota`, `/zookeeper/config`) are added as a fresh tree has
+    /// them.
+    ///
+    /// # Errors
+    /// No root was added, or a child table holds a name twice.
+    pub fn finish(mut self, last_zxid: i64) -> Result<DataTree, RestoreError> {
+        while self.frames.len() > 1 {
+            self.close_top()?;
+        }
+        let Some(root) = self.frames.pop() else {
+            return Err(RestoreError::Empty);
+        };
+        let root = root.close("/")?;
+        self.tree
+            .index_created("/", root.kind, root.ephemeral_owner, &root.data);
+        self.tree.root = Arc::new(root);
+        let mut tree = self.tree;
+        tree.acls = self.acls.into_iter().collect();
+        tree.last_zxid = last_zxid;
+        ensure_system_node(&mut tree, "/zookeeper", &open_acl_unsafe(), 0);
+        ensure_system_node(&mut tree, "/zookeeper/quota", &open_acl_unsafe(), 0);
+        ensure_system_node(&mut tree, "/zookeeper/config", &read_acl_unsafe(), -1);
+        Ok(tree)
+    }
+
+    /// Closes the deepest open node and hands it to its parent.
+    fn close_top(&mut self) -> Result<(), RestoreError> {
+        debug_assert!(self.frames.len() > 1, "the root is closed by finish");
+        let Some(frame) = self.frames.pop() else {
+            return Ok(());
+        };
+        let parent_path_bytes = frame.parent_path_bytes;
+        let node = frame.close(&self.path)?;
+        let path = self.path.as_str();
+        self.tree
+            .index_created(path, node.kind, node.ephemeral_owner, &node.data);
+        let name_start = parent_path_bytes + 1;
+        let name = Name::new(path.get(name_start..).unwrap_or_default());
+        if name.as_str() == LIMIT_NODE {
+            let parent_path = path.get(..parent_path_bytes).unwrap_or_default();
+            if let Some(prefix) = trim_quota_path(parent_path) {
+                self.tree.quotas.add(prefix);
+            }
+        }
+        self.path.truncate(parent_path_bytes);
+        if let Some(parent) = self.frames.last_mut() {
+            parent.children.push((name, Arc::new(node)));
+        }
+        Ok(())
+    }
+
+    /// The shared copy of an ACL list, counted once more.
+    fn intern_acl(&mut self, acl: &[Acl]) -> Arc<[Acl]> {
+        if let Some((interned, count)) = self.acls.get_key_value(acl) {
+            let interned = interned.clone();
+            let count = count + 1;
+            self.acls.insert(interned.clone(), count);
+            return interned;
+        }
+        let interned: Arc<[Acl]> = Arc::from(acl);
+        self.acls.insert(interned.clone(), 1);
+        interned
+    }
+}
+
+impl Frame {
+    fn new(node: Node, parent_path_bytes: usize) -> Frame {
+        Frame {
+            node,
+            children: Vec::new(),
+            children_sorted: true,
+            parent_path_bytes,
+        }
+    }
+
+    /// The finished node, its child table built. `path` is its path, for errors.
+    fn close(self, path: &str) -> Result<Node, RestoreError> {
+        let Frame {
+            mut node,
+            mut children,
+            children_sorted,
+            ..
+        } = self;
+        if !children_sorted {
+            children.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        }
+        if let Some(pair) = children.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            let base = if path == "/" { "" } else { path };
+            return Err(RestoreError::Duplicate(format!("{base}/{:?}", pair[0].0)));
+        }
+        if !children.is_empty() {
+            node.children = Some(Arc::new(ChildMap::from_sorted(children)));
+        }
+        Ok(node)
+    }
+}
+
+/// Adds a system node that a foreign snapshot left out, as `DataTree::new` makes it.
+fn ensure_system_node(tree: &mut DataTree, path: &str, acl: &[Acl], aversion: i32) {
+    if tree.node(path).is_some() {
+        return;
+    }
+    let Some((parent_path, name)) = split_parent(path) else {
+        return;
+    };
+    if tree.node(parent_path).is_none() {
+        return;
+    }
+    let mut node = system_node(tree.intern_acl(acl));
+    node.aversion = aversion;
+    let (kind, owner, data) = (node.kind, node.ephemeral_owner, node.data.clone());
+    if let Some(parent) = tree.node_mut(parent_path) {
+        parent
+            .children_mut()
+            .insert(Name::new(name), Arc::new(node));
+        tree.index_created(path, kind, owner, &data);
+    }
+}
