@@ -14,4 +14,5 @@ pub mod replica;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod snapshot;
 pub mod tree;

@@ -372,6 +372,30 @@ impl DataTree {
         }
     }
 
+    /// Visits every node in pre-order with its depth (the root is 0) and name (`""` for the
+    /// root), children in name order: what a snapshot writes, without building paths.
+    pub fn walk_names(&self, mut visit: impl FnMut(usize, &str, NodeRef<'_>)) {
+        let mut stack: Vec<(usize, &str, &Node)> = vec![(0, "", &*self.root)];
+        while let Some((depth, name, node)) = stack.pop() {
+            visit(depth, name, NodeRef { node });
+            let Some(children) = &node.children else {
+                continue;
+            };
+            let start = stack.len();
+            for (name, child) in children.iter() {
+                stack.push((depth + 1, name.as_str(), &**child));
+            }
+            // Reverse so that popping yields children in name order.
+            stack[start..].reverse();
+        }
+    }
+
+    /// Distinct nodes in the tree, root included (unlike `node_count`, which counts the root
+    /// twice as ZooKeeper does).
+    pub fn node_count_distinct(&self) -> usize {
+        self.node_count_distinct
+    }
+
     fn lookup(&self, path: &str) -> Option<&Node> {
         let mut node: &Node = &self.root;
         if path.is_empty() || path == "/" {

@@ -1,0 +1,320 @@
+//! Snapshots: a written tree loads back equal, damage anywhere is detected (never a panic),
+//! the newest loadable snapshot wins, and purging keeps the newest ones.
+
+use super::*;
+use crate::proto::{op, open_acl_unsafe, perms, Acl};
+use crate::tree::{CreateKind, Txn, TxnHeader};
+use std::sync::Arc;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "keel-snapshot-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn apply(tree: &mut DataTree, session_id: i64, txn: Txn) {
+    let zxid = tree.last_zxid() + 1;
+    let header = TxnHeader {
+        session_id,
+        cxid: 0,
+        zxid,
+        time_ms: 1_000 + zxid,
+        op: op::CREATE,
+    };
+    tree.apply(&header, &txn);
+}
+
+fn create(path: &str, data: Option<&[u8]>, acl: Vec<Acl>, owner: i64, kind: CreateKind) -> Txn {
+    Txn::Create {
+        path: path.to_string(),
+        data: data.map(Arc::from),
+        acl,
+        ephemeral_owner: owner,
+        parent_cversion: -1,
+        kind,
+    }
+}
+
+/// Every kind of node, several ACLs, null and empty data, a quota, a deletion (so a
+/// cversion differs from the child count) and a multi-byte name.
+fn sample_tree() -> DataTree {
+    let mut tree = DataTree::new();
+    let open = open_acl_unsafe();
+    let digest = vec![Acl::new(perms::ALL, "digest", "user:hash=")];
+    let persistent = CreateKind::Persistent;
+    apply(
+        &mut tree,
+        1,
+        create("/app", Some(b"cfg"), open.clone(), 0, persistent),
+    );
+    apply(
+        &mut tree,
+        1,
+        create("/app/null", None, open.clone(), 0, persistent),
+    );
+    apply(
+        &mut tree,
+        1,
+        create("/app/empty", Some(b""), digest.clone(), 0, persistent),
+    );
+    apply(
+        &mut tree,
+        7,
+        create("/app/eph", Some(b"e"), open.clone(), 7, persistent),
+    );
+    let container = CreateKind::Container;
+    apply(
+        &mut tree,
+        1,
+        create("/box", None, open.clone(), 0, container),
+    );
+    let ttl = CreateKind::Ttl(5_000);
+    apply(&mut tree, 1, create("/ttl", Some(b"t"), digest, 0, ttl));
+    apply(
+        &mut tree,
+        1,
+        create("/app/gone", None, open.clone(), 0, persistent),
+    );
+    apply(
+        &mut tree,
+        1,
+        Txn::Delete {
+            path: "/app/gone".into(),
+        },
+    );
+    apply(
+        &mut tree,
+        1,
+        create("/ünï", Some(&[0, 255, 7]), open.clone(), 0, persistent),
+    );
+    for index in 0..200 {
+        let path = format!("/app/n{index:04}");
+        apply(
+            &mut tree,
+            1,
+            create(&path, Some(&[7; 100]), open.clone(), 0, persistent),
+        );
+    }
+    let quota = "/zookeeper/quota/app";
+    apply(
+        &mut tree,
+        1,
+        create(quota, None, open.clone(), 0, persistent),
+    );
+    let limits = b"count=10,bytes=-1".as_slice();
+    let path = format!("{quota}/zookeeper_limits");
+    apply(
+        &mut tree,
+        1,
+        create(&path, Some(limits), open.clone(), 0, persistent),
+    );
+    let path = format!("{quota}/zookeeper_stats");
+    apply(
+        &mut tree,
+        1,
+        create(&path, Some(b"count=0,bytes=0"), open, 0, persistent),
+    );
+    apply(
+        &mut tree,
+        1,
+        Txn::SetData {
+            path: "/app".into(),
+            data: Some(Arc::from(b"v2".as_slice())),
+            version: 1,
+        },
+    );
+    assert_eq!(tree.invariants(), Ok(()));
+    tree
+}
+
+type Dump = Vec<(String, StoredStat, Option<Vec<u8>>, Vec<Acl>)>;
+
+fn dump(tree: &DataTree) -> Dump {
+    let mut out = Vec::new();
+    tree.walk(|path, node| {
+        out.push((
+            path.to_string(),
+            node.stored_stat(),
+            node.data().map(|data| data.to_vec()),
+            node.acl().to_vec(),
+        ));
+    });
+    out
+}
+
+#[test]
+fn a_snapshot_loads_back_as_the_same_tree_and_sessions() {
+    let scratch = Scratch::new("roundtrip");
+    let tree = sample_tree();
+    let sessions = vec![(7, 30_000), (0x0100_0000_0000_0001, 4_000)];
+    let info = write_snapshot(&scratch.0, &tree, &sessions).unwrap();
+    assert_eq!(info.zxid, tree.last_zxid());
+    assert_eq!(info.nodes, tree.node_count_distinct() as u64);
+    assert!(info.path.ends_with(snapshot_name(tree.last_zxid())));
+    let loaded = load_snapshot(&info.path).unwrap();
+    assert_eq!(dump(&loaded.tree), dump(&tree));
+    assert_eq!(loaded.tree.invariants(), Ok(()));
+    assert_eq!(loaded.tree.last_zxid(), tree.last_zxid());
+    assert_eq!(loaded.tree.node_count(), tree.node_count());
+    // ZooKeeper's cached size lags quota-stats writes until a restart recounts it; so do we.
+    let recount: u64 = dump(&tree)
+        .iter()
+        .map(|(path, _, data, _)| {
+            path.encode_utf16().count() as u64 + data.as_ref().map_or(0, |d| d.len() as u64)
+        })
+        .sum();
+    assert_eq!(loaded.tree.approximate_data_size(), recount);
+    assert_eq!(loaded.tree.ephemerals(7), vec!["/app/eph".to_string()]);
+    assert_eq!(loaded.tree.acl_count(), tree.acl_count());
+    assert_eq!(loaded.sessions, sessions);
+    assert_eq!(loaded.info.file_bytes, info.file_bytes);
+    // The quota came back registered: a create under /app still updates its stats node.
+    let mut twin = loaded.tree;
+    let mut original = tree;
+    for tree in [&mut twin, &mut original] {
+        let txn = create(
+            "/app/more",
+            None,
+            open_acl_unsafe(),
+            0,
+            CreateKind::Persistent,
+        );
+        apply(tree, 1, txn);
+    }
+    assert_eq!(dump(&twin), dump(&original));
+}
+
+#[test]
+fn an_empty_fresh_tree_round_trips() {
+    let scratch = Scratch::new("fresh");
+    let tree = DataTree::new();
+    let info = write_snapshot(&scratch.0, &tree, &[]).unwrap();
+    let loaded = load_snapshot(&info.path).unwrap();
+    assert_eq!(dump(&loaded.tree), dump(&tree));
+    assert!(loaded.sessions.is_empty());
+}
+
+#[test]
+fn every_damaged_byte_is_detected_without_panicking() {
+    // Flip one bit at offsets spread over every section (and every header field) and cut the
+    // file at many lengths: each load fails with a reason, none panics or succeeds.
+    let scratch = Scratch::new("damage");
+    let tree = sample_tree();
+    let info = write_snapshot(&scratch.0, &tree, &[(7, 30_000)]).unwrap();
+    let good = std::fs::read(&info.path).unwrap();
+    let header_bytes = std::mem::size_of::<Header>();
+    let offsets = (0..header_bytes + 8)
+        .chain((HEADER_BYTES as usize..good.len()).step_by(37))
+        .chain([good.len() - 1]);
+    let damaged = scratch.0.join(VERSION_DIR).join("damaged");
+    for offset in offsets {
+        let mut bytes = good.clone();
+        bytes[offset] ^= 0x10;
+        std::fs::write(&damaged, &bytes).unwrap();
+        let result = load_snapshot(&damaged);
+        assert!(result.is_err(), "a flip at byte {offset} went unnoticed");
+    }
+    for cut in (0..good.len()).step_by(101) {
+        std::fs::write(&damaged, &good[..cut]).unwrap();
+        assert!(load_snapshot(&damaged).is_err(), "cut at {cut} loaded");
+    }
+    // Bytes past the end are damage too.
+    let mut longer = good.clone();
+    longer.extend_from_slice(&[0; 8]);
+    std::fs::write(&damaged, &longer).unwrap();
+    assert!(load_snapshot(&damaged).is_err());
+}
+
+#[test]
+fn a_header_naming_another_zxid_is_refused() {
+    let scratch = Scratch::new("rename");
+    let info = write_snapshot(&scratch.0, &sample_tree(), &[]).unwrap();
+    let renamed = info.path.with_file_name(snapshot_name(info.zxid + 1));
+    std::fs::rename(&info.path, &renamed).unwrap();
+    let error = load_snapshot(&renamed).unwrap_err();
+    assert!(error.to_string().contains("file name"), "{error}");
+}
+
+#[test]
+fn the_newest_loadable_snapshot_wins_and_purge_keeps_the_newest() {
+    let scratch = Scratch::new("newest");
+    let mut tree = sample_tree();
+    let mut zxids = Vec::new();
+    for round in 0..4 {
+        let path = format!("/round{round}");
+        apply(
+            &mut tree,
+            1,
+            create(&path, None, open_acl_unsafe(), 0, CreateKind::Persistent),
+        );
+        zxids.push(write_snapshot(&scratch.0, &tree, &[]).unwrap().zxid);
+    }
+    // A crash mid-snapshot leaves a .tmp: never loaded, removed at start.
+    let tmp = scratch
+        .0
+        .join(VERSION_DIR)
+        .join(format!("{}.tmp", snapshot_name(999_999)));
+    std::fs::write(&tmp, b"partial").unwrap();
+    let listed: Vec<i64> = list_snapshots(&scratch.0)
+        .unwrap()
+        .iter()
+        .map(|s| s.0)
+        .collect();
+    let mut newest_first = zxids.clone();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first);
+    assert_eq!(remove_temporaries(&scratch.0).unwrap(), 1);
+    assert!(!tmp.exists());
+    // Damage the newest: the one before it loads, and the skip says why.
+    let newest = scratch.0.join(VERSION_DIR).join(snapshot_name(zxids[3]));
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&newest, bytes).unwrap();
+    let (loaded, skipped) = load_newest(&scratch.0).unwrap();
+    assert_eq!(loaded.unwrap().info.zxid, zxids[2]);
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].to_string().contains("CRC"), "{}", skipped[0]);
+    // Keep three: the oldest goes, and the log is needed from the oldest kept on.
+    let (removed, oldest_kept) = purge_snapshots(&scratch.0, 3).unwrap();
+    assert_eq!(removed, vec![zxids[0]]);
+    assert_eq!(oldest_kept, Some(zxids[1]));
+    assert_eq!(list_snapshots(&scratch.0).unwrap().len(), 3);
+    let empty = Scratch::new("none");
+    let (none, skipped) = load_newest(&empty.0).unwrap();
+    assert!(none.is_none() && skipped.is_empty());
+}
+
+#[test]
+fn snapshot_names_parse_as_zookeeper_prints_them() {
+    assert_eq!(parse_snapshot_name("snapshot.1a"), Some(0x1a));
+    assert_eq!(parse_snapshot_name("snapshot.ffffffffffffffff"), Some(-1));
+    assert_eq!(
+        parse_snapshot_name(&snapshot_name(0x5_0000_0001)),
+        Some(0x5_0000_0001)
+    );
+    for bad in [
+        "snapshot.",
+        "snapshot.1a.tmp",
+        "snapshot.xyz",
+        "log.1",
+        "snapshot.12345678901234567",
+    ] {
+        assert_eq!(parse_snapshot_name(bad), None, "{bad}");
+    }
+}
