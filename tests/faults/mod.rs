@@ -66,6 +66,21 @@ impl Server {
     /// Starts `keel <config_path>` with stderr appended to `stderr_path`; waits (bounded) for
     /// `ruok` on 127.0.0.1:`port`. Panics with the server's stderr if it exits or never answers.
     pub fn start(config_path: &Path, port: u16, stderr_path: &Path) -> Server {
+        match Server::try_start(config_path, port, stderr_path) {
+            Ok(server) => server,
+            Err(status) => panic!(
+                "keel exited during start-up with {status}; stderr:\n{}",
+                tail_of(stderr_path)
+            ),
+        }
+    }
+
+    /// As `start`, but a server that exits during start-up is an `Err` with its status.
+    pub fn try_start(
+        config_path: &Path,
+        port: u16,
+        stderr_path: &Path,
+    ) -> Result<Server, ExitStatus> {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -88,10 +103,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = server.try_wait() {
-                panic!(
-                    "keel exited during start-up with {status}; stderr:\n{}",
-                    server.stderr_tail()
-                );
+                return Err(status);
             }
             if let Ok(mut stream) = TcpStream::connect(addr) {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
@@ -100,7 +112,7 @@ impl Server {
                     && stream.read_to_string(&mut answer).is_ok()
                     && answer == "imok"
                 {
-                    return server;
+                    return Ok(server);
                 }
             }
             assert!(
@@ -160,13 +172,18 @@ impl Server {
 
     /// The last 4 KiB of the captured stderr.
     pub fn stderr_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
-        let start = text.len().saturating_sub(4096);
-        let start = (start..text.len())
-            .find(|&at| text.is_char_boundary(at))
-            .unwrap_or(text.len());
-        text[start..].to_string()
+        tail_of(&self.stderr_path)
     }
+}
+
+/// The last 4 KiB of a text file.
+pub fn tail_of(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let start = text.len().saturating_sub(4096);
+    let start = (start..text.len())
+        .find(|&at| text.is_char_boundary(at))
+        .unwrap_or(text.len());
+    text[start..].to_string()
 }
 
 /// One reply: (xid, zxid, err, body after the reply header).
