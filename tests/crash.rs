@@ -26,6 +26,7 @@ use keel::proto::{op, open_acl_unsafe, Stat};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
@@ -706,6 +707,27 @@ fn run(plan: &Plan) {
     let mut verified_acked = 0;
     for round in 1..=plan.rounds + 1 {
         let context = format!("{} seed {seed} round {round}", plan.name);
+        if round > 1 {
+            println!(
+                "  log before restart {}: {}",
+                round - 1,
+                log_summary(&data_dir)
+            );
+            if rng.below(3) == 0 {
+                // A second crash, during recovery (torn-tail repair, partial segment removal).
+                let early = Duration::from_millis(rng.below(60));
+                let server = Server::spawn(&config, port, &stderr_path);
+                std::thread::sleep(early);
+                if let Some(status) = server.kill_9() {
+                    panic!(
+                        "{context}: keel exited on its own ({status}) while recovering; \
+                         stderr:\n{}",
+                        faults::tail_of(&stderr_path)
+                    );
+                }
+                println!("  SIGKILL again {} ms into the restart", early.as_millis());
+            }
+        }
         let server = Server::start(&config, port, &stderr_path);
         let mut verifier = Conn::connect(server.addr, VERIFY_SESSION_MS)
             .unwrap_or_else(|e| panic!("{context}: verifier connect: {e}"));
@@ -803,6 +825,28 @@ fn run(plan: &Plan) {
         began.elapsed().as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The log directory in one line: segments, partial segments, anything else.
+fn log_summary(data_dir: &Path) -> String {
+    let mut segments = 0;
+    let mut others = Vec::new();
+    for entry in std::fs::read_dir(data_dir.join("version-2"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_segment = name
+            .strip_prefix("log.")
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if is_segment {
+            segments += 1;
+        } else {
+            others.push(name);
+        }
+    }
+    format!("{segments} segments, other files: {others:?}")
 }
 
 /// After the last restart: the abandoned sessions expire and their ephemerals go; new writes

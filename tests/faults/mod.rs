@@ -81,31 +81,13 @@ impl Server {
         port: u16,
         stderr_path: &Path,
     ) -> Result<Server, ExitStatus> {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(stderr_path)
-            .expect("open the stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .arg(config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn keel");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        // Owned from here on: a failed start still kills and reaps the process (Drop).
-        let mut server = Server {
-            child: Some(child),
-            addr,
-            stderr_path: stderr_path.to_path_buf(),
-        };
+        let mut server = Server::spawn(config_path, port, stderr_path);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = server.try_wait() {
                 return Err(status);
             }
-            if let Ok(mut stream) = TcpStream::connect(addr) {
+            if let Ok(mut stream) = TcpStream::connect(server.addr) {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut answer = String::new();
                 if stream.write_all(b"ruok").is_ok()
@@ -121,6 +103,27 @@ impl Server {
                 server.stderr_tail()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Spawns `keel <config_path>` (stderr appended to `stderr_path`) without waiting for it.
+    pub fn spawn(config_path: &Path, port: u16, stderr_path: &Path) -> Server {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(stderr_path)
+            .expect("open the stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg(config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn keel");
+        Server {
+            child: Some(child),
+            addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+            stderr_path: stderr_path.to_path_buf(),
         }
     }
 
