@@ -423,12 +423,15 @@ fn a_full_ext4_stops_keel_cleanly_and_acked_writes_survive() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// Says why the test did not run. Written to the process's stderr directly, not through
+/// `eprintln!`, so that `cargo test` shows it even while it captures test output.
 fn skip(name: &str, what: &str, reason: &str) {
-    println!(
+    let message = format!(
         "SKIPPED {name}: cannot mount {what} ({reason}); run the tests as root to check the \
-         full-disk behaviour"
+         full-disk behaviour\n"
     );
-    eprintln!("SKIPPED {name}: cannot mount {what}: {reason}");
+    print!("{message}");
+    let _ = std::io::stderr().write_all(message.as_bytes());
 }
 
 /// The three phases on `mount`, whose free space is cut to `FREE_BYTES` with a filler file.
