@@ -13,6 +13,8 @@
 //!   ephemerals with them.
 //!
 //! Several rounds run on one dataDir, so the log is recovered, appended to and recovered again.
+//! Every other round the kill lands while a new segment is being created (a `.partial` file),
+//! and in about one restart in three keel is killed again a few ms into its recovery.
 //! The seed is printed; `KEEL_CRASH_SEED=<n>` replays its operation mix and kill delays (the
 //! interleaving still depends on timing). `KEEL_CRASH_ROUNDS=<n>` runs more rounds.
 //! Run with `cargo test --test crash -- --nocapture` to see the per-round report.
@@ -773,6 +775,11 @@ fn run(plan: &Plan) {
 
         let kill_after =
             Duration::from_millis(plan.kill_ms.0 + rng.below(plan.kill_ms.1 - plan.kill_ms.0));
+        // Every other round, the kill lands while a new segment is being created (its
+        // `.partial` file exists), or after the longest delay if no roll came by then.
+        let at_roll = round % 2 == 0;
+        let log_dir = data_dir.join("version-2");
+        let mut killed_how = String::new();
         let start = Barrier::new(plan.sessions + 1);
         let addr = server.addr;
         let mut reports = Vec::new();
@@ -786,7 +793,17 @@ fn run(plan: &Plan) {
                 })
                 .collect();
             start.wait();
-            std::thread::sleep(kill_after);
+            let began = Instant::now();
+            killed_how = if at_roll {
+                match wait_for_partial(&log_dir, Duration::from_millis(plan.kill_ms.1 + 3000)) {
+                    Some(partial) => format!(" while {partial} was being created"),
+                    None => " without seeing a segment roll".to_string(),
+                }
+            } else {
+                std::thread::sleep(kill_after);
+                String::new()
+            };
+            killed_how = format!("after {} ms{killed_how}", began.elapsed().as_millis());
             exited_early = server.kill_9();
             for handle in handles {
                 reports.push(handle.join().expect("a load thread panicked"));
@@ -811,9 +828,8 @@ fn run(plan: &Plan) {
         verified_acked += acked;
         let in_flight: usize = sessions.iter().map(|s| s.in_flight.len()).sum();
         println!(
-            "  round {round}: SIGKILL after {} ms: {sent} writes sent, {acked} acknowledged, \
-             {in_flight} in flight",
-            kill_after.as_millis()
+            "  round {round}: SIGKILL {killed_how}: {sent} writes sent, {acked} acknowledged, \
+             {in_flight} in flight"
         );
     }
     let acked_total: usize = sessions.iter().map(|s| s.acked_total).sum();
@@ -832,6 +848,23 @@ fn run(plan: &Plan) {
         began.elapsed().as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls `log_dir` until a `.partial` segment appears (returns its name and size) or `limit`
+/// passes.
+fn wait_for_partial(log_dir: &Path, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        for entry in std::fs::read_dir(log_dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".partial") {
+                let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                return Some(format!("{name} ({bytes} B)"));
+            }
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    None
 }
 
 /// The log directory in one line: segments, partial segments, anything else.
