@@ -144,6 +144,29 @@ fn free_bytes(dir: &Path) -> u64 {
     }
 }
 
+/// Free 4 KiB blocks at the end of the newest published segment (all zeros, as preallocated).
+fn tail_free_blocks(log_dir: &Path) -> usize {
+    let newest = std::fs::read_dir(log_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hex = name.strip_prefix("log.")?;
+            i64::from_str_radix(hex, 16)
+                .ok()
+                .map(|zxid| (zxid, entry.path()))
+        })
+        .max();
+    let Some((_, path)) = newest else { return 0 };
+    let bytes = std::fs::read(path).unwrap_or_default();
+    bytes
+        .chunks(4096)
+        .rev()
+        .take_while(|block| block.iter().all(|&b| b == 0))
+        .count()
+}
+
 fn list(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
@@ -491,10 +514,11 @@ fn full_disk(name: &str, work: &Path, mount: Mount) {
     drop(server);
     println!(
         "  phase 1: {count} writes acknowledged, then keel stopped with {status} ({:.1} s); \
-         {} KiB free; log dir: {:?}",
+         {} KiB free; log dir: {:?}, {} free blocks at the end of the newest segment",
         began.elapsed().as_secs_f64(),
         free_bytes(&mount.dir) >> 10,
-        list(&log_dir)
+        list(&log_dir),
+        tail_free_blocks(&log_dir)
     );
     println!(
         "  stderr: {}",
