@@ -51,21 +51,36 @@ if [[ -n ${KEEL_BASELINE:-} ]]; then
     wait_port 22292
 fi
 
+mntr() { echo mntr | nc -q1 127.0.0.1 "$1" | awk -v k="$2" '$1 == k {print $2}'; }
 run() { # NAME PORT SESSIONS OUTSTANDING ROUND
-    local out=$work/$1-$3x$4-$5.json
+    local out=$work/$1-$3x$4-$5.json syncs0 txns0 bytes0 t0 syncs=- txns=- bytes=- secs=1
+    # Keel's group-commit figures from mntr around the run (ZooKeeper has no such counters).
+    syncs0=$(mntr "$2" zk_cnt_fsynctime) txns0=$(mntr "$2" zk_sum_sync_processor_batch_size)
+    bytes0=$(mntr "$2" keel_sum_wal_batch_bytes) t0=$(date +%s.%N)
     "$loadgen" --servers "127.0.0.1:$2" --workload write --sessions "$3" --outstanding "$4" \
         --threads 1 --warmup 2s --duration "$duration" --quiet --json "$out" >/dev/null 2>&1 || true
-    python3 - "$out" "$1" "$3x$4" <<'PY'
+    if [[ -n $syncs0 ]]; then
+        secs=$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(date +%s.%N)")
+        syncs=$(($(mntr "$2" zk_cnt_fsynctime) - syncs0))
+        txns=$(($(mntr "$2" zk_sum_sync_processor_batch_size) - txns0))
+        bytes=$(($(mntr "$2" keel_sum_wal_batch_bytes) - bytes0))
+    fi
+    python3 - "$out" "$1" "$3x$4" "$syncs" "$txns" "$bytes" "$secs" <<'PY'
 import json, sys
-path, name, shape = sys.argv[1:4]
+path, name, shape, syncs, txns, nbytes, secs = sys.argv[1:8]
 try:
     j = json.load(open(path))
 except Exception as e:
     print(f"{name} {shape} no result ({e})"); sys.exit(0)
 ops = j["result"]["throughput_ops_per_s"]
 lat = next(o for o in j["operations"] if o["op"] == "all")["latency_us"]
+extra = ""
+if syncs not in ("-", "0"):
+    s, t, b = int(syncs), int(txns), int(nbytes)
+    extra = (f" fsyncs/s={s / float(secs):.0f} mean_batch={t / s:.1f}txns/"
+             f"{b / s / 1024:.1f}KiB")
 print(f"{name} {shape} ops/s={ops:.0f} p50_us={lat['p50']:.0f} p99_us={lat['p99']:.0f} "
-      f"errors={j['result']['errors']}")
+      f"errors={j['result']['errors']}{extra}")
 PY
 }
 
