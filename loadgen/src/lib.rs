@@ -8,10 +8,12 @@
 //! `worker` + `session` (the event loop), `workload` (what to send), `keys` + `rng` + `schedule`
 //! (what and when), `stats` + `summary` (figures), `sync_client` (blocking setup/teardown).
 
+pub mod checker;
 pub mod cli;
 pub mod cpu;
 pub mod driver;
 pub mod keys;
+pub mod linearizability;
 pub mod plan;
 pub mod rng;
 pub mod schedule;

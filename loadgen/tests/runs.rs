@@ -3,6 +3,8 @@
 
 use keel::config::Config;
 use keel::proto::records::write_connect_response;
+use keel_loadgen::checker::{CheckerSummary, FileCheckSummary};
+use keel_loadgen::linearizability::{History, Node, Output, Verdict};
 use keel_loadgen::summary::Summary;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -42,11 +44,11 @@ fn server() -> SocketAddr {
     })
 }
 
-struct Outcome {
+struct Outcome<T = Summary> {
     code: i32,
     stdout: String,
     stderr: String,
-    json: Option<Summary>,
+    json: Option<T>,
     elapsed: Duration,
 }
 
@@ -61,6 +63,11 @@ fn unique(name: &str) -> String {
 
 /// Runs the binary with `args` after short-run defaults; kills it if it outlives RUN_BOUND.
 fn run(servers: &str, args: &[&str]) -> Outcome {
+    run_for(servers, args)
+}
+
+/// As `run`, with the --json file read as `T`.
+fn run_for<T: serde::de::DeserializeOwned>(servers: &str, args: &[&str]) -> Outcome<T> {
     let run_id = unique("test");
     let json_path = std::env::temp_dir().join(format!("keel-loadgen-{run_id}.json"));
     let _ = std::fs::remove_file(&json_path);
@@ -86,9 +93,24 @@ fn run(servers: &str, args: &[&str]) -> Outcome {
             "64",
         ])
         .args(["--json", json_path.to_str().expect("utf-8 temp path")])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .args(args);
+    let (code, stdout, stderr, elapsed) = run_bounded(command, args);
+    let json = std::fs::read_to_string(&json_path)
+        .ok()
+        .map(|text| serde_json::from_str(&text).expect("the JSON file parses"));
+    let _ = std::fs::remove_file(&json_path);
+    Outcome {
+        code,
+        stdout,
+        stderr,
+        json,
+        elapsed,
+    }
+}
+
+/// Runs `command` with piped output; kills it and fails the test if it outlives RUN_BOUND.
+fn run_bounded(mut command: Command, what: &[&str]) -> (i32, String, String, Duration) {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let started = Instant::now();
     let mut child = command.spawn().expect("spawn keel-loadgen");
     let mut stdout_pipe = child.stdout.take().expect("stdout");
@@ -109,22 +131,16 @@ fn run(servers: &str, args: &[&str]) -> Outcome {
         }
         if started.elapsed() > RUN_BOUND {
             let _ = child.kill();
-            panic!("keel-loadgen {args:?} ran past {RUN_BOUND:?}");
+            panic!("keel-loadgen {what:?} ran past {RUN_BOUND:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let elapsed = started.elapsed();
-    let json = std::fs::read_to_string(&json_path)
-        .ok()
-        .map(|text| serde_json::from_str(&text).expect("the JSON file parses as a Summary"));
-    let _ = std::fs::remove_file(&json_path);
-    Outcome {
-        code: status.code().unwrap_or(-1),
-        stdout: stdout_reader.join().expect("stdout reader"),
-        stderr: stderr_reader.join().expect("stderr reader"),
-        json,
-        elapsed,
-    }
+    (
+        status.code().unwrap_or(-1),
+        stdout_reader.join().expect("stdout reader"),
+        stderr_reader.join().expect("stderr reader"),
+        started.elapsed(),
+    )
 }
 
 /// The `all` row of the printed table, as numbers.
@@ -314,6 +330,8 @@ enum Fake {
     Silent,
     /// Answers every handshake as ZooKeeper does for an expired session, then hangs up.
     Expires,
+    /// Accepts the session, then never answers a request.
+    AnswersHandshakeOnly,
 }
 
 /// A misbehaving server on 127.0.0.1; its thread lives as long as the test process.
@@ -327,14 +345,19 @@ fn fake_server(behaviour: Fake) -> SocketAddr {
                 Fake::Closes => drop(stream),
                 Fake::Silent if held.len() < 1000 => held.push(stream),
                 Fake::Silent => {}
-                Fake::Expires => answer_expired(stream),
+                Fake::Expires => drop(answer_handshake(stream, 0)),
+                Fake::AnswersHandshakeOnly if held.len() < 1000 => {
+                    held.push(answer_handshake(stream, 10_000));
+                }
+                Fake::AnswersHandshakeOnly => {}
             }
         }
     });
     addr
 }
 
-fn answer_expired(mut stream: std::net::TcpStream) {
+/// Reads a ConnectRequest and answers it with `timeout_ms` (0: the session expired).
+fn answer_handshake(mut stream: std::net::TcpStream, timeout_ms: i32) -> std::net::TcpStream {
     let mut prefix = [0u8; 4];
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -343,9 +366,11 @@ fn answer_expired(mut stream: std::net::TcpStream) {
         let mut request = vec![0; u32::from_be_bytes(prefix).min(4096) as usize];
         let _ = stream.read_exact(&mut request);
         let mut reply = Vec::new();
-        write_connect_response(&mut reply, 0, 0, &[0; 16], Some(false));
+        let session_id = i64::from(timeout_ms) << 20 | 1;
+        write_connect_response(&mut reply, timeout_ms, session_id, &[0; 16], Some(false));
         let _ = stream.write_all(&reply);
     }
+    stream
 }
 
 fn run_with_a_bad_second_server(bad: SocketAddr) -> Summary {
@@ -432,4 +457,141 @@ fn the_time_limit_ends_a_long_run_with_what_it_measured() {
         "only the time actually measured counts"
     );
     assert_eq!(summary.render_text(), outcome.stdout);
+}
+
+fn temp_file(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("keel-loadgen-{}", unique(name)))
+}
+
+/// `keel-loadgen check FILE --json J`: exit code, stdout and the JSON report.
+fn check_history(path: &std::path::Path) -> (i32, String, FileCheckSummary) {
+    let json_path = temp_file("check.json");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel-loadgen"));
+    command.arg("check").arg(path).arg("--json").arg(&json_path);
+    let (code, stdout, stderr, _) = run_bounded(command, &["check"]);
+    let text = std::fs::read_to_string(&json_path).unwrap_or_else(|_| panic!("{stderr}"));
+    let _ = std::fs::remove_file(&json_path);
+    (
+        code,
+        stdout,
+        serde_json::from_str(&text).expect("a check report"),
+    )
+}
+
+const CHECKER_ARGS: [&str; 10] = [
+    "--workload",
+    "checker",
+    "--sessions",
+    "6",
+    "--keys",
+    "3",
+    "--ops",
+    "1500",
+    "--duration",
+    "4s",
+];
+
+#[test]
+fn checker_run_against_keel_is_linearizable_and_its_history_checks_offline() {
+    // Six clients record 1500 ops on three keys; Keel's history is linearizable, the JSON
+    // holds what was printed, and `check FILE` on the saved history agrees. The same history
+    // with one read's result replaced by a value nobody wrote is caught, with a window.
+    let history_path = temp_file("history.json");
+    let mut args = CHECKER_ARGS.to_vec();
+    args.extend(["--history", history_path.to_str().expect("utf-8")]);
+    let outcome: Outcome<CheckerSummary> = run_for(&server().to_string(), &args);
+    assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
+    let summary = outcome.json.expect("--json wrote a file");
+    assert_eq!(summary.render_text(), outcome.stdout);
+    assert_eq!(summary.report.verdict, Verdict::Linearizable);
+    assert_eq!(summary.recorded_ops, 1500, "{}", outcome.stdout);
+    assert!(summary.errors_by_cause.is_empty(), "{}", outcome.stdout);
+    assert_eq!(summary.report.keys.len(), 3);
+    assert_eq!(summary.teardown, "ok");
+    let text = std::fs::read_to_string(&history_path).expect("--history wrote a file");
+    let mut history: History = serde_json::from_str(&text).expect("a history");
+    assert_eq!(history.ops.len(), 1500);
+    let clients: std::collections::BTreeSet<u32> = history.ops.iter().map(|op| op.client).collect();
+    assert_eq!(clients.len(), 6);
+    let written = history
+        .ops
+        .iter()
+        .filter(|op| matches!(op.output, Output::Written { .. }))
+        .count();
+    assert!(written > 100, "{written} successful setData");
+    let (code, stdout, offline) = check_history(&history_path);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(offline.report, summary.report);
+    assert_eq!(offline.render_text(), stdout);
+
+    let victim = history
+        .ops
+        .iter()
+        .rposition(|op| matches!(op.output, Output::Read { node: Some(_) }))
+        .expect("a read that found its node");
+    history.ops[victim].output = Output::Read {
+        node: Some(Node {
+            value: "ghost".to_string(),
+            version: 1,
+        }),
+    };
+    std::fs::write(&history_path, serde_json::to_string(&history).unwrap()).unwrap();
+    let (code, stdout, offline) = check_history(&history_path);
+    let _ = std::fs::remove_file(&history_path);
+    assert_eq!(code, 5, "{stdout}");
+    assert_eq!(offline.report.verdict, Verdict::NotLinearizable);
+    let window = offline
+        .report
+        .keys
+        .iter()
+        .find_map(|key| key.window.clone())
+        .expect("a window");
+    assert_eq!(window.failing_op, victim);
+    assert!(stdout.contains(&format!("* #{victim} ")), "{stdout}");
+    assert!(stdout.contains("\"ghost\" v1"), "{stdout}");
+}
+
+#[test]
+fn checker_against_a_closed_port_fails_at_once() {
+    // No server: exit 1 with the OS's reason, quickly, and no JSON.
+    let outcome: Outcome<CheckerSummary> = run_for(&closed_port().to_string(), &CHECKER_ARGS);
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("Connection refused"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.elapsed < Duration::from_secs(3),
+        "{:?}",
+        outcome.elapsed
+    );
+    assert!(outcome.json.is_none());
+}
+
+#[test]
+fn checker_ops_lost_to_a_server_that_stops_answering_are_indeterminate() {
+    // Half the clients start on a server that completes the handshake and then never
+    // answers: each op sent there times out, is recorded as indeterminate, and the client
+    // moves on to Keel. The history stays linearizable with those ops in it.
+    let servers = format!("{},{}", server(), fake_server(Fake::AnswersHandshakeOnly));
+    let mut args = CHECKER_ARGS.to_vec();
+    args.extend(["--ops", "600", "--request-timeout", "300ms"]);
+    let outcome: Outcome<CheckerSummary> = run_for(&servers, &args);
+    assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
+    let summary = outcome.json.expect("--json wrote a file");
+    assert_eq!(summary.render_text(), outcome.stdout);
+    assert_eq!(summary.report.verdict, Verdict::Linearizable);
+    let lost = summary
+        .errors_by_cause
+        .get("connection_loss")
+        .copied()
+        .unwrap_or(0);
+    assert!(lost >= 3, "{}", outcome.stdout);
+    assert!(
+        summary.report.indeterminate_ops as u64 >= lost,
+        "{}",
+        outcome.stdout
+    );
+    assert!(summary.error_examples["connection_loss"].contains("no progress within"));
 }
