@@ -21,6 +21,35 @@ pub enum WorkloadArg {
     Mixed,
     /// Records a history of reads and writes on a few keys and checks it is linearizable.
     Checker,
+    /// Providers register ephemeral nodes under services; consumers list them with a watch.
+    Registry,
+    /// One session sets a node that all the others watch; time to the last notification.
+    Fanout,
+    /// Sessions open, create ephemeral nodes and close, over and over.
+    Churn,
+    /// Ephemeral-sequential lock recipe with an exists watch on the predecessor.
+    Lock,
+    /// Ephemeral-sequential creates as an id generator.
+    Seqid,
+    /// Sequential produce; consume by getChildren and delete of the lowest.
+    Queue,
+}
+
+impl WorkloadArg {
+    pub fn scenario(self) -> Option<crate::scenario::Kind> {
+        use crate::scenario::Kind;
+        Some(match self {
+            WorkloadArg::Registry => Kind::Registry,
+            WorkloadArg::Fanout => Kind::Fanout,
+            WorkloadArg::Churn => Kind::Churn,
+            WorkloadArg::Lock => Kind::Lock,
+            WorkloadArg::Seqid => Kind::Seqid,
+            WorkloadArg::Queue => Kind::Queue,
+            WorkloadArg::Read | WorkloadArg::Write | WorkloadArg::Mixed | WorkloadArg::Checker => {
+                return None
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -202,8 +231,8 @@ impl Args {
         };
         let read_pct = match (self.workload, self.read_pct) {
             (WorkloadArg::Read, None) => 100,
-            (WorkloadArg::Write | WorkloadArg::Checker, None) => 0,
             (WorkloadArg::Mixed, pct) => pct.unwrap_or(90),
+            (_, None) => 0,
             (_, Some(_)) => bail!("--read-pct applies to --workload mixed only"),
         };
         check_range("--read-pct", read_pct, 0, 100)?;
@@ -226,7 +255,11 @@ impl Args {
     }
 
     fn key_count(&self) -> u64 {
-        let default = if self.is_checker() { 4 } else { 1000 };
+        let default = match self.workload.scenario() {
+            Some(kind) => kind.default_groups(),
+            None if self.is_checker() => 4,
+            None => 1000,
+        };
         self.keys.unwrap_or(default)
     }
 
@@ -252,6 +285,9 @@ impl Args {
             bail!("--history applies to --workload checker only");
         }
         check_range("--check-steps", self.check_steps, 1, u64::MAX)?;
+        if self.workload == WorkloadArg::Fanout && (sessions as u64) <= self.key_count() {
+            bail!("--workload fanout needs more --sessions than --keys (a writer and watchers per node)");
+        }
         check_range("--outstanding", self.outstanding, 1, plan::OUTSTANDING_MAX)?;
         if sessions * self.outstanding > plan::OUTSTANDING_TOTAL_MAX {
             bail!(
@@ -309,6 +345,7 @@ impl Args {
             seed: self.seed.unwrap_or_else(default_seed),
             json_path: self.json,
             progress: !self.quiet,
+            scenario: self.workload.scenario(),
             checker: is_checker.then_some(plan::CheckerPlan {
                 ops_max: self.ops,
                 history_path: self.history,

@@ -3,6 +3,7 @@
 
 use crate::cpu::CpuTimes;
 use crate::plan::{duration_ns, Clock, Mode, Plan};
+use crate::scenario::ScenarioWorkload;
 use crate::stats::{Live, Recorder};
 use crate::summary::{self, round_to, CpuInfo, ResultInfo, RunInfo, SessionInfo, Summary};
 use crate::sync_client::SyncClient;
@@ -26,6 +27,15 @@ pub fn workload_of(plan: &Plan) -> Arc<dyn Workload> {
     let value: Vec<u8> = (0..plan.value_bytes)
         .map(|i| b'a' + (i % 26) as u8)
         .collect();
+    if let Some(kind) = plan.scenario {
+        return Arc::new(ScenarioWorkload::new(
+            kind,
+            plan.prefix(),
+            plan.keys.count(),
+            (plan.threads, plan.sessions),
+            value.into(),
+        ));
+    }
     Arc::new(KvWorkload {
         prefix: plan.prefix(),
         keys: plan.keys.clone(),

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod linearizability;
 pub mod plan;
 pub mod rng;
+pub mod scenario;
 pub mod schedule;
 pub mod session;
 pub mod stats;
