@@ -112,6 +112,10 @@ pub struct Args {
     pub threads: usize,
     #[arg(long, value_enum, default_value_t = WorkloadArg::Mixed)]
     pub workload: WorkloadArg,
+    /// A TOML file with a custom mix of the basic ops (weights, keys, value sizes); see the
+    /// README. Its [keys] and [values] replace --keys, --key-dist, --zipf-s and --value-bytes.
+    #[arg(long)]
+    pub workload_file: Option<PathBuf>,
     /// Percentage of reads in the mixed workload [default: 90].
     #[arg(long)]
     pub read_pct: Option<u32>,
@@ -285,6 +289,13 @@ impl Args {
             bail!("--history applies to --workload checker only");
         }
         check_range("--check-steps", self.check_steps, 1, u64::MAX)?;
+        let mix = match &self.workload_file {
+            Some(_) if self.workload != WorkloadArg::Mixed || self.read_pct.is_some() => {
+                bail!("--workload-file replaces --workload and --read-pct; give only the file")
+            }
+            Some(path) => Some(crate::workload_file::Mix::load(path)?),
+            None => None,
+        };
         if self.workload == WorkloadArg::Fanout && (sessions as u64) <= self.key_count() {
             bail!("--workload fanout needs more --sessions than --keys (a writer and watchers per node)");
         }
@@ -297,7 +308,12 @@ impl Args {
         }
         check_range("--threads", self.threads, 1, plan::THREADS_MAX)?;
         check_range("--value-bytes", self.value_bytes, 0, plan::VALUE_BYTES_MAX)?;
-        let (mode, read_pct, keys) = self.load_shape()?;
+        let (mode, read_pct, mut keys) = self.load_shape()?;
+        let mut value_bytes = self.value_bytes;
+        if let Some(mix) = &mix {
+            keys = mix.key_distribution().unwrap_or(keys);
+            value_bytes = mix.value_bytes.map_or(value_bytes, |(_, max)| max);
+        }
         if self.duration.is_zero() {
             bail!("--duration must be positive");
         }
@@ -333,7 +349,7 @@ impl Args {
             outstanding_max: self.outstanding,
             mode,
             read_pct,
-            value_bytes: self.value_bytes,
+            value_bytes,
             keys,
             warmup: self.warmup,
             duration: self.duration,
@@ -346,6 +362,7 @@ impl Args {
             json_path: self.json,
             progress: !self.quiet,
             scenario: self.workload.scenario(),
+            mix,
             checker: is_checker.then_some(plan::CheckerPlan {
                 ops_max: self.ops,
                 history_path: self.history,

@@ -9,6 +9,7 @@ use crate::summary::{self, round_to, CpuInfo, ResultInfo, RunInfo, SessionInfo, 
 use crate::sync_client::SyncClient;
 use crate::worker::{self, ConnectReport, Start, WorkerResult, WorkerSetup};
 use crate::workload::{KvWorkload, Workload};
+use crate::workload_file::MixWorkload;
 use anyhow::{anyhow, bail, Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -27,6 +28,19 @@ pub fn workload_of(plan: &Plan) -> Arc<dyn Workload> {
     let value: Vec<u8> = (0..plan.value_bytes)
         .map(|i| b'a' + (i % 26) as u8)
         .collect();
+    if let Some(mix) = &plan.mix {
+        let value_min_bytes = mix.value_bytes.map_or(plan.value_bytes, |(min, _)| min);
+        return Arc::new(MixWorkload {
+            kv: KvWorkload {
+                prefix: plan.prefix(),
+                keys: plan.keys.clone(),
+                value: value.into(),
+                read_pct: 0,
+            },
+            mix: mix.clone(),
+            value_min_bytes,
+        });
+    }
     if let Some(kind) = plan.scenario {
         return Arc::new(ScenarioWorkload::new(
             kind,

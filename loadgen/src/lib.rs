@@ -25,3 +25,4 @@ pub mod sync_client;
 pub mod timer;
 pub mod worker;
 pub mod workload;
+pub mod workload_file;

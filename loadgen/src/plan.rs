@@ -50,6 +50,8 @@ pub struct Plan {
     pub progress: bool,
     /// Set for `--workload checker`.
     pub checker: Option<CheckerPlan>,
+    /// Set for --workload-file.
+    pub mix: Option<crate::workload_file::Mix>,
     /// Set for the scenario workloads (registry, fanout, churn, lock, seqid, queue).
     pub scenario: Option<crate::scenario::Kind>,
 }

@@ -734,3 +734,56 @@ fn a_scenario_survives_a_server_closing_connections() {
     assert_eq!(summary.render_text(), outcome.stdout);
     assert!(row(&summary, "lock_acquire").ops > 0, "{}", outcome.stdout);
 }
+
+#[test]
+fn a_workload_file_sets_the_mix_keys_and_value_sizes() {
+    // A TOML mix of all six basic ops on 50 Zipf keys with 10-300 byte values runs clean, and
+    // the summary shows the file's keys, sizes and weights.
+    let path = temp_file("mix.toml");
+    let text = "name = \"t\"\n[ops]\ngetData = 40\nexists = 10\ngetChildren = 10\n\
+                setData = 20\ncreate = 10\ndelete = 10\n[keys]\ncount = 50\n\
+                distribution = \"zipf\"\n[values]\nmin_bytes = 10\nmax_bytes = 300\n";
+    std::fs::write(&path, text).unwrap();
+    let args = [
+        "--workload-file",
+        path.to_str().unwrap(),
+        "--outstanding",
+        "2",
+    ];
+    let outcome = run(&server().to_string(), &args);
+    let _ = std::fs::remove_file(&path);
+    let summary = assert_clean(&outcome, &ALL_OPS);
+    assert_eq!(summary.run.keys, 50);
+    assert_eq!(summary.run.value_bytes, 300);
+    assert_eq!(summary.run.key_distribution, "zipf(s=0.99)");
+    assert_eq!(
+        summary.run.workload,
+        "file(t: getData=40 exists=10 getChildren=10 setData=20 create=10 delete=10)"
+    );
+    let get = row(&summary, "getData").ops as f64;
+    let set = row(&summary, "setData").ops as f64;
+    assert!(
+        (1.5..2.5).contains(&(get / set)),
+        "getData/setData {}",
+        get / set
+    );
+}
+
+#[test]
+fn a_bad_workload_file_is_refused_as_a_bad_flag() {
+    // Exit 2, naming the file and the unknown field, before anything connects.
+    let path = temp_file("bad.toml");
+    std::fs::write(&path, "[ops]\ngetdata = 5\n").unwrap();
+    let outcome = run(
+        &closed_port().to_string(),
+        &["--workload-file", path.to_str().unwrap()],
+    );
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("getdata"), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("--workload-file"),
+        "{}",
+        outcome.stderr
+    );
+}
