@@ -77,6 +77,43 @@ pub struct Cli {
 pub enum Command {
     /// Checks a history saved by `--workload checker --history FILE` for linearizability.
     Check(CheckArgs),
+    /// Runs the same workload against two servers alternately (A, B, A, B, …) and compares
+    /// throughput and latency: medians per server, the ratio B/A and its spread over rounds.
+    Compare(Box<CompareArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// Server A, host:port (the baseline of the ratio B/A).
+    #[arg(long)]
+    pub a: String,
+    /// Server B, host:port.
+    #[arg(long)]
+    pub b: String,
+    /// Rounds; each runs the workload once against A, then once against B.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// The workload flags, as for a single run (--servers is ignored).
+    #[command(flatten)]
+    pub load: Args,
+}
+
+impl CompareArgs {
+    /// The plan for each run and the two servers.
+    ///
+    /// # Errors
+    /// A flag is out of range or a server does not resolve.
+    pub fn into_parts(self) -> Result<(Plan, SocketAddr, SocketAddr, usize)> {
+        check_range("--rounds", self.rounds, 1, crate::compare::ROUNDS_MAX)?;
+        let a = resolve(std::slice::from_ref(&self.a)).context("--a")?[0];
+        let b = resolve(std::slice::from_ref(&self.b)).context("--b")?[0];
+        let rounds = self.rounds;
+        let plan = self.load.into_plan()?;
+        if plan.checker.is_some() {
+            bail!("compare runs load workloads; --workload checker does not apply");
+        }
+        Ok((plan, a, b, rounds))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +197,9 @@ pub struct Args {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Write latency.svg (latency by percentile) and throughput.svg (ops/s over time) here.
+    #[arg(long)]
+    pub plot_dir: Option<PathBuf>,
     /// Checker: the most ops to record, over all clients.
     #[arg(long, default_value_t = 2000)]
     pub ops: u64,
@@ -285,6 +325,9 @@ impl Args {
             if self.rate.is_some() {
                 bail!("--rate does not apply to --workload checker (each client runs one op at a time)");
             }
+            if self.plot_dir.is_some() {
+                bail!("--plot-dir does not apply to --workload checker");
+            }
         } else if self.history.is_some() {
             bail!("--history applies to --workload checker only");
         }
@@ -360,6 +403,7 @@ impl Args {
             run_id,
             seed: self.seed.unwrap_or_else(default_seed),
             json_path: self.json,
+            plot_dir: self.plot_dir,
             progress: !self.quiet,
             scenario: self.workload.scenario(),
             mix,

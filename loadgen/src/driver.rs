@@ -138,6 +138,7 @@ struct LoadResult {
     wall: Duration,
     /// The measured window, shorter than --duration if the time limit cut it.
     measured: Duration,
+    timeline: Vec<summary::TimelinePoint>,
 }
 
 struct Workers {
@@ -218,7 +219,7 @@ fn run_load(
         plan,
         &format!("{ready}/{} sessions ready; load starts", plan.sessions),
     );
-    watch_progress(plan, &workers, clock, start_ns, deadline);
+    let timeline = watch_progress(plan, &workers, clock, start_ns, deadline);
     let results = join_workers(workers.handles)?;
     let cpu = CpuTimes::now().since(&cpu_before);
     let wall = load_started.elapsed();
@@ -250,6 +251,7 @@ fn run_load(
         cpu,
         wall,
         measured,
+        timeline,
     })
 }
 
@@ -269,11 +271,20 @@ fn join_workers(
 
 /// Prints the progress line once a second until every worker has finished, and a last one
 /// then; sets the abort flag at the time limit (the workers also watch it themselves).
-fn watch_progress(plan: &Plan, workers: &Workers, clock: Clock, start_ns: u64, deadline: Instant) {
+/// Returns the throughput of each interval.
+fn watch_progress(
+    plan: &Plan,
+    workers: &Workers,
+    clock: Clock,
+    start_ns: u64,
+    deadline: Instant,
+) -> Vec<summary::TimelinePoint> {
     let mut progress = Progress {
         run_started: deadline - plan.time_limit,
+        load_started: Instant::now(),
         last_line: Instant::now(),
         errors_total: 0,
+        timeline: Vec::new(),
     };
     let mut next_line = Instant::now() + PROGRESS_EVERY;
     while !workers.handles.iter().all(JoinHandle::is_finished) {
@@ -289,12 +300,18 @@ fn watch_progress(plan: &Plan, workers: &Workers, clock: Clock, start_ns: u64, d
         }
     }
     progress.print_line(plan, &workers.live, "done");
+    progress.timeline
 }
+
+/// At most this many throughput points are kept (one a second: over a day).
+const TIMELINE_POINTS_MAX: usize = 100_000;
 
 struct Progress {
     run_started: Instant,
+    load_started: Instant,
     last_line: Instant,
     errors_total: u64,
+    timeline: Vec<summary::TimelinePoint>,
 }
 
 impl Progress {
@@ -304,6 +321,12 @@ impl Progress {
         let interval_s = now.duration_since(self.last_line).as_secs_f64().max(1e-3);
         let mut live = live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.errors_total += live.error_count;
+        if self.timeline.len() < TIMELINE_POINTS_MAX {
+            self.timeline.push(summary::TimelinePoint {
+                t_s: round_to(now.duration_since(self.load_started).as_secs_f64(), 3),
+                ops_per_s: round_to(live.ok_count as f64 / interval_s, 1),
+            });
+        }
         let line = format!(
             "[{:>4}s] {:<7} {:>9.0} ops/s  p99 {:>9.1} us  errors {}  sessions {}/{}",
             now.duration_since(self.run_started).as_secs(),
@@ -420,5 +443,7 @@ fn build_summary(
             Mode::OpenLoop { .. } => Some(summary::Percentiles::of(&load.recorder.send_lag_ns)),
         },
         teardown,
+        latency_spectrum_us: summary::spectrum(&summary::all_latencies(&load.recorder)),
+        throughput_timeline: load.timeline,
     }
 }

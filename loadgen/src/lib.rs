@@ -10,11 +10,13 @@
 
 pub mod checker;
 pub mod cli;
+pub mod compare;
 pub mod cpu;
 pub mod driver;
 pub mod keys;
 pub mod linearizability;
 pub mod plan;
+pub mod plot;
 pub mod rng;
 pub mod scenario;
 pub mod schedule;

@@ -6,7 +6,7 @@
 
 use clap::Parser;
 use keel_loadgen::checker;
-use keel_loadgen::cli::{CheckArgs, Cli, Command};
+use keel_loadgen::cli::{CheckArgs, Cli, Command, CompareArgs};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check(args)) => check_file(&args),
+        Some(Command::Compare(args)) => compare(*args),
         None => run(cli.load),
     }
 }
@@ -33,6 +34,22 @@ fn check_file(args: &CheckArgs) {
     std::process::exit(checker::verdict_exit_code(summary.report.verdict));
 }
 
+fn compare(args: CompareArgs) {
+    let (plan, a, b, rounds) = args.into_parts().unwrap_or_else(|e| fail(2, &e));
+    let limit = plan.time_limit * 2 * rounds as u32;
+    spawn_watchdog(Instant::now() + limit + WATCHDOG_GRACE, limit);
+    let summary = keel_loadgen::compare::run(&plan, a, b, rounds).unwrap_or_else(|e| fail(1, &e));
+    print!("{}", summary.render_text());
+    write_json_or_exit(plan.json_path.as_deref(), &summary);
+    if let Some(dir) = &plan.plot_dir {
+        let (a_run, b_run) = summary.median_runs();
+        let runs = [(&*format!("A {a}"), a_run), (&*format!("B {b}"), b_run)];
+        let title = format!("{} (median-throughput round)", summary.workload);
+        keel_loadgen::plot::write_plots(dir, &runs, &title).unwrap_or_else(|e| fail(1, &e));
+    }
+    std::process::exit(summary.exit_code());
+}
+
 fn run(args: keel_loadgen::cli::Args) {
     let plan = args.into_plan().unwrap_or_else(|e| fail(2, &e));
     spawn_watchdog(
@@ -46,9 +63,15 @@ fn run(args: keel_loadgen::cli::Args) {
         write_json_or_exit(json_path.as_deref(), &summary);
         std::process::exit(summary.exit_code());
     }
+    let plot_dir = plan.plot_dir.clone();
     let summary = keel_loadgen::driver::run(plan).unwrap_or_else(|e| fail(1, &e));
     print!("{}", summary.render_text());
     write_json_or_exit(json_path.as_deref(), &summary);
+    if let Some(dir) = plot_dir {
+        let name = summary.run.servers.join(",");
+        keel_loadgen::plot::write_plots(&dir, &[(&name, &summary)], &summary.run.workload)
+            .unwrap_or_else(|e| fail(1, &e));
+    }
     std::process::exit(match summary.result.status.as_str() {
         "ok" => 0,
         "time_limit" => 3,

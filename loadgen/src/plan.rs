@@ -47,6 +47,7 @@ pub struct Plan {
     pub run_id: String,
     pub seed: u64,
     pub json_path: Option<PathBuf>,
+    pub plot_dir: Option<PathBuf>,
     pub progress: bool,
     /// Set for `--workload checker`.
     pub checker: Option<CheckerPlan>,

@@ -787,3 +787,154 @@ fn a_bad_workload_file_is_refused_as_a_bad_flag() {
         outcome.stderr
     );
 }
+
+/// A second in-process Keel, for compare mode.
+fn second_server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let mut config = Config::embedded_default();
+        for pair in [
+            "clientPort=0",
+            "keel.unpinned=true",
+            "keel.shards=1",
+            "maxClientCnxns=0",
+            "preAllocSize=4096",
+        ] {
+            config.apply_override(pair).expect("override");
+        }
+        let data_dir = std::env::temp_dir().join(format!("keel-loadgen-b-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        config
+            .apply_override(&format!("dataDir={}", data_dir.display()))
+            .expect("dataDir");
+        let server = keel::server::start(config).expect("server starts");
+        let addr = server.client_addr;
+        std::thread::spawn(move || server.join());
+        addr
+    })
+}
+
+#[test]
+fn compare_alternates_servers_and_reports_medians_and_ratios() {
+    // Two rounds against two Keels: four runs in the order A, B, A, B, each against its own
+    // server; every figure's medians and ratios follow from the runs in the JSON, and the
+    // printed table shows them. The plots hold one line per server.
+    let (a, b) = (server().to_string(), second_server().to_string());
+    let json_path = temp_file("compare.json");
+    let plot_dir = temp_file("compare-plots");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel-loadgen"));
+    command
+        .args(["compare", "--a", &a, "--b", &b, "--rounds", "2"])
+        .args([
+            "--warmup",
+            "100ms",
+            "--duration",
+            "500ms",
+            "--sessions",
+            "8",
+        ])
+        .args(["--keys", "50", "--run-id", &unique("cmp"), "--quiet"])
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--plot-dir")
+        .arg(&plot_dir);
+    let (code, stdout, stderr, _) = run_bounded(command, &["compare"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&json_path).expect("--json wrote a file");
+    let _ = std::fs::remove_file(&json_path);
+    let summary: keel_loadgen::compare::CompareSummary = serde_json::from_str(&text).unwrap();
+    assert_eq!(summary.render_text(), stdout);
+    assert_eq!(summary.runs.len(), 2);
+    for round in &summary.runs {
+        assert_eq!(round.a.run.servers, std::slice::from_ref(&a));
+        assert_eq!(round.b.run.servers, std::slice::from_ref(&b));
+        assert!(round.a.result.ops > 0 && round.b.result.ops > 0);
+    }
+    let ops = &summary.figures[0];
+    assert_eq!(ops.figure, "ops/s");
+    let (a0, a1) = (
+        summary.runs[0].a.result.throughput_ops_per_s,
+        summary.runs[1].a.result.throughput_ops_per_s,
+    );
+    assert!((ops.a_median - (a0 + a1) / 2.0).abs() < 0.11, "{ops:?}");
+    let ratios: Vec<f64> = summary
+        .runs
+        .iter()
+        .map(|r| r.b.result.throughput_ops_per_s / r.a.result.throughput_ops_per_s)
+        .collect();
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!((ops.ratio_min - low).abs() < 0.001, "{ops:?} {ratios:?}");
+    assert!(ops.ratio_min <= ops.ratio_b_over_a && ops.ratio_b_over_a <= ops.ratio_max);
+    let p99 = summary
+        .figures
+        .iter()
+        .find(|f| f.figure == "p99_us")
+        .unwrap();
+    assert!(p99.a_median > 0.0 && p99.b_median > 0.0);
+    for name in ["latency.svg", "throughput.svg"] {
+        let svg = std::fs::read_to_string(plot_dir.join(name)).expect("a plot");
+        assert_eq!(svg.matches("<polyline").count(), 2, "{name}");
+        assert!(svg.contains(&format!("A {a}")) && svg.contains(&format!("B {b}")));
+    }
+    let _ = std::fs::remove_dir_all(&plot_dir);
+}
+
+#[test]
+fn compare_with_an_unreachable_server_fails_clearly() {
+    // B is a closed port: the comparison stops with exit 1 and names the round and server.
+    let a = server().to_string();
+    let b = closed_port().to_string();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel-loadgen"));
+    command
+        .args(["compare", "--a", &a, "--b", &b, "--rounds", "3"])
+        .args([
+            "--warmup",
+            "0s",
+            "--duration",
+            "200ms",
+            "--sessions",
+            "2",
+            "--quiet",
+        ])
+        .args(["--run-id", &unique("cmp")]);
+    let (code, _, stderr, elapsed) = run_bounded(command, &["compare"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("server b = {b}")), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[test]
+fn a_single_run_writes_its_plots() {
+    // --plot-dir on a plain run: a spectrum from 0% up to the max, and a throughput line.
+    let plot_dir = temp_file("plots");
+    let args = [
+        "--workload",
+        "read",
+        "--plot-dir",
+        plot_dir.to_str().unwrap(),
+    ];
+    let summary = assert_clean(&run(&server().to_string(), &args), &READS);
+    let spectrum = &summary.latency_spectrum_us;
+    assert_eq!(spectrum.first().unwrap().percentile, 0.0);
+    assert_eq!(spectrum.last().unwrap().percentile, 100.0);
+    let all = summary.operations.last().unwrap();
+    assert_eq!(spectrum.last().unwrap().latency_us, all.latency_us.max);
+    assert!(summary
+        .throughput_timeline
+        .iter()
+        .any(|p| p.ops_per_s > 0.0));
+    let latency = std::fs::read_to_string(plot_dir.join("latency.svg")).unwrap();
+    let throughput = std::fs::read_to_string(plot_dir.join("throughput.svg")).unwrap();
+    assert_eq!(latency.matches("<polyline").count(), 1);
+    assert_eq!(throughput.matches("<polyline").count(), 1);
+    let points = latency
+        .split("points=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert_eq!(points.split(' ').count(), spectrum.len());
+    let _ = std::fs::remove_dir_all(&plot_dir);
+}
