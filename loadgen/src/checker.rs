@@ -389,8 +389,9 @@ fn run_client(shared: &Shared, client: u32) -> ClientRecord {
             break;
         }
         let Some(session) = connection.as_mut() else {
+            // One server per attempt, so every refusal is counted before moving on.
             match SyncClient::connect(
-                &servers,
+                &servers[..1],
                 plan.session_timeout_ms,
                 plan.connect_timeout,
                 shared.deadline,

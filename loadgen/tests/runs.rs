@@ -938,3 +938,20 @@ fn a_single_run_writes_its_plots() {
     assert_eq!(points.split(' ').count(), spectrum.len());
     let _ = std::fs::remove_dir_all(&plot_dir);
 }
+
+#[test]
+fn checker_clients_refused_by_an_expiring_server_move_on() {
+    // Half the clients start on a server that declares every session expired: each refusal
+    // is counted as connect_failed with the reason, the clients move on to Keel, and the
+    // history they record there is linearizable.
+    let servers = format!("{},{}", server(), fake_server(Fake::Expires));
+    let mut args = CHECKER_ARGS.to_vec();
+    args.extend(["--ops", "400"]);
+    let outcome: Outcome<CheckerSummary> = run_for(&servers, &args);
+    assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
+    let summary = outcome.json.expect("--json wrote a file");
+    assert_eq!(summary.report.verdict, Verdict::Linearizable);
+    assert_eq!(summary.recorded_ops, 400);
+    let refused = &summary.error_examples["connect_failed"];
+    assert!(refused.contains("refused the session"), "{refused}");
+}
