@@ -472,7 +472,7 @@ fn kind(input: &Input) -> &'static str {
         Input::Read => "getData",
         Input::Write { .. } | Input::Cas { .. } => "setData",
         Input::Create { .. } => "create",
-        Input::Delete => "delete",
+        Input::Delete { .. } => "delete",
     }
 }
 
@@ -492,7 +492,11 @@ fn choose_input(rng: &mut Rng, client: u32, next_value: &mut u64, seen: Option<&
             expected_version: seen.copied().unwrap_or(0),
         }
     } else if roll < READ_PCT + WRITE_PCT + CAS_PCT + DELETE_PCT {
-        Input::Delete
+        // At the version last seen, as cas does: a versioned delete pins down which
+        // incarnation of the node it removed, which keeps the search small.
+        Input::Delete {
+            expected_version: seen.copied(),
+        }
     } else {
         Input::Create { value: value() }
     }
@@ -513,7 +517,9 @@ fn send(session: &mut SyncClient, path: &str, input: &Input) -> Result<(i32, Vec
         Input::Create { value } => session.call(op::CREATE, |w| {
             encode::create(w, path, value.as_bytes(), &open_acl_unsafe(), 0)
         }),
-        Input::Delete => session.call(op::DELETE, |w| encode::path_version(w, path, -1)),
+        Input::Delete { expected_version } => session.call(op::DELETE, |w| {
+            encode::path_version(w, path, expected_version.unwrap_or(-1))
+        }),
     }
 }
 
@@ -548,11 +554,11 @@ fn decode(input: &Input, err: i32, body: &[u8]) -> Result<Output, String> {
                 version: stat.version,
             })
         }
-        (Input::Cas { .. }, ErrorCode::BadVersion) => Ok(Output::BadVersion),
         (Input::Create { .. }, ErrorCode::Ok) => Ok(Output::Created),
         (Input::Create { .. }, ErrorCode::NodeExists) => Ok(Output::NodeExists),
-        (Input::Delete, ErrorCode::Ok) => Ok(Output::Deleted),
-        (Input::Write { .. } | Input::Cas { .. } | Input::Delete, ErrorCode::NoNode) => {
+        (Input::Delete { .. }, ErrorCode::Ok) => Ok(Output::Deleted),
+        (Input::Cas { .. } | Input::Delete { .. }, ErrorCode::BadVersion) => Ok(Output::BadVersion),
+        (Input::Write { .. } | Input::Cas { .. } | Input::Delete { .. }, ErrorCode::NoNode) => {
             Ok(Output::NoNode)
         }
         _ => Err(unexpected()),
@@ -595,10 +601,19 @@ mod tests {
             Ok(Output::BadVersion)
         );
         assert_eq!(
-            decode(&Input::Delete, ErrorCode::NoNode.code(), &[]),
+            decode(
+                &Input::Delete {
+                    expected_version: None
+                },
+                ErrorCode::NoNode.code(),
+                &[]
+            ),
             Ok(Output::NoNode)
         );
-        let unknown = decode(&Input::Delete, ErrorCode::NotEmpty.code(), &[]);
+        let delete = Input::Delete {
+            expected_version: Some(1),
+        };
+        let unknown = decode(&delete, ErrorCode::NotEmpty.code(), &[]);
         assert!(unknown.unwrap_err().contains("NotEmpty"));
         assert!(decode(&Input::Read, 0, &[1, 2]).is_err(), "a short body");
     }
@@ -624,7 +639,8 @@ mod tests {
                     assert_eq!(expected_version, 5);
                     assert!(values.insert(value));
                 }
-                Input::Read | Input::Delete => {}
+                Input::Delete { expected_version } => assert_eq!(expected_version, Some(5)),
+                Input::Read => {}
             }
         }
         assert_eq!(kinds.len(), 5);

@@ -18,10 +18,10 @@
 //! time: they may take effect at any point after their invocation, or never. The search treats
 //! them as optional: it succeeds once every determinate op is linearized.
 //!
-//! When a key is not linearizable, the report names the shortest failing prefix: the history cut
-//! at the return of op F (ops pending at that moment become indeterminate) is not linearizable,
-//! the cut at any earlier return is. The window shown is F, the ops concurrent with F, and the
-//! last writes that completed before F was invoked.
+//! When a key is not linearizable, the report names op F, the op that the deepest partial
+//! linearization (the most ops placed, as in Porcupine's longest linearizable prefix) could not
+//! place next, and shows F, the ops concurrent with F, and the last writes that completed
+//! before F was invoked.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,7 +31,7 @@ use std::fmt::Write as _;
 pub const HISTORY_FORMAT: u32 = 1;
 /// Default search budget per key, in candidate steps.
 pub const STEPS_MAX_DEFAULT: u64 = 5_000_000;
-/// Default memo budget per key, in bytes (approximate: bitset words plus entry overhead).
+/// Default memo budget per key, in bytes (approximate: each entry's holes plus its overhead).
 pub const MEMO_BYTES_MAX_DEFAULT: u64 = 512 << 20;
 /// Completed writes before the failing op that the window shows.
 const WINDOW_WRITES_BEFORE: usize = 3;
@@ -60,8 +60,11 @@ pub enum Input {
     },
     /// create (persistent).
     Create { value: String },
-    /// delete at any version (-1).
-    Delete,
+    /// delete at `expected_version`, or at any version (-1) when it is absent.
+    Delete {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_version: Option<i32>,
+    },
 }
 
 /// What the server answered; `Unknown` when no answer came (timeout, connection loss).
@@ -255,9 +258,8 @@ fn check_key(
     initial: State,
     limits: Limits,
 ) -> KeyReport {
-    let (outcome, steps) = search(entries, initial, limits);
-    let window = (outcome == Verdict::NotLinearizable)
-        .then(|| shortest_failing_window(entries, initial, limits));
+    let (outcome, steps, stuck) = search(entries, initial, limits);
+    let window = (outcome == Verdict::NotLinearizable).then(|| failing_window(entries, stuck));
     let window = window.map(|mut window| {
         window.lines = window
             .ops
@@ -314,7 +316,7 @@ enum CInput {
     Write(u32),
     Cas(u32, i32),
     Create(u32),
-    Delete,
+    Delete(Option<i32>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,7 +363,7 @@ fn compile(history: &History, indices: &[usize], values: &mut Interner) -> Vec<E
                     expected_version,
                 } => CInput::Cas(values.value(value), *expected_version),
                 Input::Create { value } => CInput::Create(values.value(value)),
-                Input::Delete => CInput::Delete,
+                Input::Delete { expected_version } => CInput::Delete(*expected_version),
             };
             let output = if op.is_indeterminate() {
                 COutput::Unknown
@@ -401,7 +403,7 @@ fn compile(history: &History, indices: &[usize], values: &mut Interner) -> Vec<E
 fn apply(state: State, input: CInput) -> (COutput, State) {
     match (input, state) {
         (CInput::Read, _) => (COutput::Read(state), state),
-        (CInput::Write(_) | CInput::Cas(..) | CInput::Delete, None) => (COutput::NoNode, None),
+        (CInput::Write(_) | CInput::Cas(..) | CInput::Delete(_), None) => (COutput::NoNode, None),
         (CInput::Write(value), Some(node)) => {
             let version = node.version.wrapping_add(1);
             (COutput::Written(version), Some(CNode { value, version }))
@@ -413,7 +415,10 @@ fn apply(state: State, input: CInput) -> (COutput, State) {
         (CInput::Cas(..), Some(_)) => (COutput::BadVersion, state),
         (CInput::Create(value), None) => (COutput::Created, Some(CNode { value, version: 0 })),
         (CInput::Create(_), Some(_)) => (COutput::NodeExists, state),
-        (CInput::Delete, Some(_)) => (COutput::Deleted, None),
+        (CInput::Delete(Some(expected)), Some(node)) if node.version != expected => {
+            (COutput::BadVersion, state)
+        }
+        (CInput::Delete(_), Some(_)) => (COutput::Deleted, None),
     }
 }
 
@@ -442,35 +447,78 @@ impl Bits {
             self.words[index / 64] &= !mask;
         }
     }
+
+    /// The unset indices in `from..to`, ascending.
+    fn zeros_in(&self, from: usize, to: usize) -> Vec<u32> {
+        let mut zeros = Vec::new();
+        let mut index = from;
+        while index < to {
+            let word = !self.words[index / 64] >> (index % 64);
+            if word == 0 {
+                index = (index / 64 + 1) * 64;
+                continue;
+            }
+            index += word.trailing_zeros() as usize;
+            if index < to {
+                zeros.push(u32::try_from(index).expect("fewer than 2^32 ops per key"));
+            }
+            index += 1;
+        }
+        zeros
+    }
+}
+
+/// A memo key: the linearized set as "every index below `high` except `holes`", which stays
+/// small however long the history (the holes are the ops still open around the frontier and
+/// indeterminate ops never placed), plus the model state.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct MemoKey {
+    high: u32,
+    holes: Box<[u32]>,
+    state: State,
+}
+
+impl MemoKey {
+    fn bytes(&self) -> u64 {
+        self.holes.len() as u64 * 4 + MEMO_ENTRY_OVERHEAD_BYTES
+    }
 }
 
 /// A step of the current partial linearization, kept to undo it.
 struct Frame {
     chosen: usize,
+    /// Where the candidate scan resumes after this step is undone (see `search`).
+    position: usize,
     state_before: State,
     call_start: usize,
     return_start: usize,
+    /// One past the highest linearized index before this step.
+    high_before: usize,
+    /// The only step worth trying from its configuration: backtracking goes past it.
+    forced: bool,
 }
 
 /// The Wing–Gong search with memoisation. Returns the verdict and the steps taken.
-fn search(entries: &[Entry], initial: State, limits: Limits) -> (Verdict, u64) {
+fn search(entries: &[Entry], initial: State, limits: Limits) -> (Verdict, u64, usize) {
     let count = entries.len();
     let mut by_return: Vec<usize> = (0..count)
         .filter(|&i| entries[i].is_determinate())
         .collect();
     by_return.sort_by_key(|&i| (entries[i].return_ns, i));
     let determinate_total = by_return.len();
-    let entry_bytes = count.div_ceil(64) as u64 * 8 + MEMO_ENTRY_OVERHEAD_BYTES;
-    let memo_entries_max = limits.memo_bytes_max / entry_bytes;
-    let mut memo: HashSet<(Bits, State)> = HashSet::new();
+    let mut memo: HashSet<MemoKey> = HashSet::new();
+    let mut memo_bytes = 0u64;
     let mut done = Bits::new(count);
-    memo.insert((done.clone(), initial));
+    let mut high = 0usize;
     let (mut state, mut determinate_done, mut steps) = (initial, 0usize, 0u64);
     let (mut call_start, mut return_start, mut cursor) = (0usize, 0usize, 0usize);
     let mut stack: Vec<Frame> = Vec::with_capacity(count);
+    // The deepest configuration seen (most determinate ops placed) and the op it could not
+    // place next: the earliest pending return there.
+    let (mut deepest_done, mut stuck) = (0usize, by_return.first().copied().unwrap_or(0));
     loop {
         if determinate_done == determinate_total {
-            return (Verdict::Linearizable, steps);
+            return (Verdict::Linearizable, steps, stuck);
         }
         while call_start < count && done.get(call_start) {
             call_start += 1;
@@ -482,99 +530,135 @@ fn search(entries: &[Entry], initial: State, limits: Limits) -> (Verdict, u64) {
         // itself, even when it returned the nanosecond it was invoked).
         let earliest = by_return[return_start];
         let earliest_return_ns = entries[earliest].return_ns;
+        if determinate_done > deepest_done {
+            deepest_done = determinate_done;
+            stuck = earliest;
+        }
+        let is_candidate = |index: usize, done: &Bits| {
+            let concurrent = entries[index].call_ns < earliest_return_ns;
+            !done.get(index) && (concurrent || index == earliest)
+        };
+        // An op that leaves the state as it is (a read, a failed write) and fits now can be
+        // placed now without trying anything else first: any linearization that places it
+        // later stays valid with it moved here. Such a step is "forced": it never branches.
         let mut found = None;
-        let mut next = cursor.max(call_start);
-        while next < count && entries[next].call_ns <= earliest_return_ns {
-            let candidate = next;
-            next += 1;
-            let concurrent = entries[candidate].call_ns < earliest_return_ns;
-            if done.get(candidate) || !(concurrent || candidate == earliest) {
+        let mut forced = false;
+        if cursor == 0 {
+            let mut next = call_start;
+            while next < count && entries[next].call_ns <= earliest_return_ns {
+                let candidate = next;
+                next += 1;
+                if !is_candidate(candidate, &done) || !entries[candidate].is_determinate() {
+                    continue;
+                }
+                let (output, after) = apply(state, entries[candidate].input);
+                if after == state && output == entries[candidate].output {
+                    steps += 1;
+                    forced = true;
+                    found = Some((candidate, after));
+                    break;
+                }
+            }
+        }
+        // Determinate ops first, then indeterminate ones (optional: placing them early only
+        // adds branches). `cursor` counts positions over both passes: pass 0 is 0..count,
+        // pass 1 is count..2*count.
+        let mut position = 0;
+        for pass in 0..2usize {
+            if found.is_some() {
+                break;
+            }
+            let base = pass * count;
+            let mut next = cursor.saturating_sub(base).max(call_start);
+            if cursor >= base + count {
                 continue;
             }
-            steps += 1;
-            if steps > limits.steps_max || memo.len() as u64 > memo_entries_max {
-                return (Verdict::Unknown, steps);
-            }
-            let entry = &entries[candidate];
-            let (output, after) = apply(state, entry.input);
-            if entry.output != COutput::Unknown && entry.output != output {
-                continue;
-            }
-            done.set(candidate, true);
-            if memo.insert((done.clone(), after)) {
+            while next < count && entries[next].call_ns <= earliest_return_ns {
+                let candidate = next;
+                next += 1;
+                let wanted = entries[candidate].is_determinate() == (pass == 0);
+                if !wanted || !is_candidate(candidate, &done) {
+                    continue;
+                }
+                steps += 1;
+                if steps > limits.steps_max || memo_bytes > limits.memo_bytes_max {
+                    return (Verdict::Unknown, steps, stuck);
+                }
+                let entry = &entries[candidate];
+                let (output, after) = apply(state, entry.input);
+                if entry.output != COutput::Unknown && entry.output != output {
+                    continue;
+                }
+                position = base + candidate;
                 found = Some((candidate, after));
                 break;
             }
-            done.set(candidate, false);
         }
         if let Some((chosen, after)) = found {
-            stack.push(Frame {
-                chosen,
-                state_before: state,
-                call_start,
-                return_start,
-            });
-            state = after;
-            determinate_done += usize::from(entries[chosen].is_determinate());
-            cursor = 0;
-            continue;
+            // Every index below call_start is linearized, so the holes lie above it.
+            done.set(chosen, true);
+            let key_high = high.max(chosen + 1);
+            let key = MemoKey {
+                high: u32::try_from(key_high).expect("fewer than 2^32 ops per key"),
+                holes: done.zeros_in(call_start, key_high).into_boxed_slice(),
+                state: after,
+            };
+            let key_bytes = key.bytes();
+            if memo.insert(key) {
+                memo_bytes += key_bytes;
+                stack.push(Frame {
+                    chosen,
+                    position,
+                    state_before: state,
+                    call_start,
+                    return_start,
+                    high_before: high,
+                    forced,
+                });
+                high = key_high;
+                state = after;
+                determinate_done += usize::from(entries[chosen].is_determinate());
+                cursor = 0;
+                continue;
+            }
+            done.set(chosen, false);
+            if !forced {
+                // Seen before from here: try the next candidate.
+                cursor = position + 1;
+                continue;
+            }
+            // A forced step into a configuration already explored: this one fails too.
         }
         let Some(frame) = stack.pop() else {
-            return (Verdict::NotLinearizable, steps);
+            return (Verdict::NotLinearizable, steps, stuck);
         };
         done.set(frame.chosen, false);
         determinate_done -= usize::from(entries[frame.chosen].is_determinate());
         state = frame.state_before;
         call_start = frame.call_start;
         return_start = frame.return_start;
-        cursor = frame.chosen + 1;
-    }
-}
-
-/// The key's history as it stood at `cut_ns`: ops invoked later are dropped, ops still pending
-/// become indeterminate.
-fn prefix_at(entries: &[Entry], cut_ns: u64) -> Vec<Entry> {
-    entries
-        .iter()
-        .filter(|e| e.call_ns <= cut_ns)
-        .filter_map(|e| {
-            if e.return_ns <= cut_ns {
-                return Some(*e);
-            }
-            if e.input == CInput::Read {
-                return None;
-            }
-            Some(Entry {
-                return_ns: u64::MAX,
-                output: COutput::Unknown,
-                ..*e
-            })
-        })
-        .collect()
-}
-
-/// Binary search for the shortest non-linearizable prefix (the full history is one), then the
-/// ops around its last return.
-fn shortest_failing_window(entries: &[Entry], initial: State, limits: Limits) -> Window {
-    let mut returns: Vec<&Entry> = entries.iter().filter(|e| e.is_determinate()).collect();
-    returns.sort_by_key(|e| (e.return_ns, e.op));
-    assert!(!returns.is_empty(), "a failing key has a determinate op");
-    // Invariant: the prefix cut at returns[high] is proven not linearizable.
-    let (mut low, mut high) = (0, returns.len() - 1);
-    while low < high {
-        let middle = low + (high - low) / 2;
-        let prefix = prefix_at(entries, returns[middle].return_ns);
-        if search(&prefix, initial, limits).0 == Verdict::NotLinearizable {
-            high = middle;
+        high = frame.high_before;
+        cursor = if frame.forced {
+            usize::MAX
         } else {
-            low = middle + 1;
-        }
+            frame.position + 1
+        };
     }
-    let failing = returns[high];
-    let prefix = prefix_at(entries, failing.return_ns);
+}
+
+/// The ops around `stuck`, the op the deepest partial linearization could not place: those
+/// concurrent with it and the last writes that completed before it was invoked.
+fn failing_window(entries: &[Entry], stuck: usize) -> Window {
+    let failing = &entries[stuck];
+    assert!(
+        failing.is_determinate(),
+        "only an op with a result can be stuck"
+    );
+    let prefix = entries;
     let mut ops: Vec<&Entry> = prefix
         .iter()
         .filter(|e| e.call_ns <= failing.return_ns && e.return_ns >= failing.call_ns)
+        .filter(|e| e.is_determinate() || e.call_ns <= failing.return_ns)
         .collect();
     let mut writes_before: Vec<&Entry> = prefix
         .iter()
@@ -615,7 +699,12 @@ pub fn describe_op(history: &History, index: usize) -> String {
             expected_version,
         } => format!("cas {value:?} if version {expected_version}"),
         Input::Create { value } => format!("create {value:?}"),
-        Input::Delete => "delete".to_string(),
+        Input::Delete {
+            expected_version: None,
+        } => "delete".to_string(),
+        Input::Delete {
+            expected_version: Some(version),
+        } => format!("delete if version {version}"),
     };
     let node = |node: &Option<Node>| match node {
         Some(n) => format!("{:?} v{}", n.value, n.version),
@@ -662,8 +751,8 @@ impl Report {
             if let Some(window) = &key.window {
                 let _ = writeln!(
                     out,
-                    "    shortest non-linearizable prefix ends with op #{}; no order of these \
-                     ops (after the ones before them) explains its result:",
+                    "    op #{} cannot be placed: the search placed the most ops just before it, \
+                     and no order of these ops explains its result:",
                     window.failing_op
                 );
                 for line in &window.lines {
@@ -846,7 +935,18 @@ mod tests {
     fn definite_errors_are_observations() {
         // NoNode after a delete is fine; NodeExists on a key that was deleted is not; a cas
         // at the current version succeeds and one at an old version fails.
-        let delete = |c, call, ret, out| op(c, (call, Some(ret)), Input::Delete, out);
+        let delete = |c, call, ret, out| {
+            let input = Input::Delete {
+                expected_version: None,
+            };
+            op(c, (call, Some(ret)), input, out)
+        };
+        let delete_if = |c, call, ret, version, out| {
+            let input = Input::Delete {
+                expected_version: Some(version),
+            };
+            op(c, (call, Some(ret)), input, out)
+        };
         let create = |c, call, ret, out| {
             let input = Input::Create {
                 value: "n".to_string(),
@@ -868,6 +968,9 @@ mod tests {
             cas(0, 8, 9, 0, Output::Written { version: 1 }),
             cas(1, 10, 11, 0, Output::BadVersion),
             read(0, 12, 13, node("c", 1)),
+            delete_if(1, 14, 15, 0, Output::BadVersion),
+            delete_if(0, 16, 17, 1, Output::Deleted),
+            read(1, 18, 19, None),
         ];
         assert_eq!(verdict(good), Verdict::Linearizable);
         let bad = vec![
@@ -911,6 +1014,19 @@ mod tests {
     }
 
     #[test]
+    fn memo_keys_list_only_the_holes() {
+        // Set bits 0..=9 and 12: below 13, only 10 and 11 are unset.
+        let mut bits = Bits::new(200);
+        for index in (0..10).chain([12, 150]) {
+            bits.set(index, true);
+        }
+        assert_eq!(bits.zeros_in(0, 13), vec![10, 11]);
+        assert_eq!(bits.zeros_in(5, 12), vec![10, 11]);
+        assert_eq!(bits.zeros_in(140, 152).len(), 11);
+        assert!(bits.zeros_in(0, 10).is_empty());
+    }
+
+    #[test]
     fn bad_histories_are_refused() {
         // A return before its call, and a key with no initial state, are errors.
         let mut h = history(vec![read(0, 5, 1, node("init", 0))]);
@@ -934,12 +1050,21 @@ mod tests {
         assert!(text.contains(r#""op":"write""#), "{text}");
         let back: History = serde_json::from_str(&text).unwrap();
         assert_eq!(back, h);
+        // A delete may leave out its version.
+        let delete: Input = serde_json::from_str(r#"{"op":"delete"}"#).unwrap();
+        let expected_version = None;
+        assert_eq!(delete, Input::Delete { expected_version });
     }
 
     /// A random sequential execution on `keys` keys by `clients` clients, then each op's
     /// interval is widened at random (never past the neighbours' linearization points): the
     /// result must be linearizable. Some ops are made indeterminate.
     fn random_linearizable_history(seed: u64, clients: u32, ops_count: usize) -> History {
+        random_history_of_width(seed, clients, ops_count, 4)
+    }
+
+    /// As `random_linearizable_history`, each interval widened by up to `width` ops per side.
+    fn random_history_of_width(seed: u64, clients: u32, ops_count: usize, width: u64) -> History {
         let mut rng = crate::rng::Rng::new(seed, 0);
         let keys = ["a", "b", "c"];
         let mut state: BTreeMap<&str, Option<Node>> =
@@ -973,8 +1098,16 @@ mod tests {
                     None => (Input::Write { value }, Output::NoNode, None),
                 },
                 3 => match &current {
-                    Some(_) => (Input::Delete, Output::Deleted, None),
-                    None => (Input::Delete, Output::NoNode, None),
+                    Some(n) => {
+                        let expected_version = rng.percent(50).then_some(n.version);
+                        (Input::Delete { expected_version }, Output::Deleted, None)
+                    }
+                    None => {
+                        let input = Input::Delete {
+                            expected_version: None,
+                        };
+                        (input, Output::NoNode, None)
+                    }
                 },
                 _ => match &current {
                     Some(_) => (Input::Create { value }, Output::NodeExists, current),
@@ -985,7 +1118,7 @@ mod tests {
                 },
             };
             state.insert(key, after);
-            let spread = 100 * (1 + rng.below(4));
+            let spread = 100 * (1 + rng.below(width));
             let call = point.saturating_sub(rng.below(spread));
             let ret = point + rng.below(spread);
             let indeterminate = rng.below(20) == 0 && !matches!(input, Input::Read);
@@ -1021,6 +1154,17 @@ mod tests {
             let report = check(&h, Limits::default()).unwrap();
             assert_eq!(report.verdict, Verdict::Linearizable, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn a_wide_history_is_decided_in_few_steps_per_op() {
+        // 20,000 ops overlapping up to 32 ops either way, some indeterminate, some deletes
+        // unversioned: linearizable within 15 steps per op, thanks to placing state-preserving
+        // ops without branching and trying determinate ops first.
+        let h = random_history_of_width(3, 32, 20_000, 32);
+        let report = check(&h, Limits::default()).unwrap();
+        assert_eq!(report.verdict, Verdict::Linearizable);
+        assert!(report.steps < 15 * 20_000, "{} steps", report.steps);
     }
 
     #[test]
