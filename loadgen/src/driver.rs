@@ -321,7 +321,9 @@ impl Progress {
         let interval_s = now.duration_since(self.last_line).as_secs_f64().max(1e-3);
         let mut live = live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.errors_total += live.error_count;
-        if self.timeline.len() < TIMELINE_POINTS_MAX {
+        // A short last interval (the drain) would plot as a spike or a drop: left out.
+        let full_interval = interval_s >= PROGRESS_EVERY.as_secs_f64() / 2.0;
+        if full_interval && self.timeline.len() < TIMELINE_POINTS_MAX {
             self.timeline.push(summary::TimelinePoint {
                 t_s: round_to(now.duration_since(self.load_started).as_secs_f64(), 3),
                 ops_per_s: round_to(live.ok_count as f64 / interval_s, 1),
