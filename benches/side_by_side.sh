@@ -63,8 +63,21 @@ cargo build --release --manifest-path "$repo/Cargo.toml" -p keel -p keel-loadgen
     >"$out/build.log" 2>&1
 loadgen=$target/release/keel-loadgen
 
+# ZooKeeper answers ruok before it serves sessions ("ZooKeeperServer not running"); srvr
+# reports a Mode only once it does. Bounded: 30 s.
+wait_serving() { # PORT NAME
+    local i
+    for ((i = 0; i < 150; i++)); do
+        [[ "$(kc_4lw "$1" srvr)" == *Mode:* ]] && return 0
+        sleep 0.2
+    done
+    kc_log "$2 on port $1 does not serve sessions after 30 s"
+    return 1
+}
 kc_start_zookeeper "$out/zookeeper"
 kc_start_keel "$target/release/keel" "$out/keel"
+wait_serving "$ZK_PORT" zookeeper
+wait_serving "$KEEL_PORT" keel
 zk=127.0.0.1:$ZK_PORT
 keel=127.0.0.1:$KEEL_PORT
 kc_log "ZooKeeper $zk (pid $ZK_PID), Keel $keel (pid $KEEL_PID); results in $out"
