@@ -373,6 +373,7 @@ fn key_name(key: u64) -> String {
 /// One client: ops one at a time until --ops are claimed, --duration is over, or the time limit.
 fn run_client(shared: &Shared, client: u32) -> ClientRecord {
     let plan = &shared.plan;
+    let checker = plan.checker.as_ref().expect("a checker plan");
     let mut rng = Rng::new(plan.seed, 1_000 + u64::from(client));
     let mut record = ClientRecord::default();
     let mut connection: Option<SyncClient> = None;
@@ -414,7 +415,11 @@ fn run_client(shared: &Shared, client: u32) -> ClientRecord {
         let input = choose_input(&mut rng, client, &mut next_value, seen_version.get(&key));
         let path = format!("{prefix}/{}", key_name(key));
         let call_ns = shared.clock.now_ns();
-        let reply = send(session, &path, &input);
+        let reply = if checker.sync_reads && input == Input::Read {
+            sync(session, &path).and_then(|()| send(session, &path, &input))
+        } else {
+            send(session, &path, &input)
+        };
         let return_ns = shared.clock.now_ns();
         let output = match reply {
             Ok((err, body)) => match decode(&input, err, &body) {
@@ -500,6 +505,15 @@ fn choose_input(rng: &mut Rng, client: u32, next_value: &mut u64, seen: Option<&
     } else {
         Input::Create { value: value() }
     }
+}
+
+/// sync on `path`: the server catches up with the leader before the next request is served.
+fn sync(session: &mut SyncClient, path: &str) -> Result<()> {
+    let (err, _) = session.call(op::SYNC, |w| w.write_string(path))?;
+    if err != 0 {
+        anyhow::bail!("sync returned {}", crate::stats::error_code_name(err));
+    }
+    Ok(())
 }
 
 fn send(session: &mut SyncClient, path: &str, input: &Input) -> Result<(i32, Vec<u8>)> {

@@ -209,6 +209,9 @@ pub struct Args {
     /// Checker: search budget per key, in steps; past it the verdict is `unknown`.
     #[arg(long, default_value_t = crate::linearizability::STEPS_MAX_DEFAULT)]
     pub check_steps: u64,
+    /// Checker: send sync on the key before each getData; the pair is one read op.
+    #[arg(long)]
+    pub sync_reads: bool,
 }
 
 /// `500ms`, `10s`, `2m`, `1.5s`, or a bare number of seconds.
@@ -328,8 +331,8 @@ impl Args {
             if self.plot_dir.is_some() {
                 bail!("--plot-dir does not apply to --workload checker");
             }
-        } else if self.history.is_some() {
-            bail!("--history applies to --workload checker only");
+        } else if self.history.is_some() || self.sync_reads {
+            bail!("--history and --sync-reads apply to --workload checker only");
         }
         check_range("--check-steps", self.check_steps, 1, u64::MAX)?;
         let mix = match &self.workload_file {
@@ -409,6 +412,7 @@ impl Args {
             mix,
             checker: is_checker.then_some(plan::CheckerPlan {
                 ops_max: self.ops,
+                sync_reads: self.sync_reads,
                 history_path: self.history,
                 steps_max: self.check_steps,
             }),
@@ -469,7 +473,9 @@ mod tests {
     #[test]
     fn contradictions_and_out_of_range_flags_are_refused() {
         // Each bad combination fails with a message naming the flag.
-        let cases: [(&[&str], &str); 5] = [
+        let cases: [(&[&str], &str); 7] = [
+            (&["--sync-reads"], "--sync-reads"),
+            (&["--workload", "checker", "--rate", "10"], "--rate"),
             (&["--workload", "read", "--read-pct", "50"], "--read-pct"),
             (&["--sessions", "0"], "--sessions"),
             (&["--rate", "0"], "--rate"),

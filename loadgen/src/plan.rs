@@ -61,6 +61,8 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct CheckerPlan {
     pub ops_max: u64,
+    /// Send sync on the key before each getData (part of the read op).
+    pub sync_reads: bool,
     pub history_path: Option<PathBuf>,
     pub steps_max: u64,
 }

@@ -788,7 +788,8 @@ fn a_bad_workload_file_is_refused_as_a_bad_flag() {
     );
 }
 
-/// A second in-process Keel, for compare mode.
+/// A second in-process Keel, for compare mode and the checker: two shards, so sessions read
+/// from different copies of the tree.
 fn second_server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
@@ -796,7 +797,7 @@ fn second_server() -> SocketAddr {
         for pair in [
             "clientPort=0",
             "keel.unpinned=true",
-            "keel.shards=1",
+            "keel.shards=2",
             "maxClientCnxns=0",
             "preAllocSize=4096",
         ] {
@@ -954,4 +955,18 @@ fn checker_clients_refused_by_an_expiring_server_move_on() {
     assert_eq!(summary.recorded_ops, 400);
     let refused = &summary.error_examples["connect_failed"];
     assert!(refused.contains("refused the session"), "{refused}");
+}
+
+#[test]
+fn checker_with_sync_reads_on_a_two_shard_keel_is_linearizable() {
+    // With sync before every getData, reads are linearizable even when the sessions sit on
+    // different shards (without it Keel's shards can serve stale reads; see the README).
+    let mut args = CHECKER_ARGS.to_vec();
+    args.extend(["--sync-reads", "--ops", "3000", "--sessions", "8"]);
+    let outcome: Outcome<CheckerSummary> = run_for(&second_server().to_string(), &args);
+    assert_eq!(outcome.code, 0, "{}\n{}", outcome.stdout, outcome.stderr);
+    let summary = outcome.json.expect("--json wrote a file");
+    assert_eq!(summary.report.verdict, Verdict::Linearizable);
+    assert_eq!(summary.recorded_ops, 3000);
+    assert!(summary.errors_by_cause.is_empty(), "{}", outcome.stdout);
 }
