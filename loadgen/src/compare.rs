@@ -165,15 +165,11 @@ impl CompareSummary {
             "figure", "A median", "B median", "B/A", "B/A min-max"
         );
         for row in &self.figures {
+            let spread = format!("{:.3}-{:.3}", row.ratio_min, row.ratio_max);
             let _ = writeln!(
                 out,
-                "{:<10} {:>12.1} {:>12.1} {:>8.3} {:>8.3}-{:<8.3}",
-                row.figure,
-                row.a_median,
-                row.b_median,
-                row.ratio_b_over_a,
-                row.ratio_min,
-                row.ratio_max
+                "{:<10} {:>12.1} {:>12.1} {:>8.3} {:>17}",
+                row.figure, row.a_median, row.b_median, row.ratio_b_over_a, spread
             );
         }
         out
