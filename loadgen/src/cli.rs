@@ -3,7 +3,7 @@
 use crate::keys::KeyDistribution;
 use crate::plan::{self, Mode, Plan};
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +19,37 @@ pub enum WorkloadArg {
     Write,
     /// Reads and writes, --read-pct of them reads.
     Mixed,
+    /// Records a history of reads and writes on a few keys and checks it is linearizable.
+    Checker,
+    /// Providers register ephemeral nodes under services; consumers list them with a watch.
+    Registry,
+    /// One session sets a node that all the others watch; time to the last notification.
+    Fanout,
+    /// Sessions open, create ephemeral nodes and close, over and over.
+    Churn,
+    /// Ephemeral-sequential lock recipe with an exists watch on the predecessor.
+    Lock,
+    /// Ephemeral-sequential creates as an id generator.
+    Seqid,
+    /// Sequential produce; consume by getChildren and delete of the lowest.
+    Queue,
+}
+
+impl WorkloadArg {
+    pub fn scenario(self) -> Option<crate::scenario::Kind> {
+        use crate::scenario::Kind;
+        Some(match self {
+            WorkloadArg::Registry => Kind::Registry,
+            WorkloadArg::Fanout => Kind::Fanout,
+            WorkloadArg::Churn => Kind::Churn,
+            WorkloadArg::Lock => Kind::Lock,
+            WorkloadArg::Seqid => Kind::Seqid,
+            WorkloadArg::Queue => Kind::Queue,
+            WorkloadArg::Read | WorkloadArg::Write | WorkloadArg::Mixed | WorkloadArg::Checker => {
+                return None
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,20 +58,85 @@ pub enum KeyDistArg {
     Zipf,
 }
 
-/// Load generator for ZooKeeper-protocol servers (Keel or Apache ZooKeeper).
+/// Load generator and linearizability checker for ZooKeeper-protocol servers (Keel or Apache
+/// ZooKeeper).
 ///
 /// Durations take a unit: 500ms, 10s, 2m (a bare number is seconds). Exit status: 0 clean run,
 /// 1 fatal error (nothing measured), 2 bad flags, 3 time limit reached, 4 run finished with
-/// errors counted.
+/// errors counted, 5 history not linearizable, 6 linearizability undecided (search budget).
 #[derive(Debug, Parser)]
 #[command(name = "keel-loadgen", version, args_override_self = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub load: Args,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Checks a history saved by `--workload checker --history FILE` for linearizability.
+    Check(CheckArgs),
+    /// Runs the same workload against two servers alternately (A, B, A, B, …) and compares
+    /// throughput and latency: medians per server, the ratio B/A and its spread over rounds.
+    Compare(Box<CompareArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// Server A, host:port (the baseline of the ratio B/A).
+    #[arg(long)]
+    pub a: String,
+    /// Server B, host:port.
+    #[arg(long)]
+    pub b: String,
+    /// Rounds; each runs the workload once against A, then once against B.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// The workload flags, as for a single run (--servers is ignored).
+    #[command(flatten)]
+    pub load: Args,
+}
+
+impl CompareArgs {
+    /// The plan for each run and the two servers.
+    ///
+    /// # Errors
+    /// A flag is out of range or a server does not resolve.
+    pub fn into_parts(self) -> Result<(Plan, SocketAddr, SocketAddr, usize)> {
+        check_range("--rounds", self.rounds, 1, crate::compare::ROUNDS_MAX)?;
+        let a = resolve(std::slice::from_ref(&self.a)).context("--a")?[0];
+        let b = resolve(std::slice::from_ref(&self.b)).context("--b")?[0];
+        let rounds = self.rounds;
+        let plan = self.load.into_plan()?;
+        if plan.checker.is_some() {
+            bail!("compare runs load workloads; --workload checker does not apply");
+        }
+        Ok((plan, a, b, rounds))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The history file (JSON).
+    pub file: PathBuf,
+    /// Search budget per key, in steps; past it the verdict is `unknown`.
+    #[arg(long, default_value_t = crate::linearizability::STEPS_MAX_DEFAULT)]
+    pub check_steps: u64,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// The flags of a load or checker run.
+#[derive(Debug, clap::Args)]
 pub struct Args {
     /// Servers as host:port, comma separated; sessions are spread over them in turn.
     #[arg(long, default_value = "127.0.0.1:2181", value_delimiter = ',')]
     pub servers: Vec<String>,
-    /// Client sessions, each its own TCP connection.
-    #[arg(long, default_value_t = 100)]
-    pub sessions: usize,
+    /// Client sessions, each its own TCP connection [default: 100; checker: 8].
+    #[arg(long)]
+    pub sessions: Option<usize>,
     /// Requests in flight per session (closed loop: always this many; open loop: at most).
     #[arg(long, default_value_t = 1)]
     pub outstanding: usize,
@@ -53,15 +149,19 @@ pub struct Args {
     pub threads: usize,
     #[arg(long, value_enum, default_value_t = WorkloadArg::Mixed)]
     pub workload: WorkloadArg,
+    /// A TOML file with a custom mix of the basic ops (weights, keys, value sizes); see the
+    /// README. Its [keys] and [values] replace --keys, --key-dist, --zipf-s and --value-bytes.
+    #[arg(long)]
+    pub workload_file: Option<PathBuf>,
     /// Percentage of reads in the mixed workload [default: 90].
     #[arg(long)]
     pub read_pct: Option<u32>,
     /// Bytes of data in each key and created node.
     #[arg(long, default_value_t = 100)]
     pub value_bytes: usize,
-    /// Keys created under the run's prefix.
-    #[arg(long, default_value_t = 1000)]
-    pub keys: u64,
+    /// Keys created under the run's prefix [default: 1000; checker: 4].
+    #[arg(long)]
+    pub keys: Option<u64>,
     #[arg(long, value_enum, default_value_t = KeyDistArg::Uniform)]
     pub key_dist: KeyDistArg,
     /// Zipf exponent for --key-dist zipf (key k drawn with weight 1/(k+1)^s).
@@ -97,6 +197,21 @@ pub struct Args {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Write latency.svg (latency by percentile) and throughput.svg (ops/s over time) here.
+    #[arg(long)]
+    pub plot_dir: Option<PathBuf>,
+    /// Checker: the most ops to record, over all clients.
+    #[arg(long, default_value_t = 2000)]
+    pub ops: u64,
+    /// Checker: save the recorded history as JSON, for `keel-loadgen check FILE`.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// Checker: search budget per key, in steps; past it the verdict is `unknown`.
+    #[arg(long, default_value_t = crate::linearizability::STEPS_MAX_DEFAULT)]
+    pub check_steps: u64,
+    /// Checker: send sync on the key before each getData; the pair is one read op.
+    #[arg(long)]
+    pub sync_reads: bool,
 }
 
 /// `500ms`, `10s`, `2m`, `1.5s`, or a bare number of seconds.
@@ -163,21 +278,41 @@ impl Args {
         };
         let read_pct = match (self.workload, self.read_pct) {
             (WorkloadArg::Read, None) => 100,
-            (WorkloadArg::Write, None) => 0,
             (WorkloadArg::Mixed, pct) => pct.unwrap_or(90),
+            (_, None) => 0,
             (_, Some(_)) => bail!("--read-pct applies to --workload mixed only"),
         };
         check_range("--read-pct", read_pct, 0, 100)?;
+        let key_count = self.key_count();
+        check_range("--keys", key_count, 1, plan::KEYS_MAX)?;
         let keys = match self.key_dist {
-            KeyDistArg::Uniform => KeyDistribution::uniform(self.keys),
+            KeyDistArg::Uniform => KeyDistribution::uniform(key_count),
             KeyDistArg::Zipf => {
                 if !(self.zipf_s.is_finite() && self.zipf_s > 0.0 && self.zipf_s <= 10.0) {
                     bail!("--zipf-s {} must be in (0, 10]", self.zipf_s);
                 }
-                KeyDistribution::zipf(self.keys, self.zipf_s)
+                KeyDistribution::zipf(key_count, self.zipf_s)
             }
         };
         Ok((mode, read_pct, keys))
+    }
+
+    fn is_checker(&self) -> bool {
+        self.workload == WorkloadArg::Checker
+    }
+
+    fn key_count(&self) -> u64 {
+        let default = match self.workload.scenario() {
+            Some(kind) => kind.default_groups(),
+            None if self.is_checker() => 4,
+            None => 1000,
+        };
+        self.keys.unwrap_or(default)
+    }
+
+    fn session_count(&self) -> usize {
+        let default = if self.is_checker() { 8 } else { 100 };
+        self.sessions.unwrap_or(default)
     }
 
     /// Checks every flag and resolves the servers.
@@ -185,18 +320,46 @@ impl Args {
     /// # Errors
     /// A flag is out of range, contradicts another, or a server does not resolve.
     pub fn into_plan(self) -> Result<Plan> {
-        check_range("--sessions", self.sessions, 1, plan::SESSIONS_MAX)?;
+        let sessions = self.session_count();
+        check_range("--sessions", sessions, 1, plan::SESSIONS_MAX)?;
+        if self.is_checker() {
+            check_range("--sessions", sessions, 1, plan::CHECKER_CLIENTS_MAX)?;
+            check_range("--ops", self.ops, 1, plan::CHECKER_OPS_MAX)?;
+            if self.rate.is_some() {
+                bail!("--rate does not apply to --workload checker (each client runs one op at a time)");
+            }
+            if self.plot_dir.is_some() {
+                bail!("--plot-dir does not apply to --workload checker");
+            }
+        } else if self.history.is_some() || self.sync_reads {
+            bail!("--history and --sync-reads apply to --workload checker only");
+        }
+        check_range("--check-steps", self.check_steps, 1, u64::MAX)?;
+        let mix = match &self.workload_file {
+            Some(_) if self.workload != WorkloadArg::Mixed || self.read_pct.is_some() => {
+                bail!("--workload-file replaces --workload and --read-pct; give only the file")
+            }
+            Some(path) => Some(crate::workload_file::Mix::load(path)?),
+            None => None,
+        };
+        if self.workload == WorkloadArg::Fanout && (sessions as u64) <= self.key_count() {
+            bail!("--workload fanout needs more --sessions than --keys (a writer and watchers per node)");
+        }
         check_range("--outstanding", self.outstanding, 1, plan::OUTSTANDING_MAX)?;
-        if self.sessions * self.outstanding > plan::OUTSTANDING_TOTAL_MAX {
+        if sessions * self.outstanding > plan::OUTSTANDING_TOTAL_MAX {
             bail!(
                 "--sessions × --outstanding exceeds {}",
                 plan::OUTSTANDING_TOTAL_MAX
             );
         }
         check_range("--threads", self.threads, 1, plan::THREADS_MAX)?;
-        check_range("--keys", self.keys, 1, plan::KEYS_MAX)?;
         check_range("--value-bytes", self.value_bytes, 0, plan::VALUE_BYTES_MAX)?;
-        let (mode, read_pct, keys) = self.load_shape()?;
+        let (mode, read_pct, mut keys) = self.load_shape()?;
+        let mut value_bytes = self.value_bytes;
+        if let Some(mix) = &mix {
+            keys = mix.key_distribution().unwrap_or(keys);
+            value_bytes = mix.value_bytes.map_or(value_bytes, |(_, max)| max);
+        }
         if self.duration.is_zero() {
             bail!("--duration must be positive");
         }
@@ -221,17 +384,18 @@ impl Args {
         {
             bail!("--run-id '{run_id}': use 1-64 of [A-Za-z0-9_.-], not starting with '.'");
         }
+        let is_checker = self.is_checker();
         let time_limit = self
             .time_limit
             .unwrap_or(self.warmup + self.duration + TIME_LIMIT_SLACK);
         let plan = Plan {
             servers: resolve(&self.servers)?,
-            threads: self.threads.min(self.sessions),
-            sessions: self.sessions,
+            threads: self.threads.min(sessions),
+            sessions,
             outstanding_max: self.outstanding,
             mode,
             read_pct,
-            value_bytes: self.value_bytes,
+            value_bytes,
             keys,
             warmup: self.warmup,
             duration: self.duration,
@@ -242,7 +406,16 @@ impl Args {
             run_id,
             seed: self.seed.unwrap_or_else(default_seed),
             json_path: self.json,
+            plot_dir: self.plot_dir,
             progress: !self.quiet,
+            scenario: self.workload.scenario(),
+            mix,
+            checker: is_checker.then_some(plan::CheckerPlan {
+                ops_max: self.ops,
+                sync_reads: self.sync_reads,
+                history_path: self.history,
+                steps_max: self.check_steps,
+            }),
         };
         plan.assert_valid();
         Ok(plan)
@@ -270,8 +443,9 @@ mod tests {
     fn plan_of(args: &[&str]) -> Result<Plan> {
         let mut argv = vec!["keel-loadgen", "--servers", "127.0.0.1:2181"];
         argv.extend_from_slice(args);
-        Args::try_parse_from(argv)
+        Cli::try_parse_from(argv)
             .map_err(|e| anyhow!("{e}"))?
+            .load
             .into_plan()
     }
 
@@ -299,7 +473,9 @@ mod tests {
     #[test]
     fn contradictions_and_out_of_range_flags_are_refused() {
         // Each bad combination fails with a message naming the flag.
-        let cases: [(&[&str], &str); 5] = [
+        let cases: [(&[&str], &str); 7] = [
+            (&["--sync-reads"], "--sync-reads"),
+            (&["--workload", "checker", "--rate", "10"], "--rate"),
             (&["--workload", "read", "--read-pct", "50"], "--read-pct"),
             (&["--sessions", "0"], "--sessions"),
             (&["--rate", "0"], "--rate"),

@@ -3,11 +3,13 @@
 
 use crate::cpu::CpuTimes;
 use crate::plan::{duration_ns, Clock, Mode, Plan};
+use crate::scenario::ScenarioWorkload;
 use crate::stats::{Live, Recorder};
 use crate::summary::{self, round_to, CpuInfo, ResultInfo, RunInfo, SessionInfo, Summary};
 use crate::sync_client::SyncClient;
 use crate::worker::{self, ConnectReport, Start, WorkerResult, WorkerSetup};
 use crate::workload::{KvWorkload, Workload};
+use crate::workload_file::MixWorkload;
 use anyhow::{anyhow, bail, Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -26,6 +28,28 @@ pub fn workload_of(plan: &Plan) -> Arc<dyn Workload> {
     let value: Vec<u8> = (0..plan.value_bytes)
         .map(|i| b'a' + (i % 26) as u8)
         .collect();
+    if let Some(mix) = &plan.mix {
+        let value_min_bytes = mix.value_bytes.map_or(plan.value_bytes, |(min, _)| min);
+        return Arc::new(MixWorkload {
+            kv: KvWorkload {
+                prefix: plan.prefix(),
+                keys: plan.keys.clone(),
+                value: value.into(),
+                read_pct: 0,
+            },
+            mix: mix.clone(),
+            value_min_bytes,
+        });
+    }
+    if let Some(kind) = plan.scenario {
+        return Arc::new(ScenarioWorkload::new(
+            kind,
+            plan.prefix(),
+            plan.keys.count(),
+            (plan.threads, plan.sessions),
+            value.into(),
+        ));
+    }
     Arc::new(KvWorkload {
         prefix: plan.prefix(),
         keys: plan.keys.clone(),
@@ -114,6 +138,7 @@ struct LoadResult {
     wall: Duration,
     /// The measured window, shorter than --duration if the time limit cut it.
     measured: Duration,
+    timeline: Vec<summary::TimelinePoint>,
 }
 
 struct Workers {
@@ -194,7 +219,7 @@ fn run_load(
         plan,
         &format!("{ready}/{} sessions ready; load starts", plan.sessions),
     );
-    watch_progress(plan, &workers, clock, start_ns, deadline);
+    let timeline = watch_progress(plan, &workers, clock, start_ns, deadline);
     let results = join_workers(workers.handles)?;
     let cpu = CpuTimes::now().since(&cpu_before);
     let wall = load_started.elapsed();
@@ -226,6 +251,7 @@ fn run_load(
         cpu,
         wall,
         measured,
+        timeline,
     })
 }
 
@@ -245,11 +271,20 @@ fn join_workers(
 
 /// Prints the progress line once a second until every worker has finished, and a last one
 /// then; sets the abort flag at the time limit (the workers also watch it themselves).
-fn watch_progress(plan: &Plan, workers: &Workers, clock: Clock, start_ns: u64, deadline: Instant) {
+/// Returns the throughput of each interval.
+fn watch_progress(
+    plan: &Plan,
+    workers: &Workers,
+    clock: Clock,
+    start_ns: u64,
+    deadline: Instant,
+) -> Vec<summary::TimelinePoint> {
     let mut progress = Progress {
         run_started: deadline - plan.time_limit,
+        load_started: Instant::now(),
         last_line: Instant::now(),
         errors_total: 0,
+        timeline: Vec::new(),
     };
     let mut next_line = Instant::now() + PROGRESS_EVERY;
     while !workers.handles.iter().all(JoinHandle::is_finished) {
@@ -265,12 +300,18 @@ fn watch_progress(plan: &Plan, workers: &Workers, clock: Clock, start_ns: u64, d
         }
     }
     progress.print_line(plan, &workers.live, "done");
+    progress.timeline
 }
+
+/// At most this many throughput points are kept (one a second: over a day).
+const TIMELINE_POINTS_MAX: usize = 100_000;
 
 struct Progress {
     run_started: Instant,
+    load_started: Instant,
     last_line: Instant,
     errors_total: u64,
+    timeline: Vec<summary::TimelinePoint>,
 }
 
 impl Progress {
@@ -280,6 +321,14 @@ impl Progress {
         let interval_s = now.duration_since(self.last_line).as_secs_f64().max(1e-3);
         let mut live = live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.errors_total += live.error_count;
+        // A short last interval (the drain) would plot as a spike or a drop: left out.
+        let full_interval = interval_s >= PROGRESS_EVERY.as_secs_f64() / 2.0;
+        if full_interval && self.timeline.len() < TIMELINE_POINTS_MAX {
+            self.timeline.push(summary::TimelinePoint {
+                t_s: round_to(now.duration_since(self.load_started).as_secs_f64(), 3),
+                ops_per_s: round_to(live.ok_count as f64 / interval_s, 1),
+            });
+        }
         let line = format!(
             "[{:>4}s] {:<7} {:>9.0} ops/s  p99 {:>9.1} us  errors {}  sessions {}/{}",
             now.duration_since(self.run_started).as_secs(),
@@ -396,5 +445,7 @@ fn build_summary(
             Mode::OpenLoop { .. } => Some(summary::Percentiles::of(&load.recorder.send_lag_ns)),
         },
         teardown,
+        latency_spectrum_us: summary::spectrum(&summary::all_latencies(&load.recorder)),
+        throughput_timeline: load.timeline,
     }
 }

@@ -8,12 +8,17 @@
 //! `worker` + `session` (the event loop), `workload` (what to send), `keys` + `rng` + `schedule`
 //! (what and when), `stats` + `summary` (figures), `sync_client` (blocking setup/teardown).
 
+pub mod checker;
 pub mod cli;
+pub mod compare;
 pub mod cpu;
 pub mod driver;
 pub mod keys;
+pub mod linearizability;
 pub mod plan;
+pub mod plot;
 pub mod rng;
+pub mod scenario;
 pub mod schedule;
 pub mod session;
 pub mod stats;
@@ -22,3 +27,4 @@ pub mod sync_client;
 pub mod timer;
 pub mod worker;
 pub mod workload;
+pub mod workload_file;

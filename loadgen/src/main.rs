@@ -1,43 +1,76 @@
 //! `keel-loadgen [flags]`: parse the flags, run, print the summary, exit with its status.
+//! `keel-loadgen check FILE`: check a saved history for linearizability.
 //!
 //! A watchdog thread is the last line of the time limit: if the run has not wound down a few
 //! seconds after the limit, it says so and exits with status 3.
 
 use clap::Parser;
-use keel_loadgen::cli::Args;
-use keel_loadgen::summary::Summary;
+use keel_loadgen::checker;
+use keel_loadgen::cli::{CheckArgs, Cli, Command, CompareArgs};
+use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// How long after the time limit the watchdog waits for the run to wind down by itself.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(5);
 
 fn main() {
-    let args = Args::parse();
-    let plan = match args.into_plan() {
-        Ok(plan) => plan,
-        Err(error) => {
-            eprintln!("keel-loadgen: {error:#}");
-            std::process::exit(2);
-        }
-    };
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(args)) => check_file(&args),
+        Some(Command::Compare(args)) => compare(*args),
+        None => run(cli.load),
+    }
+}
+
+fn fail(code: i32, error: &anyhow::Error) -> ! {
+    eprintln!("keel-loadgen: {error:#}");
+    std::process::exit(code);
+}
+
+fn check_file(args: &CheckArgs) {
+    let summary = checker::check_file(&args.file, args.check_steps).unwrap_or_else(|e| fail(1, &e));
+    print!("{}", summary.render_text());
+    write_json_or_exit(args.json.as_deref(), &summary);
+    std::process::exit(checker::verdict_exit_code(summary.report.verdict));
+}
+
+fn compare(args: CompareArgs) {
+    let (plan, a, b, rounds) = args.into_parts().unwrap_or_else(|e| fail(2, &e));
+    let limit = plan.time_limit * 2 * rounds as u32;
+    spawn_watchdog(Instant::now() + limit + WATCHDOG_GRACE, limit);
+    let summary = keel_loadgen::compare::run(&plan, a, b, rounds).unwrap_or_else(|e| fail(1, &e));
+    print!("{}", summary.render_text());
+    write_json_or_exit(plan.json_path.as_deref(), &summary);
+    if let Some(dir) = &plan.plot_dir {
+        let (a_run, b_run) = summary.median_runs();
+        let runs = [(&*format!("A {a}"), a_run), (&*format!("B {b}"), b_run)];
+        let title = format!("{} (median-throughput round)", summary.workload);
+        keel_loadgen::plot::write_plots(dir, &runs, &title).unwrap_or_else(|e| fail(1, &e));
+    }
+    std::process::exit(summary.exit_code());
+}
+
+fn run(args: keel_loadgen::cli::Args) {
+    let plan = args.into_plan().unwrap_or_else(|e| fail(2, &e));
     spawn_watchdog(
         Instant::now() + plan.time_limit + WATCHDOG_GRACE,
         plan.time_limit,
     );
     let json_path = plan.json_path.clone();
-    let summary = match keel_loadgen::driver::run(plan) {
-        Ok(summary) => summary,
-        Err(error) => {
-            eprintln!("keel-loadgen: {error:#}");
-            std::process::exit(1);
-        }
-    };
+    if plan.checker.is_some() {
+        let summary = checker::run(plan).unwrap_or_else(|e| fail(1, &e));
+        print!("{}", summary.render_text());
+        write_json_or_exit(json_path.as_deref(), &summary);
+        std::process::exit(summary.exit_code());
+    }
+    let plot_dir = plan.plot_dir.clone();
+    let summary = keel_loadgen::driver::run(plan).unwrap_or_else(|e| fail(1, &e));
     print!("{}", summary.render_text());
-    if let Some(path) = json_path {
-        if let Err(error) = write_json(&path, &summary) {
-            eprintln!("keel-loadgen: writing {}: {error:#}", path.display());
-            std::process::exit(1);
-        }
+    write_json_or_exit(json_path.as_deref(), &summary);
+    if let Some(dir) = plot_dir {
+        let name = summary.run.servers.join(",");
+        keel_loadgen::plot::write_plots(&dir, &[(&name, &summary)], &summary.run.workload)
+            .unwrap_or_else(|e| fail(1, &e));
     }
     std::process::exit(match summary.result.status.as_str() {
         "ok" => 0,
@@ -46,10 +79,16 @@ fn main() {
     });
 }
 
-fn write_json(path: &std::path::Path, summary: &Summary) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(summary)?;
-    std::fs::write(path, text + "\n")?;
-    Ok(())
+fn write_json_or_exit(path: Option<&std::path::Path>, value: &impl Serialize) {
+    let Some(path) = path else {
+        return;
+    };
+    let result = serde_json::to_string_pretty(value)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| Ok(std::fs::write(path, text + "\n")?));
+    if let Err(error) = result {
+        fail(1, &error.context(format!("writing {}", path.display())));
+    }
 }
 
 fn spawn_watchdog(at: Instant, time_limit: Duration) {

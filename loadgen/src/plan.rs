@@ -13,7 +13,11 @@ pub const THREADS_MAX: usize = 64;
 pub const KEYS_MAX: u64 = 10_000_000;
 /// Below ZooKeeper's default jute.maxbuffer (1 MiB - 1) with room for the request header.
 pub const VALUE_BYTES_MAX: usize = 1_000_000;
+/// Checker runs: one blocking client thread per session, and a bounded history.
+pub const CHECKER_CLIENTS_MAX: usize = 256;
+pub const CHECKER_OPS_MAX: u64 = 1_000_000;
 const _: () = assert!(OUTSTANDING_MAX <= OUTSTANDING_TOTAL_MAX);
+const _: () = assert!(CHECKER_CLIENTS_MAX <= SESSIONS_MAX);
 const _: () = assert!(VALUE_BYTES_MAX < 0xfffff);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,7 +47,24 @@ pub struct Plan {
     pub run_id: String,
     pub seed: u64,
     pub json_path: Option<PathBuf>,
+    pub plot_dir: Option<PathBuf>,
     pub progress: bool,
+    /// Set for `--workload checker`.
+    pub checker: Option<CheckerPlan>,
+    /// Set for --workload-file.
+    pub mix: Option<crate::workload_file::Mix>,
+    /// Set for the scenario workloads (registry, fanout, churn, lock, seqid, queue).
+    pub scenario: Option<crate::scenario::Kind>,
+}
+
+/// What a checker run records and how hard it searches.
+#[derive(Debug, Clone)]
+pub struct CheckerPlan {
+    pub ops_max: u64,
+    /// Send sync on the key before each getData (part of the read op).
+    pub sync_reads: bool,
+    pub history_path: Option<PathBuf>,
+    pub steps_max: u64,
 }
 
 impl Plan {

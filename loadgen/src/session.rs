@@ -57,6 +57,14 @@ pub struct Session {
     pub failures_in_row: u32,
     /// Reached Ready at least once: a later handshake is a reconnect.
     pub ever_ready: bool,
+    /// The generator had nothing to send (it waits for a watch or a peer).
+    pub parked: bool,
+    /// Closing on the generator's request, to reopen as a new session (churn).
+    pub renewing: bool,
+    /// When the current connection's TCP connect started.
+    pub connect_started_ns: u64,
+    /// When closeSession was sent.
+    pub close_sent_ns: u64,
 }
 
 impl Session {
@@ -83,7 +91,18 @@ impl Session {
             dirty: false,
             failures_in_row: 0,
             ever_ready: false,
+            parked: false,
+            renewing: false,
+            connect_started_ns: 0,
+            close_sent_ns: 0,
         }
+    }
+
+    /// Forgets the session, so the next handshake asks for a new one.
+    pub fn forget_session(&mut self) {
+        self.session_id = 0;
+        self.password = vec![0; 16];
+        self.last_zxid = 0;
     }
 
     /// The next request xid: positive, so it never collides with the special negative ones.
@@ -136,9 +155,7 @@ impl Session {
         let session_id = r.read_i64()?;
         let password = r.read_buffer()?.unwrap_or(&[]);
         if timeout_ms <= 0 {
-            self.session_id = 0;
-            self.password = vec![0; 16];
-            self.last_zxid = 0;
+            self.forget_session();
             return Ok(false);
         }
         if session_id == 0 {

@@ -23,6 +23,58 @@ pub struct Summary {
     pub send_lag_us: Option<Percentiles>,
     /// `ok`, or why setup's nodes may be left behind.
     pub teardown: String,
+    /// The `all` row's latency at percentiles spaced evenly on a log(1/(1-p)) axis, for plots.
+    #[serde(default)]
+    pub latency_spectrum_us: Vec<SpectrumPoint>,
+    /// Completed ops per second of the whole load (warmup and drain too), one point per
+    /// progress interval, for plots.
+    #[serde(default)]
+    pub throughput_timeline: Vec<TimelinePoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SpectrumPoint {
+    pub percentile: f64,
+    pub latency_us: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// Seconds since the load started (end of the interval).
+    pub t_s: f64,
+    pub ops_per_s: f64,
+}
+
+/// Points per decade of 1/(1-p) in the latency spectrum.
+const SPECTRUM_POINTS_PER_DECADE: u32 = 10;
+/// The spectrum stops at 99.9999%.
+const SPECTRUM_DECADES_MAX: u32 = 6;
+
+/// The latency spectrum of `latency_ns`: p = 1 - 10^(-k/10) for k = 0, 1, …, as far as the
+/// sample count supports (1/(1-p) at most the count), then the maximum at 100%.
+pub fn spectrum(latency_ns: &Histogram<u64>) -> Vec<SpectrumPoint> {
+    let count = latency_ns.len();
+    if count == 0 {
+        return Vec::new();
+    }
+    let us = |ns: u64| round_to(ns as f64 / 1_000.0, 1);
+    let mut points = Vec::new();
+    for k in 0..=SPECTRUM_POINTS_PER_DECADE * SPECTRUM_DECADES_MAX {
+        let tail = 10f64.powf(-f64::from(k) / f64::from(SPECTRUM_POINTS_PER_DECADE));
+        if 1.0 / tail > count as f64 {
+            break;
+        }
+        let quantile = 1.0 - tail;
+        points.push(SpectrumPoint {
+            percentile: round_to(quantile * 100.0, 6),
+            latency_us: us(latency_ns.value_at_quantile(quantile)),
+        });
+    }
+    points.push(SpectrumPoint {
+        percentile: 100.0,
+        latency_us: us(latency_ns.max()),
+    });
+    points
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +179,15 @@ impl Percentiles {
     }
 }
 
+/// The latencies of every op type together.
+pub fn all_latencies(recorder: &Recorder) -> Histogram<u64> {
+    let mut all = new_histogram();
+    for stats in &recorder.per_op {
+        let _ = all.add(&stats.latency_ns);
+    }
+    all
+}
+
 /// The per-op rows and the `all` row from the merged recorder.
 pub fn op_rows(recorder: &Recorder, measured_s: f64) -> Vec<OpSummary> {
     let rate = |ops: u64| {
@@ -175,7 +236,7 @@ impl Summary {
         self.render_header(&mut out);
         let _ = writeln!(
             out,
-            "\n{:<12} {:>10} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "\n{:<18} {:>10} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "op",
             "ops",
             "errors",
@@ -191,7 +252,7 @@ impl Summary {
             let l = &row.latency_us;
             let _ = writeln!(
                 out,
-                "{:<12} {:>10} {:>8} {:>11.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                "{:<18} {:>10} {:>8} {:>11.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
                 row.op,
                 row.ops,
                 row.errors,
@@ -296,6 +357,28 @@ mod tests {
         assert!((p.max - 1000.0).abs() < 1.0, "{p:?}");
         assert_eq!(p.p99, round_to(p.p99, 1));
         assert_eq!(Percentiles::of(&new_histogram()).max, 0.0);
+    }
+
+    #[test]
+    fn the_spectrum_is_monotone_and_ends_at_the_max() {
+        // 1..=10000 µs: the first point is the minimum, points rise, 99% is near 9900 µs,
+        // nothing past what 10,000 samples support (99.99%), then the max at 100%.
+        let mut histogram = new_histogram();
+        for us in 1..=10_000u64 {
+            histogram.record(us * 1_000).unwrap();
+        }
+        let points = spectrum(&histogram);
+        assert!(points
+            .windows(2)
+            .all(|w| w[0].latency_us <= w[1].latency_us));
+        assert!(points.windows(2).all(|w| w[0].percentile < w[1].percentile));
+        let p99 = points.iter().find(|p| p.percentile == 99.0).unwrap();
+        assert!((p99.latency_us - 9900.0).abs() < 20.0, "{p99:?}");
+        let last = points.last().unwrap();
+        assert_eq!(last.percentile, 100.0);
+        assert!((last.latency_us - 10_000.0).abs() < 10.0);
+        assert_eq!(points[points.len() - 2].percentile, 99.99);
+        assert!(spectrum(&new_histogram()).is_empty());
     }
 
     #[test]

@@ -123,6 +123,12 @@ impl SyncClient {
         Ok(client)
     }
 
+    /// The bound on each later exchange (connect used the one given to `connect`).
+    pub fn set_io_timeout(&mut self, io_timeout: Duration) {
+        assert!(!io_timeout.is_zero());
+        self.io_timeout = io_timeout;
+    }
+
     pub fn server(&self) -> SocketAddr {
         self.server
     }
@@ -254,6 +260,32 @@ impl SyncClient {
             bail!("teardown: {failed} deletes under {path} failed");
         }
         Ok(())
+    }
+
+    /// Sends one request and waits for its reply: (error code, the reply body after the
+    /// header; empty unless the code is 0).
+    ///
+    /// # Errors
+    /// The connection failed, the reply did not arrive in time, or it is out of order.
+    pub fn call(
+        &mut self,
+        code: i32,
+        body: impl FnOnce(&mut keel::proto::jute::Writer<'_>),
+    ) -> Result<(i32, Vec<u8>)> {
+        self.xid += 1;
+        let xid = self.xid;
+        let mut out = Vec::new();
+        encode::request(&mut out, xid, code, body);
+        self.write_all(&out)?;
+        let mut reply = Vec::new();
+        let (reply_xid, err) = self.read_reply(|r| {
+            reply = r.take(r.remaining())?.to_vec();
+            Ok(())
+        })?;
+        if reply_xid != xid {
+            bail!("reply xid {reply_xid} out of order (expected {xid})");
+        }
+        Ok((err, reply))
     }
 
     /// Closes the session; errors are ignored since the server expires it anyway.

@@ -14,7 +14,7 @@ use crate::session::{InFlight, Phase, Session};
 use crate::stats::{cause, Live, Recorder};
 use crate::sync_client::FRAME_BYTES_MAX;
 use crate::timer::Timer;
-use crate::workload::OpGenerator;
+use crate::workload::{Effects, Notification, OpGenerator, OpKind, Reply};
 use keel::proto::jute::Reader;
 use keel::proto::records::{encode, split_frame};
 use keel::proto::{op, xid as special_xid};
@@ -98,6 +98,8 @@ struct Worker {
     ready: std::collections::VecDeque<usize>,
     dirty: Vec<usize>,
     generator: Box<dyn OpGenerator>,
+    /// What the generator asked for in its last callback; drained after each one.
+    effects: Effects,
     rng: Rng,
     recorder: Recorder,
     live: Arc<Mutex<Live>>,
@@ -194,6 +196,7 @@ impl Worker {
             ready: std::collections::VecDeque::with_capacity(count),
             dirty: Vec::with_capacity(count),
             generator,
+            effects: Effects::default(),
             rng: Rng::new(plan.seed, index as u64),
             recorder: Recorder::new(u64::MAX, u64::MAX),
             live,
@@ -403,7 +406,9 @@ impl Worker {
                 break;
             };
             while issued < ISSUE_BATCH_MAX && self.sessions[slot].has_capacity() {
-                self.send_op(slot, now_ns, now_ns);
+                if !self.send_op(slot, now_ns, now_ns) {
+                    break;
+                }
                 issued += 1;
             }
             self.requeue(slot);
@@ -424,8 +429,10 @@ impl Worker {
                 && self.sessions[slot].has_capacity()
                 && schedule.next_intended_ns() <= due_by_ns
             {
-                let intended_ns = schedule.take_due(due_by_ns).expect("the next op is due");
-                self.send_op(slot, intended_ns, now_ns);
+                if !self.send_op(slot, schedule.next_intended_ns(), now_ns) {
+                    break;
+                }
+                schedule.take_due(due_by_ns).expect("the next op is due");
                 issued += 1;
             }
             self.requeue(slot);
@@ -445,20 +452,31 @@ impl Worker {
     /// Puts a session at the back of the ready queue if it can take another request.
     fn requeue(&mut self, slot: usize) {
         let session = &mut self.sessions[slot];
-        if session.has_capacity() && !session.queued && !self.stopping {
+        if session.has_capacity() && !session.queued && !session.parked && !self.stopping {
             session.queued = true;
             self.ready.push_back(slot);
             debug_assert!(self.ready.len() <= self.sessions.len());
         }
     }
 
-    fn send_op(&mut self, slot: usize, intended_ns: u64, now_ns: u64) {
+    /// False when the generator had nothing to send: the session is parked until a wake.
+    fn send_op(&mut self, slot: usize, intended_ns: u64, now_ns: u64) -> bool {
         let session = &mut self.sessions[slot];
         assert!(session.has_capacity());
         let xid = session.take_xid();
-        let kind = self
+        let outbox_bytes = session.outbox.len();
+        let next = self
             .generator
-            .next_op(slot, xid, &mut self.rng, &mut session.outbox);
+            .next_op(slot, xid, now_ns, &mut self.rng, &mut session.outbox);
+        let Some(kind) = next else {
+            assert_eq!(
+                session.outbox.len(),
+                outbox_bytes,
+                "nothing to send, nothing encoded"
+            );
+            session.parked = true;
+            return false;
+        };
         session.inflight.push_back(InFlight {
             xid,
             kind,
@@ -469,6 +487,46 @@ impl Worker {
         self.recorder.record_send(intended_ns, now_ns);
         self.inflight_count += 1;
         self.mark_dirty(slot);
+        true
+    }
+
+    /// Carries out what the generator asked for in its last callback.
+    fn apply_effects(&mut self, now_ns: u64) {
+        if self.effects.is_empty() {
+            return;
+        }
+        let mut effects = std::mem::take(&mut self.effects);
+        for (kind, start_ns, end_ns) in effects.latencies.drain(..) {
+            self.recorder.record_reply(kind, start_ns, end_ns, 0);
+        }
+        for slot in effects.wake.drain(..) {
+            self.sessions[slot].parked = false;
+            self.requeue(slot);
+        }
+        for slot in effects.renew.drain(..) {
+            self.renew(slot, now_ns);
+        }
+        self.effects = effects;
+    }
+
+    /// Sends closeSession on a ready session; once it is answered the slot opens a new one.
+    fn renew(&mut self, slot: usize, now_ns: u64) {
+        let session = &mut self.sessions[slot];
+        if session.phase != Phase::Ready || self.stopping {
+            return;
+        }
+        session.renewing = true;
+        session.close_xid = session.take_xid();
+        session.close_sent_ns = now_ns;
+        encode::request(
+            &mut session.outbox,
+            session.close_xid,
+            op::CLOSE_SESSION,
+            |_| {},
+        );
+        self.mark_dirty(slot);
+        let deadline_ns = now_ns + duration_ns(self.plan.request_timeout);
+        self.set_phase(slot, Phase::Closing { deadline_ns });
     }
 
     fn mark_dirty(&mut self, slot: usize) {
@@ -653,6 +711,7 @@ impl Worker {
         match stream {
             Ok(stream) => {
                 self.sessions[slot].stream = Some(stream);
+                self.sessions[slot].connect_started_ns = now_ns;
                 let deadline_ns = now_ns + duration_ns(self.plan.connect_timeout);
                 self.set_phase(slot, Phase::Connecting { deadline_ns });
             }
@@ -697,11 +756,20 @@ impl Worker {
             self.schedule_retry(slot, now_ns);
             return Ok(());
         }
-        self.reconnects += u64::from(session.ever_ready);
+        let new_session = session.session_id != id;
+        let renewed = std::mem::take(&mut session.renewing);
+        self.reconnects += u64::from(session.ever_ready && !renewed);
         session.ever_ready = true;
         session.failures_in_row = 0;
         session.last_send_ns = now_ns;
+        session.parked = false;
+        if renewed {
+            let started_ns = session.connect_started_ns;
+            self.recorder
+                .record_reply(OpKind::SessionOpen, started_ns, now_ns, 0);
+        }
         self.set_phase(slot, Phase::Ready);
+        self.generator.on_session_ready(slot, new_session, now_ns);
         self.requeue(slot);
         Ok(())
     }
@@ -714,6 +782,20 @@ impl Worker {
         let session = &mut self.sessions[slot];
         session.last_zxid = session.last_zxid.max(zxid);
         if xid == special_xid::NOTIFICATION {
+            let event = (|| {
+                let event_type = r.read_i32()?;
+                let _state = r.read_i32()?;
+                Ok::<_, keel::proto::ProtoError>((event_type, r.read_string()?))
+            })();
+            let (event_type, path) = event.map_err(|error| format!("bad notification: {error}"))?;
+            let event = Notification {
+                event_type,
+                path,
+                now_ns,
+            };
+            self.generator
+                .on_notification(slot, event, &mut self.effects);
+            self.apply_effects(now_ns);
             return Ok(());
         }
         if xid == special_xid::PING {
@@ -722,8 +804,7 @@ impl Worker {
         }
         if let Phase::Closing { .. } = session.phase {
             if xid == session.close_xid {
-                self.drop_connection(slot);
-                self.set_phase(slot, Phase::Closed);
+                self.closed(slot, now_ns);
             }
             return Ok(());
         }
@@ -737,11 +818,47 @@ impl Worker {
             ));
         }
         self.inflight_count -= 1;
+        let counted_err = if self.generator.error_is_expected(oldest.kind, err) {
+            0
+        } else {
+            err
+        };
         self.recorder
-            .record_reply(oldest.kind, oldest.intended_ns, now_ns, err);
-        self.generator.on_reply(slot, oldest.kind, err);
+            .record_reply(oldest.kind, oldest.intended_ns, now_ns, counted_err);
+        let reply = Reply {
+            kind: oldest.kind,
+            err,
+            body: frame.get(16..).unwrap_or(&[]),
+            sent_ns: oldest.sent_ns,
+            now_ns,
+        };
+        self.generator.on_reply(slot, reply, &mut self.effects);
+        self.apply_effects(now_ns);
         self.requeue(slot);
         Ok(())
+    }
+
+    /// closeSession was answered: the end of the session, or a renewal's first half.
+    fn closed(&mut self, slot: usize, now_ns: u64) {
+        self.drop_connection(slot);
+        let session = &mut self.sessions[slot];
+        if session.renewing && !self.stopping {
+            let sent_ns = session.close_sent_ns;
+            session.forget_session();
+            self.recorder
+                .record_reply(OpKind::SessionClose, sent_ns, now_ns, 0);
+            self.set_phase(
+                slot,
+                Phase::Idle {
+                    retry_at_ns: now_ns,
+                },
+            );
+            if self.connecting_count < CONNECTING_MAX {
+                self.connect(slot, now_ns);
+            }
+            return;
+        }
+        self.set_phase(slot, Phase::Closed);
     }
 
     /// Closes the socket, fails the outstanding ops, counts the failure and schedules a
@@ -766,7 +883,12 @@ impl Worker {
         }
         self.inflight_count -= lost;
         self.generator.on_connection_lost(slot);
-        if matches!(phase, Phase::Closing { .. } | Phase::Closed) {
+        let renewing = std::mem::take(&mut session.renewing);
+        if renewing {
+            session.forget_session();
+        }
+        let renews = renewing && !self.stopping;
+        if matches!(phase, Phase::Closing { .. } | Phase::Closed) && !renews {
             return self.set_phase(slot, Phase::Closed);
         }
         let server = self.plan.servers[session.server_index];
@@ -843,9 +965,21 @@ impl Worker {
                         self.lose(slot, cause::CONNECT_FAILED, &detail, now_ns);
                     }
                 }
-                Phase::Ready => self.check_ready(slot, now_ns),
+                Phase::Ready => {
+                    if self.sessions[slot].parked {
+                        self.sessions[slot].parked = false;
+                        self.requeue(slot);
+                    }
+                    self.check_ready(slot, now_ns);
+                }
                 Phase::Closing { deadline_ns } => {
-                    if now_ns >= deadline_ns {
+                    if now_ns >= deadline_ns && self.sessions[slot].renewing && !self.stopping {
+                        let detail = format!(
+                            "no reply to closeSession within {:?}",
+                            self.plan.request_timeout
+                        );
+                        self.lose(slot, cause::REQUEST_TIMEOUT, &detail, now_ns);
+                    } else if now_ns >= deadline_ns {
                         self.drop_connection(slot);
                         self.set_phase(slot, Phase::Closed);
                     }

@@ -15,7 +15,8 @@ use keel::proto::{op, open_acl_unsafe, Acl, ErrorCode};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-/// The request types a generator sends; each has its own latency histogram.
+/// The request types a generator sends, and the scenario figures measured across requests;
+/// each has its own latency histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OpKind {
     GetData,
@@ -24,16 +25,37 @@ pub enum OpKind {
     SetData,
     Create,
     Delete,
+    /// A create with the sequential flag (seqid, queue produce, lock request).
+    CreateSequential,
+    /// fanout: from the setData's send to the last watcher's notification.
+    FanoutLastNotify,
+    /// registry: from a provider's create or delete send to a consumer's child notification.
+    WatchNotify,
+    /// lock: from the lock request (create) to holding the lock.
+    LockAcquire,
+    /// lock: from the holder's release (delete send) to the next holder taking the lock.
+    LockHandoff,
+    /// churn: from the TCP connect to the handshake reply of a new session.
+    SessionOpen,
+    /// churn: from closeSession's send to its reply.
+    SessionClose,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 6] = [
+    pub const ALL: [OpKind; 13] = [
         OpKind::GetData,
         OpKind::Exists,
         OpKind::GetChildren,
         OpKind::SetData,
         OpKind::Create,
         OpKind::Delete,
+        OpKind::CreateSequential,
+        OpKind::FanoutLastNotify,
+        OpKind::WatchNotify,
+        OpKind::LockAcquire,
+        OpKind::LockHandoff,
+        OpKind::SessionOpen,
+        OpKind::SessionClose,
     ];
     pub const COUNT: usize = OpKind::ALL.len();
 
@@ -50,20 +72,81 @@ impl OpKind {
             OpKind::SetData => "setData",
             OpKind::Create => "create",
             OpKind::Delete => "delete",
+            OpKind::CreateSequential => "createSeq",
+            OpKind::FanoutLastNotify => "fanout_last_notify",
+            OpKind::WatchNotify => "watch_notify",
+            OpKind::LockAcquire => "lock_acquire",
+            OpKind::LockHandoff => "lock_handoff",
+            OpKind::SessionOpen => "session_open",
+            OpKind::SessionClose => "session_close",
         }
     }
 }
 
-const _: () = assert!(OpKind::COUNT == OpKind::Delete as usize + 1);
+const _: () = assert!(OpKind::COUNT == OpKind::SessionClose as usize + 1);
 
-/// Encodes one session's requests; owned by one worker thread.
+/// A reply to one of the generator's requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply<'a> {
+    pub kind: OpKind,
+    /// The ZooKeeper error code.
+    pub err: i32,
+    /// The reply record after the header (empty unless `err` is 0).
+    pub body: &'a [u8],
+    pub sent_ns: u64,
+    pub now_ns: u64,
+}
+
+/// A watch notification on one of the generator's sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct Notification<'a> {
+    pub event_type: i32,
+    pub path: &'a str,
+    pub now_ns: u64,
+}
+
+/// What a generator asks of its worker after a callback; the worker drains it each time.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Sessions whose `next_op` returned `None` and may have a request now.
+    pub wake: Vec<usize>,
+    /// Latencies measured by the workload itself: (kind, start_ns, end_ns).
+    pub latencies: Vec<(OpKind, u64, u64)>,
+    /// Sessions to close (closeSession) and reopen as new sessions (churn).
+    pub renew: Vec<usize>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.wake.is_empty() && self.latencies.is_empty() && self.renew.is_empty()
+    }
+}
+
+/// Encodes one worker's sessions' requests; owned by that worker thread.
 pub trait OpGenerator: Send {
-    /// Appends one framed request with `xid` for the worker's session `slot` to `out`.
-    fn next_op(&mut self, slot: usize, xid: i32, rng: &mut Rng, out: &mut Vec<u8>) -> OpKind;
-    /// The reply to an op from `next_op`; `err` is the ZooKeeper error code.
-    fn on_reply(&mut self, slot: usize, kind: OpKind, err: i32);
+    /// Appends one framed request with `xid` for the worker's session `slot` to `out`, or
+    /// returns `None` with nothing appended when the session has nothing to send now (it waits
+    /// for a watch or a peer; the worker asks again after a wake or every housekeeping tick).
+    fn next_op(
+        &mut self,
+        slot: usize,
+        xid: i32,
+        now_ns: u64,
+        rng: &mut Rng,
+        out: &mut Vec<u8>,
+    ) -> Option<OpKind>;
+    /// The reply to an op from `next_op`.
+    fn on_reply(&mut self, _slot: usize, _reply: Reply<'_>, _effects: &mut Effects) {}
+    /// A watch fired on the session.
+    fn on_notification(&mut self, _slot: usize, _event: Notification<'_>, _fx: &mut Effects) {}
+    /// The session completed a handshake; `new_session` is false when it resumed one.
+    fn on_session_ready(&mut self, _slot: usize, _new_session: bool, _now_ns: u64) {}
     /// The session's connection dropped: its outstanding ops have no known outcome.
     fn on_connection_lost(&mut self, slot: usize);
+    /// Error codes the workload expects (a lost race in a queue); they count as successes.
+    fn error_is_expected(&self, _kind: OpKind, _err: i32) -> bool {
+        false
+    }
 }
 
 /// A workload for the whole run.
@@ -155,7 +238,7 @@ impl Workload for KvWorkload {
 }
 
 /// Creates `/keel-loadgen` if missing, then the run's own prefix, which must be new.
-fn create_prefix(client: &mut SyncClient, prefix: &str) -> Result<()> {
+pub fn create_prefix(client: &mut SyncClient, prefix: &str) -> Result<()> {
     let root = client.create_nodes(&[ROOT_PATH.to_string()], &[])?;
     if root[0] != 0 && root[0] != ErrorCode::NodeExists.code() {
         bail!(
@@ -174,7 +257,7 @@ fn create_prefix(client: &mut SyncClient, prefix: &str) -> Result<()> {
 }
 
 /// Deletes the run's prefix, then `/keel-loadgen` unless another run still uses it.
-fn delete_prefix(client: &mut SyncClient, prefix: &str) -> Result<()> {
+pub fn delete_prefix(client: &mut SyncClient, prefix: &str) -> Result<()> {
     let own = client.delete_nodes(&[prefix.to_string()])?;
     if own[0] != 0 && own[0] != ErrorCode::NoNode.code() {
         bail!(
@@ -266,15 +349,20 @@ impl KvGenerator {
 }
 
 impl OpGenerator for KvGenerator {
-    fn next_op(&mut self, slot: usize, xid: i32, rng: &mut Rng, out: &mut Vec<u8>) -> OpKind {
-        if rng.percent(self.read_pct) {
+    fn next_op(
+        &mut self,
+        slot: usize,
+        xid: i32,
+        _now_ns: u64,
+        rng: &mut Rng,
+        out: &mut Vec<u8>,
+    ) -> Option<OpKind> {
+        Some(if rng.percent(self.read_pct) {
             self.read_op(xid, rng, out)
         } else {
             self.write_op(slot, xid, rng, out)
-        }
+        })
     }
-
-    fn on_reply(&mut self, _slot: usize, _kind: OpKind, _err: i32) {}
 
     fn on_connection_lost(&mut self, slot: usize) {
         // The create may or may not have applied; start a fresh name so the next op is a
