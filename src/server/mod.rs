@@ -229,6 +229,11 @@ fn open_storage(
     config: &Config,
     started: Instant,
 ) -> Result<(LogWriter<DirectDir>, Replica), ServerError> {
+    // Apache ZooKeeper's files in dataDir become a Keel snapshot first (issue 3 item 6).
+    crate::import::auto_import(config).map_err(|error| ServerError::Log {
+        dir: config.data_dir.display().to_string(),
+        reason: format!("importing Apache ZooKeeper's files: {error}"),
+    })?;
     let log_config = log_config(config);
     if !config.force_sync {
         tracing::warn!(
