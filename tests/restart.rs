@@ -34,13 +34,18 @@ fn free_port() -> u16 {
 }
 
 fn start(data_dir: &Path, port: u16) -> Server {
+    start_with(data_dir, port, "")
+}
+
+/// `start` with extra zoo.cfg lines.
+fn start_with(data_dir: &Path, port: u16, extra: &str) -> Server {
     let config = data_dir.join("zoo.cfg");
     std::fs::write(
         &config,
         format!(
             "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
              maxClientCnxns=0\npreAllocSize=4096\nkeel.unpinned=true\n\
-             4lw.commands.whitelist=*\n",
+             4lw.commands.whitelist=*\n{extra}",
             data_dir.display()
         ),
     )
@@ -191,5 +196,167 @@ fn an_expired_sessions_ephemerals_go_after_restart() {
     }
     assert_eq!(get_data(&mut reader, "/gone").0, -101);
     drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The answer to a four-letter word.
+fn four_letter(addr: SocketAddr, word: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect for a 4lw");
+    stream.write_all(word.as_bytes()).expect("send 4lw");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+fn mntr_value(addr: SocketAddr, key: &str) -> Option<u64> {
+    four_letter(addr, "mntr")
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('\t')?.parse().ok())
+}
+
+/// (snapshot zxids, log segment first zxids) in the data directory, ascending.
+fn files(dir: &Path) -> (Vec<i64>, Vec<i64>) {
+    let mut snapshots = Vec::new();
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir.join("version-2")).expect("version-2") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .into_string()
+            .expect("utf-8");
+        let hex = |prefix: &str| {
+            let hex = name.strip_prefix(prefix)?;
+            i64::from_str_radix(hex, 16).ok()
+        };
+        if let Some(zxid) = hex("snapshot.") {
+            snapshots.push(zxid);
+        } else if let Some(zxid) = hex("log.") {
+            segments.push(zxid);
+        }
+    }
+    snapshots.sort_unstable();
+    segments.sort_unstable();
+    (snapshots, segments)
+}
+
+#[test]
+fn snapshots_purge_the_log_and_a_damaged_one_falls_back() {
+    // With a small snapCount the server snapshots in the background while writes go on;
+    // autopurge keeps three snapshots and retires the log segments they cover; a restart
+    // loads the newest snapshot plus the log; a damaged newest snapshot falls back to the one
+    // before it; with every snapshot gone the purged log cannot rebuild the state, and the
+    // server refuses to start rather than serve a tree with txns missing.
+    let dir = temp_dir("snap");
+    let port = free_port();
+    let extra = "snapCount=200\nautopurge.snapRetainCount=3\nautopurge.purgeInterval=1\n";
+    let server = start_with(&dir, port, extra);
+    let mut client = Client::connect_to(server.addr);
+    assert_eq!(client.create("/app", b"v0", 0).0, 0);
+    assert_eq!(client.create("/app/eph", b"mine", 1).0, 0);
+    // One write per group commit: each takes a 4 KiB block, so 1,500 of them fill more
+    // than one 4 MiB segment.
+    let writes = 1_500;
+    for round in 1..=writes {
+        let value = format!("v{round}");
+        let xid = client.send(op::SET_DATA, |w| {
+            encode::set_data(w, "/app", value.as_bytes(), round - 1)
+        });
+        let (reply_xid, _, err, _) = client.recv();
+        assert_eq!((reply_xid, err), (xid, 0));
+        if round % 100 == 0 {
+            assert_eq!(client.create(&format!("/app/n{round}"), b"x", 0).0, 0);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (snapshots, segments) = loop {
+        let (snapshots, segments) = files(&dir);
+        if snapshots.len() == 3 && segments.first() > Some(&1) {
+            break (snapshots, segments);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected 3 snapshots and a retired first segment: {snapshots:?} {segments:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        segments[0] <= snapshots[0] + 1,
+        "the log still reaches back to the oldest kept snapshot: {snapshots:?} {segments:?}"
+    );
+    assert!(mntr_value(server.addr, "zk_cnt_snapshottime").unwrap_or(0) >= 3);
+    assert!(mntr_value(server.addr, "zk_cnt_fsynctime").unwrap_or(0) >= writes as u64);
+    let session_id = client.session_id;
+    kill_9(server);
+
+    let check = |server: &Server| {
+        let mut reader = Client::connect_to(server.addr);
+        let (err, data, stat) = get_data(&mut reader, "/app");
+        assert_eq!(err, 0);
+        assert_eq!(data, Some(format!("v{writes}").into_bytes()));
+        assert_eq!(stat.version, writes);
+        assert_eq!(stat.num_children, 1 + writes / 100);
+        let (err, _, stat) = get_data(&mut reader, "/app/eph");
+        assert_eq!((err, stat.ephemeral_owner), (0, session_id));
+    };
+    let server = start_with(&dir, port, extra);
+    check(&server);
+    let loaded = mntr_value(server.addr, "zk_sum_startup_txns_loaded").unwrap_or(u64::MAX);
+    assert!(
+        loaded <= 400,
+        "replayed {loaded} txns: the snapshot was not used"
+    );
+    let resumed = Client::resume(server.addr, session_id);
+    assert_eq!(
+        resumed.session_id, session_id,
+        "the session is in the snapshot"
+    );
+    drop(resumed);
+    kill_9(server);
+
+    let (snapshots, _) = files(&dir);
+    let newest = dir
+        .join("version-2")
+        .join(format!("snapshot.{:x}", snapshots[snapshots.len() - 1]));
+    let mut bytes = std::fs::read(&newest).expect("read snapshot");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&newest, bytes).expect("damage snapshot");
+    let server = start_with(&dir, port, extra);
+    check(&server);
+    kill_9(server);
+
+    for zxid in files(&dir).0 {
+        let path = dir.join("version-2").join(format!("snapshot.{zxid:x}"));
+        std::fs::remove_file(path).expect("remove snapshot");
+    }
+    let config = dir.join("zoo.cfg");
+    let stderr_path = dir.join("refused.stderr");
+    let stderr_file = std::fs::File::create(&stderr_path).expect("stderr file");
+    let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr_file)
+        .spawn()
+        .expect("spawn keel");
+    // Owned by a Server so that a keel that wrongly starts is still killed.
+    let mut refused = Server {
+        child,
+        addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = refused.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keel started without its snapshots"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(!status.success(), "started without its snapshots");
+    assert!(stderr.contains("txns are missing"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

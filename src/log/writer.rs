@@ -184,6 +184,31 @@ impl<D: LogDir> LogWriter<D> {
         Ok(())
     }
 
+    /// Deletes the segments whose every record is at or below `zxid` (covered by a kept
+    /// snapshot): each segment but the active one, when the next segment starts at or below
+    /// `zxid + 1`. Returns how many went. A failure here loses nothing (the files stay) and
+    /// does not poison the writer.
+    ///
+    /// # Errors
+    /// Listing or deleting a segment failed.
+    pub fn retire_segments_through(&mut self, zxid: i64) -> Result<usize, LogError> {
+        let mut firsts = self.dir.list_segments().map_err(io_error("list", zxid))?;
+        firsts.sort_unstable();
+        let active = self.segment.as_ref().map(|segment| segment.first_zxid);
+        let mut retired = 0;
+        for pair in firsts.windows(2) {
+            let &[first, next] = pair else { break };
+            if Some(first) == active || next.saturating_sub(1) > zxid {
+                break;
+            }
+            self.dir
+                .retire_segment(first, false)
+                .map_err(io_error("retire", first))?;
+            retired += 1;
+        }
+        Ok(retired)
+    }
+
     /// Writes everything buffered as one block-aligned write (rolling to a new segment if it
     /// does not fit), fdatasyncs it unless `force_sync` is off, and returns the durable zxid.
     ///

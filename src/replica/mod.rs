@@ -372,6 +372,12 @@ impl Replica {
         self.txn_count += 1;
     }
 
+    /// A session from a snapshot: it gets a whole timeout from now to come back, as after a
+    /// ZooKeeper restart.
+    pub fn restore_session(&mut self, session_id: i64, timeout_ms: i32, now: Now) {
+        self.sessions.add(session_id, timeout_ms, now.mono_ms);
+    }
+
     /// Expires sessions and reaps empty containers and TTL nodes. Call about once a tick.
     pub fn tick(&mut self, now: Now) {
         for session_id in self.sessions.expire(now.mono_ms) {

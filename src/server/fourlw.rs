@@ -180,11 +180,50 @@ fn mntr(shard: &Shard) -> String {
     for (key, value) in lines {
         let _ = writeln!(out, "{key}\t{value}");
     }
+    // ZooKeeper's order among its summaries; all of them come before the latency ones.
+    let disk = [
+        ("startup_txns_load_time", &stats.startup_txns_load_time_ms),
+        ("fsynctime", &stats.fsync_time_ms),
+        ("snapshottime", &stats.snapshot_time_ms),
+        ("startup_txns_loaded", &stats.startup_txns_loaded),
+        ("dbinittime", &stats.db_init_time_ms),
+        ("sync_processor_batch_size", &stats.sync_batch_txns),
+    ];
+    for (name, summary) in disk {
+        counter_lines(&mut out, "zk", name, summary);
+    }
     let update = merged(reports.iter().filter_map(|r| r.update_latency_us.as_ref()));
     let read = merged(reports.iter().filter_map(|r| r.read_latency_us.as_ref()));
     summary_lines(&mut out, "updatelatency", &update);
     summary_lines(&mut out, "readlatency", &read);
+    // Keel's own keys, after all of ZooKeeper's.
+    counter_lines(&mut out, "keel", "wal_batch_bytes", &stats.sync_batch_bytes);
+    let _ = writeln!(
+        out,
+        "keel_last_snapshot_bytes\t{}",
+        stats.last_snapshot_bytes.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "keel_last_snapshot_zxid\t0x{:x}",
+        stats.last_snapshot_zxid.load(Relaxed)
+    );
     out
+}
+
+/// A ZooKeeper `AvgMinMaxCounter` summary: `<prefix>_{avg,min,max,cnt,sum}_<name>`.
+fn counter_lines(out: &mut String, prefix: &str, name: &str, summary: &super::stats::Summary) {
+    let (count, sum, min, max) = summary.read();
+    let avg = if count == 0 {
+        0.0
+    } else {
+        sum as f64 / count as f64
+    };
+    let _ = writeln!(out, "{prefix}_avg_{name}\t{}", java_double(avg));
+    let _ = writeln!(out, "{prefix}_min_{name}\t{min}");
+    let _ = writeln!(out, "{prefix}_max_{name}\t{max}");
+    let _ = writeln!(out, "{prefix}_cnt_{name}\t{count}");
+    let _ = writeln!(out, "{prefix}_sum_{name}\t{sum}");
 }
 
 fn merged<'a>(histograms: impl Iterator<Item = &'a Histogram<u64>>) -> Histogram<u64> {

@@ -8,13 +8,13 @@
 
 pub mod fourlw;
 pub mod stats;
+mod storage;
 
 use crate::config::Config;
 use crate::io::{self, Pin, SharedReceiver, SharedSender, Signal};
-use crate::log::{DirectDir, LogConfig, LogError, LogWriter, RecoverOptions};
 use crate::replica::{CommitBatch, CommitEntry, Inbound, Now, Replica, ReplicaConfig};
 use crate::shard::{serve_connection, Limits, Shard};
-use crate::tree::{DataTree, Txn, TxnHeader, WatchManager};
+use crate::tree::{DataTree, WatchManager};
 use stats::ServerStats;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -23,6 +23,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
+use storage::Storage;
 
 /// Bound of each shard → replica queue, in messages.
 const TO_REPLICA_QUEUE_MAX: usize = 4096;
@@ -100,8 +101,8 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         None => vec![replica_pin],
     };
     let started = Instant::now();
-    let (log, replica) = open_storage(&config, started)?;
     let stats = Arc::new(ServerStats::default());
+    let (storage, replica) = Storage::open(&config, started, &stats)?;
     let mut to_replica_receivers = Vec::new();
     let mut to_shard_senders = Vec::new();
     let mut handles = Vec::new();
@@ -143,7 +144,7 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         inbound: to_replica_receivers,
         outbound: to_shard_senders,
         replica,
-        log,
+        storage,
         started,
         tick_ms: u64::try_from(config.tick_time_ms).unwrap_or(2000),
     };
@@ -200,110 +201,9 @@ struct ReplicaStart {
     inbound: Vec<SharedReceiver<Inbound>>,
     outbound: Vec<SharedSender<Arc<CommitBatch>>>,
     replica: Replica,
-    log: LogWriter<DirectDir>,
+    storage: Storage,
     started: Instant,
     tick_ms: u64,
-}
-
-/// Smallest segment Keel makes, whatever preAllocSize says: a segment must hold the largest
-/// transaction (about jute.maxbuffer) with room to spare.
-const SEGMENT_BYTES_MIN: u64 = 4 << 20;
-const BLOCK_BYTES: u64 = 4096;
-
-/// Segments are ZooKeeper's preAllocSize (64 MiB by default), pre-zeroed; one flush buffers
-/// at most 16 MiB or what fits in a segment after its header block.
-fn log_config(config: &Config) -> LogConfig {
-    let segment_bytes = (config.pre_alloc_size_kb.saturating_mul(1024)).max(SEGMENT_BYTES_MIN)
-        / BLOCK_BYTES
-        * BLOCK_BYTES;
-    let batch_bytes_max = (segment_bytes - BLOCK_BYTES).min(16 << 20);
-    LogConfig {
-        segment_bytes,
-        batch_bytes_max: usize::try_from(batch_bytes_max).unwrap_or(16 << 20),
-        force_sync: config.force_sync,
-    }
-}
-
-/// Recovers the write-ahead log and replays it into a new replica core state.
-fn open_storage(
-    config: &Config,
-    started: Instant,
-) -> Result<(LogWriter<DirectDir>, Replica), ServerError> {
-    // Apache ZooKeeper's files in dataDir become a Keel snapshot first (issue 3 item 6).
-    crate::import::auto_import(config).map_err(|error| ServerError::Log {
-        dir: config.data_dir.display().to_string(),
-        reason: format!("importing Apache ZooKeeper's files: {error}"),
-    })?;
-    let log_config = log_config(config);
-    if !config.force_sync {
-        tracing::warn!(
-            "forceSync=no: writes are acknowledged before they are on disk (benchmarks only)"
-        );
-    }
-    let options = RecoverOptions {
-        snapshot_zxid: 0,
-        truncate_at_corruption: config.wal_truncate_at_corruption,
-    };
-    let (log, recovery) =
-        crate::log::open(&config.data_log_dir, log_config, &options).map_err(|error| {
-            ServerError::Log {
-                dir: config.data_log_dir.display().to_string(),
-                reason: format!(
-                    "{error} (keel.wal.truncate_at_corruption=true truncates at the damage, \
-                     losing what follows it)"
-                ),
-            }
-        })?;
-    if let Some(truncation) = &recovery.report.truncation {
-        tracing::warn!(?truncation, "truncated a torn write-ahead log tail");
-    }
-    let mut replica = Replica::new(replica_config(config), DataTree::new(), now(started));
-    for (header, txn) in &recovery.txns {
-        replica.replay(header, txn, now(started));
-    }
-    tracing::info!(
-        txns = recovery.txns.len(),
-        zxid = format_args!("{:#x}", replica.tree().last_zxid()),
-        sessions = replica.sessions().len(),
-        "recovered from the write-ahead log"
-    );
-    Ok((log, replica))
-}
-
-/// Makes a batch's transactions durable. A failed write or fdatasync stops the process: it
-/// is never retried, because after a failed fsync the page cache cannot be trusted; a restart
-/// recovers from what is on disk, and nothing in the failed batch was acknowledged.
-fn make_durable(log: &mut LogWriter<DirectDir>, txns: &[(TxnHeader, Txn)]) {
-    if txns.is_empty() {
-        return;
-    }
-    if let Err(error) = append_all(log, txns).and_then(|()| log.flush_and_sync().map(drop)) {
-        tracing::error!(%error, "write-ahead log write failed; stopping (restart to recover)");
-        eprintln!("keel: write-ahead log failed: {error}; stopping without retrying");
-        std::process::exit(70);
-    }
-}
-
-/// Appends `txns` in pieces that fit the writer's buffer, flushing between pieces.
-fn append_all(log: &mut LogWriter<DirectDir>, txns: &[(TxnHeader, Txn)]) -> Result<(), LogError> {
-    let mut start = 0;
-    while start < txns.len() {
-        let mut end = txns.len();
-        loop {
-            match log.append_batch(&txns[start..end]) {
-                Ok(()) => break,
-                Err(LogError::BatchTooLarge { .. }) if log.pending_bytes() > 0 => {
-                    log.flush_and_sync()?;
-                }
-                Err(LogError::BatchTooLarge { .. }) if end - start > 1 => {
-                    end = start + (end - start) / 2;
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        start = end;
-    }
-    Ok(())
 }
 
 fn replica_config(config: &Config) -> ReplicaConfig {
@@ -329,11 +229,12 @@ async fn replica_main(start: ReplicaStart) {
         inbound,
         outbound,
         replica,
-        mut log,
+        storage,
         started,
         tick_ms,
     } = start;
     let replica = Rc::new(RefCell::new(replica));
+    let storage = Rc::new(RefCell::new(storage));
     publish_stats(&stats, &replica.borrow());
     let flush = Signal::new();
     for receiver in inbound {
@@ -358,10 +259,12 @@ async fn replica_main(start: ReplicaStart) {
         let replica = replica.clone();
         let flush = flush.clone();
         let stats = stats.clone();
+        let storage = storage.clone();
         io::spawn_local(async move {
             loop {
                 io::sleep(Duration::from_millis((tick_ms / 2).max(10))).await;
                 let now = now(started);
+                storage.borrow_mut().poll(&stats);
                 replica.borrow_mut().tick(now);
                 publish_session_sets(&stats, &replica.borrow(), now);
                 flush.notify();
@@ -377,7 +280,11 @@ async fn replica_main(start: ReplicaStart) {
         let Some(batch) = batch else { continue };
         // While this blocks on fdatasync, shards keep queueing: the next batch carries all
         // that arrived meanwhile (group commit, one sync per batch).
-        make_durable(&mut log, &batch.txns);
+        {
+            let mut storage = storage.borrow_mut();
+            storage.make_durable(&batch.txns, &stats);
+            storage.after_batch(&replica.borrow(), &stats);
+        }
         publish_stats(&stats, &replica.borrow());
         if opens_or_closes_sessions(&batch) {
             publish_session_sets(&stats, &replica.borrow(), now(started));

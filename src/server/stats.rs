@@ -33,6 +33,58 @@ pub struct ServerStats {
     /// Session sets for `dump`: (expiry, wall-clock ms; session ids), published each tick by
     /// the replica core, at most `SESSIONS_DUMP_MAX` ids.
     pub session_sets: Mutex<Vec<(i64, Vec<i64>)>>,
+    /// The replica core's disk, in ZooKeeper's mntr names: write + fdatasync of one group
+    /// commit (ms), txns per group commit, snapshot duration (ms), start-up load.
+    pub fsync_time_ms: Summary,
+    pub sync_batch_txns: Summary,
+    pub snapshot_time_ms: Summary,
+    pub startup_txns_load_time_ms: Summary,
+    pub startup_txns_loaded: Summary,
+    pub db_init_time_ms: Summary,
+    /// Keel's own: bytes per group commit (padding included) and the last snapshot's size.
+    pub sync_batch_bytes: Summary,
+    pub last_snapshot_bytes: AtomicU64,
+    pub last_snapshot_zxid: AtomicI64,
+}
+
+/// ZooKeeper's `AvgMinMaxCounter`: count, sum, min, max of recorded values.
+#[derive(Debug)]
+pub struct Summary {
+    count: AtomicU64,
+    sum: AtomicU64,
+    min: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Default for Summary {
+    fn default() -> Summary {
+        Summary {
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            min: AtomicU64::new(u64::MAX),
+            max: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Summary {
+    pub fn record(&self, value: u64) {
+        self.count.fetch_add(1, Relaxed);
+        self.sum.fetch_add(value, Relaxed);
+        self.min.fetch_min(value, Relaxed);
+        self.max.fetch_max(value, Relaxed);
+    }
+
+    /// (count, sum, min, max), min 0 when nothing was recorded, as ZooKeeper prints it.
+    pub fn read(&self) -> (u64, u64, u64, u64) {
+        let count = self.count.load(Relaxed);
+        let min = if count == 0 {
+            0
+        } else {
+            self.min.load(Relaxed)
+        };
+        (count, self.sum.load(Relaxed), min, self.max.load(Relaxed))
+    }
 }
 
 /// Sessions listed by `dump` at most.
@@ -62,6 +114,15 @@ impl Default for ServerStats {
             crst_generation: AtomicU64::new(0),
             srst_generation: AtomicU64::new(0),
             session_sets: Mutex::new(Vec::new()),
+            fsync_time_ms: Summary::default(),
+            sync_batch_txns: Summary::default(),
+            snapshot_time_ms: Summary::default(),
+            startup_txns_load_time_ms: Summary::default(),
+            startup_txns_loaded: Summary::default(),
+            db_init_time_ms: Summary::default(),
+            sync_batch_bytes: Summary::default(),
+            last_snapshot_bytes: AtomicU64::new(0),
+            last_snapshot_zxid: AtomicI64::new(0),
         }
     }
 }
