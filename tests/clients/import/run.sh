@@ -46,7 +46,16 @@ cleanup() {
     kc_stop_pid "$BUILD_PID" builder
     kc_stop_pid "$ZK_PID" zookeeper
 }
-trap 'cleanup; report' EXIT
+on_exit() {
+    local rc=$1
+    cleanup
+    if ((rc != 0 && failed == 0)); then
+        failed=1
+        echo "FAIL run.sh stopped early (exit $rc)"
+    fi
+    report
+}
+trap 'on_exit $?' EXIT
 
 # --- 1. ZooKeeper and the tree ------------------------------------------------------------------
 kc_start_zookeeper "$out/zk" $'snapCount=20\npreAllocSize=64'
@@ -87,13 +96,14 @@ start_keel_on() { # start_keel_on DIR DATADIR: keel with DIR/zoo.cfg naming DATA
     kc_wait_ruok "$KEEL_PORT" "$KEEL_PID" 30
 }
 
-compare_with() { # compare_with NAME DIR: dump keel, diff against ZooKeeper's dump, add counts
-    "$py" "$here/zk_import.py" dump --server "127.0.0.1:$KEEL_PORT" --out "$2/keel.txt"
-    local rc=0
-    "$py" "$here/zk_import.py" compare "$out/zookeeper.txt" "$2/keel.txt" --name "$1" \
-        --counts "$2/counts" || rc=$?
+compare_with() { # compare_with NAME DIR [--skip PATH ...]: dump keel, diff with ZooKeeper's dump
+    local name=$1 dir=$2 rc=0
+    shift 2
+    "$py" "$here/zk_import.py" dump --server "127.0.0.1:$KEEL_PORT" --out "$dir/$name.txt"
+    "$py" "$here/zk_import.py" compare "$out/zookeeper.txt" "$dir/$name.txt" --name "$name" \
+        --counts "$dir/counts" "$@" || rc=$?
     local p f
-    read -r p f <"$2/counts"
+    read -r p f <"$dir/counts"
     passed=$((passed + p))
     failed=$((failed + f))
     return $rc
@@ -112,11 +122,28 @@ check "keel import exits 0" "$rc"
 rc=0
 "$keel_bin" import "$zk_data" "$dir/zoo.cfg" >"$dir/import-again.txt" 2>&1 || rc=$?
 check "keel import refuses to import over Keel state" "$((rc != 0 ? 0 : 1))"
+last_zxid=$(sed -n 's/^imported .* last zxid \(0x[0-9a-f]*\)$/\1/p' "$dir/import.txt")
 if start_keel_on "$dir" "$dir/data"; then
     compare_with import-cli "$dir" || true
+    rc=0
+    "$py" "$here/zk_import.py" after-import --server "127.0.0.1:$KEEL_PORT" --last-zxid "${last_zxid:-0}" || rc=$?
+    check "a write after the import gets a zxid after the import's" "$rc"
 else
     tail -n 20 "$dir/keel.log"
     check "keel starts on the imported dataDir" 1
+fi
+kc_stop_pid "$KEEL_PID" keel
+KEEL_PID=
+# A restart: Keel's snapshot of the import plus Keel's own log after it.
+mv "$dir/keel.log" "$dir/keel-first.log"
+if start_keel_on "$dir" "$dir/data"; then
+    compare_with import-cli-restarted "$dir" --skip / --skip /after-import || true
+    rc=0
+    "$py" "$here/zk_import.py" after-import --server "127.0.0.1:$KEEL_PORT" --last-zxid "${last_zxid:-0}" --verify || rc=$?
+    check "the write after the import survives a restart" "$rc"
+else
+    tail -n 20 "$dir/keel.log"
+    check "keel restarts on the imported dataDir" 1
 fi
 kc_stop_pid "$KEEL_PID" keel
 KEEL_PID=
@@ -139,5 +166,5 @@ moved=$(find "$out/auto-data/version-2/zookeeper-imported" -name 'snapshot.*' -o
 left=$(find "$out/auto-data/version-2" -maxdepth 1 -name 'log.*' -exec head -c4 {} \; -print 2>/dev/null | grep -c ZKLG || true)
 check "auto-import moved ZooKeeper's $moved files to zookeeper-imported/ ($left left)" \
     "$((moved == snapshots + logs && left == 0 ? 0 : 1))"
-grep -h "zookeeper import" "$dir/keel.log" | sed 's/^/  /' || true
+grep -h "zookeeper import" "$dir/keel.log" | sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^/  /' || true
 ((failed == 0))

@@ -5,7 +5,9 @@
       it is killed (at most 900 s).
   zk_import.py dump --server 127.0.0.1:PORT --out FILE
       one line per node, sorted by path: path, Stat, ACL, data (hex).
-  zk_import.py compare EXPECTED ACTUAL [--counts FILE] [--name NAME]
+  zk_import.py after-import --server 127.0.0.1:PORT --last-zxid Z [--verify]
+      creates (or checks) /after-import: a write after the import gets a zxid above Z.
+  zk_import.py compare EXPECTED ACTUAL [--counts FILE] [--name NAME] [--skip PATH ...]
       one check per node of EXPECTED (and one for "no extra nodes"); prints
       "NAME: N passed, M failed" and writes "N M" to FILE.
 
@@ -290,6 +292,22 @@ def dump(args):
     print(f"dumped {len(lines)} nodes from {args.server} into {args.out}")
 
 
+def after_import(args):
+    """Writes (or, with --verify, reads back) /after-import; its czxid must follow the import."""
+    zk = connect(args.server)
+    if args.verify:
+        data, stat = zk.get("/after-import")
+    else:
+        zk.create("/after-import", b"written by keel")
+        data, stat = zk.get("/after-import")
+    zk.stop()
+    zk.close()
+    ok = data == b"written by keel" and stat.czxid > args.last_zxid
+    print(f"/after-import czxid {stat.czxid:#x} (import ended at {args.last_zxid:#x}): "
+          f"{'ok' if ok else 'WRONG'}")
+    return 0 if ok else 1
+
+
 def read_dump(path):
     out = {}
     with open(path) as f:
@@ -341,11 +359,17 @@ def main():
     c.add_argument("--counts")
     c.add_argument("--name", default="import")
     c.add_argument("--skip", action="append", default=[])
+    a = sub.add_parser("after-import")
+    a.add_argument("--server", required=True)
+    a.add_argument("--last-zxid", type=lambda v: int(v, 0), required=True)
+    a.add_argument("--verify", action="store_true")
     args = parser.parse_args()
     if args.cmd == "build":
         build(args)
     elif args.cmd == "dump":
         dump(args)
+    elif args.cmd == "after-import":
+        sys.exit(after_import(args))
     else:
         sys.exit(compare(args))
 
