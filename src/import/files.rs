@@ -348,42 +348,35 @@ pub fn parse_txn_log(bytes: &[u8]) -> Result<ZkTxnLog, ImportError> {
 
 /// Decodes a log entry's bytes: the txn, then the optional `TxnDigest` (3.6+).
 ///
+/// Like ZooKeeper 3.6+, which reads the txn and then tries a digest, an entry whose last 12
+/// bytes are a version-2 `TxnDigest` after a txn that decodes exactly is read as txn + digest
+/// (this matters for a closeSession logged without its record, which is then followed
+/// directly by the digest); anything else must be a txn alone (pre-3.6, or digest.enabled off).
+///
 /// # Errors
 /// The bytes are neither a txn nor a txn followed by a version-2 digest.
 pub fn decode_entry(payload: &[u8]) -> Result<ZkLogEntry, RecordError> {
-    let whole = decode_txn(payload);
-    if let Ok((header, txn)) = whole {
-        return Ok(ZkLogEntry {
-            header,
-            txn,
-            digest: None,
-        });
+    if let Some(split) = payload.len().checked_sub(TXN_DIGEST_BYTES) {
+        let (txn_bytes, digest_bytes) = payload.split_at(split);
+        let mut d = Reader::new(digest_bytes);
+        if let (Ok(DIGEST_VERSION), Ok(digest)) = (d.read_i32(), d.read_i64()) {
+            if let Ok((header, txn)) = decode_txn(txn_bytes) {
+                return Ok(ZkLogEntry {
+                    header,
+                    txn,
+                    digest: Some(ZkDigest {
+                        zxid: header.zxid,
+                        version: DIGEST_VERSION,
+                        digest,
+                    }),
+                });
+            }
+        }
     }
-    // `TxnDigest{int version = 2; long treeDigest}` follows the txn record.
-    let split = payload.len().checked_sub(TXN_DIGEST_BYTES);
-    let (Some(split), Err(error)) = (split, &whole) else {
-        return whole.map(|(header, txn)| ZkLogEntry {
-            header,
-            txn,
-            digest: None,
-        });
-    };
-    let (txn_bytes, digest_bytes) = payload.split_at(split);
-    let mut d = Reader::new(digest_bytes);
-    let (Ok(version), Ok(digest)) = (d.read_i32(), d.read_i64()) else {
-        return Err(error.clone());
-    };
-    if version != DIGEST_VERSION {
-        return Err(error.clone());
-    }
-    let (header, txn) = decode_txn(txn_bytes)?;
+    let (header, txn) = decode_txn(payload)?;
     Ok(ZkLogEntry {
         header,
         txn,
-        digest: Some(ZkDigest {
-            zxid: header.zxid,
-            version,
-            digest,
-        }),
+        digest: None,
     })
 }

@@ -1,7 +1,8 @@
 //! The readers against files written by Apache ZooKeeper 3.8 (tests/fixtures/zookeeper-3.8,
 //! made by tests/clients/import/make_fixtures.sh: a snapshot holding every node kind, and the
 //! log after it holding every txn type ZooKeeper 3.8 writes — create, create2, createContainer,
-//! createTTL, setData, setACL, delete, error, a multi of create/container/TTL/setData/check/
+//! createTTL, setData, setACL, delete, deleteContainer (the ContainerManager reaping an emptied
+//! container and an expired TTL node), error, a multi of create/container/TTL/setData/check/
 //! delete, a failed multi, createSession, closeSession with ephemerals — each with its 3.6+
 //! TxnDigest), checked against kazoo's dump of the same tree from ZooKeeper (expected.txt); and
 //! damaged copies of those files, which must be errors, never panics.
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 const SNAPSHOT: &str = "snapshot.14";
 const LOG: &str = "log.15";
 /// The session that held `/log/eph` when ZooKeeper stopped, and its negotiated timeout.
-const HOLDER: (i64, i32) = (72_057_642_486_071_335, 40_000);
+const HOLDER: (i64, i32) = (72_057_706_404_642_855, 40_000);
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zookeeper-3.8")
@@ -150,7 +151,7 @@ fn the_snapshot_parses_with_sessions_acls_kinds_and_digest() {
     assert_eq!(snapshot.tree.last_zxid(), 0x14);
     assert_eq!(snapshot.nodes, 15);
     // Phase one's holder session (it expired later, in the log).
-    assert_eq!(snapshot.sessions, vec![(72_057_642_318_299_137, 40_000)]);
+    assert_eq!(snapshot.sessions, vec![(72_057_706_269_376_513, 40_000)]);
     let digest = snapshot.digest.unwrap();
     assert_eq!((digest.zxid, digest.version), (0x14, 2));
     assert_eq!(digest.digest, digest::tree_digest(&snapshot.tree));
@@ -163,7 +164,7 @@ fn the_snapshot_parses_with_sessions_acls_kinds_and_digest() {
     assert_eq!(kind("/app/eph"), NodeKind::Ephemeral);
     assert_eq!(
         tree.node("/app/eph").unwrap().ephemeral_session(),
-        Some(72_057_642_318_299_137)
+        Some(72_057_706_269_376_513)
     );
     assert!(tree.node("/app/null").unwrap().data().is_none());
     assert_eq!(tree.node("/app/secret").unwrap().acl().len(), 2);
@@ -175,13 +176,13 @@ fn the_log_decodes_every_txn_type_with_its_digest() {
     let log = parse_txn_log(&fixture(LOG)).unwrap();
     assert_eq!(log.end, LogEnd::Padding);
     assert_eq!(log.entries.first().unwrap().header.zxid, 0x15);
-    assert_eq!(log.entries.last().unwrap().header.zxid, 0x76);
+    assert_eq!(log.entries.last().unwrap().header.zxid, 0x7c);
     let zxids: Vec<i64> = log.entries.iter().map(|e| e.header.zxid).collect();
     assert!(zxids.windows(2).all(|w| w[1] == w[0] + 1));
     let mut ops: Vec<i32> = log.entries.iter().map(|e| e.header.op).collect();
     ops.sort_unstable();
     ops.dedup();
-    assert_eq!(ops, vec![-11, -10, -1, 1, 2, 5, 7, 14, 15, 19, 21]);
+    assert_eq!(ops, vec![-11, -10, -1, 1, 2, 5, 7, 14, 15, 19, 20, 21]);
     // ZooKeeper 3.8 appends a TxnDigest to every txn but a failed request's error txn.
     for entry in &log.entries {
         assert_eq!(entry.digest.is_some(), entry.header.op != -1, "{entry:?}");
@@ -199,12 +200,12 @@ fn the_log_decodes_every_txn_type_with_its_digest() {
 fn importing_gives_the_tree_zookeeper_served() {
     let imported = import_data_dir(&fixture_dir(), None).unwrap();
     assert_tree_is_expected(&imported.tree);
-    assert_eq!(imported.last_zxid, 0x76);
-    assert_eq!(imported.tree.last_zxid(), 0x76);
+    assert_eq!(imported.last_zxid, 0x7c);
+    assert_eq!(imported.tree.last_zxid(), 0x7c);
     assert_eq!(imported.sessions, vec![HOLDER]);
     let summary = &imported.summary;
     assert_eq!(summary.snapshot_zxid, 0x14);
-    assert_eq!(summary.txns_replayed, 0x76 - 0x14);
+    assert_eq!(summary.txns_replayed, 0x7c - 0x14);
     assert_eq!(summary.txns_with_error_result, 3);
     assert_eq!(summary.digest_matches, Some(true));
     assert_eq!(summary.nodes, 21);
@@ -303,6 +304,67 @@ fn an_entry_without_a_digest_decodes_too() {
     );
 }
 
+#[test]
+fn a_close_session_without_its_record_before_a_digest_decodes() {
+    let mut payload = Vec::new();
+    for field in [
+        &7i64.to_be_bytes()[..],
+        &3i32.to_be_bytes(),
+        &9i64.to_be_bytes(),
+        &1i64.to_be_bytes(),
+    ] {
+        payload.extend_from_slice(field);
+    }
+    payload.extend_from_slice(&(-11i32).to_be_bytes());
+    payload.extend_from_slice(&2i32.to_be_bytes());
+    payload.extend_from_slice(&0x0000_0004_0000_0000i64.to_be_bytes());
+    let entry = decode_entry(&payload).unwrap();
+    assert_eq!(
+        entry.txn,
+        Txn::CloseSession {
+            paths_to_delete: Vec::new()
+        }
+    );
+    assert_eq!(
+        entry.digest.map(|d| (d.zxid, d.digest)),
+        Some((9, 0x0000_0004_0000_0000))
+    );
+}
+
+#[test]
+fn auto_import_moves_logs_out_of_a_separate_data_log_dir() {
+    let scratch = Scratch::new("logdir");
+    let (data, logs) = (scratch.0.join("data"), scratch.0.join("logs"));
+    for (dir, file) in [(&data, SNAPSHOT), (&logs, LOG)] {
+        std::fs::create_dir_all(dir.join(VERSION_DIR)).unwrap();
+        std::fs::copy(fixture_dir().join(file), dir.join(VERSION_DIR).join(file)).unwrap();
+    }
+    let mut config = Config::embedded_default();
+    config.data_dir = data.clone();
+    config.data_log_dir = logs.clone();
+    let summary = auto_import(&config).unwrap().unwrap();
+    assert_eq!(summary.last_zxid, 0x7c);
+    assert_eq!(summary.moved_to.len(), 2);
+    assert!(logs.join(VERSION_DIR).join(IMPORTED_DIR).join(LOG).exists());
+    assert!(data
+        .join(VERSION_DIR)
+        .join(IMPORTED_DIR)
+        .join(SNAPSHOT)
+        .exists());
+    let loaded = crate::snapshot::load_snapshot(&data.join(VERSION_DIR).join("snapshot.7c"));
+    assert_tree_is_expected(&loaded.unwrap().tree);
+    // keel import takes the two directories too.
+    let keel = scratch.0.join("keel");
+    let summary = import_into(
+        &data.join(VERSION_DIR).join(IMPORTED_DIR),
+        Some(&logs.join(VERSION_DIR).join(IMPORTED_DIR)),
+        &keel,
+        &keel,
+    )
+    .unwrap();
+    assert_eq!(summary.txns_replayed, 0x7c - 0x14);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -330,11 +392,11 @@ fn import_into_writes_a_keel_snapshot_and_refuses_a_second_time() {
     let keel = scratch.0.join("keel");
     let summary = import_into(&fixture_dir(), None, &keel, &keel).unwrap();
     let written = summary.keel_snapshot.clone().unwrap();
-    assert_eq!(written, keel.join(VERSION_DIR).join("snapshot.76"));
+    assert_eq!(written, keel.join(VERSION_DIR).join("snapshot.7c"));
     let loaded = crate::snapshot::load_snapshot(&written).unwrap();
     assert_tree_is_expected(&loaded.tree);
     assert_eq!(loaded.sessions, vec![HOLDER]);
-    assert_eq!(loaded.tree.last_zxid(), 0x76);
+    assert_eq!(loaded.tree.last_zxid(), 0x7c);
     let again = import_into(&fixture_dir(), None, &keel, &keel)
         .err()
         .unwrap();
@@ -355,7 +417,7 @@ fn auto_import_moves_zookeeper_files_aside_and_runs_once() {
         assert!(!version.join(file).exists(), "{file} left in place");
         assert_eq!(std::fs::read(imported.join(file)).unwrap(), fixture(file));
     }
-    let loaded = crate::snapshot::load_snapshot(&version.join("snapshot.76")).unwrap();
+    let loaded = crate::snapshot::load_snapshot(&version.join("snapshot.7c")).unwrap();
     assert_tree_is_expected(&loaded.tree);
     assert!(auto_import(&config).unwrap().is_none());
 }
@@ -374,7 +436,7 @@ fn auto_import_resumes_from_moved_files_and_ignores_plain_dirs() {
         std::fs::copy(fixture_dir().join(file), imported.join(file)).unwrap();
     }
     let summary = auto_import(&config).unwrap().unwrap();
-    assert_eq!(summary.last_zxid, 0x76);
+    assert_eq!(summary.last_zxid, 0x7c);
     assert!(summary.moved_to.is_empty());
     assert!(auto_import(&config).unwrap().is_none());
 }

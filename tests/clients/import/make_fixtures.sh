@@ -12,6 +12,8 @@ py=${KC_PYTHON:-$repo/.ci/.venv/bin/python}
 work=$repo/.ci/work/import-fixtures
 out=$repo/tests/fixtures/zookeeper-3.8
 rm -rf "$work"
+# The ContainerManager reaps emptied containers and expired TTL nodes within a second.
+export KC_ZK_JAVA_OPTS=-Dznode.container.checkIntervalMs=500
 extra=$'snapCount=100000\npreAllocSize=16'
 ZK_PID= BUILD_PID=
 cleanup() { kc_stop_pid "$BUILD_PID" builder; kc_stop_pid "$ZK_PID" zookeeper; }

@@ -58,7 +58,9 @@ on_exit() {
 trap 'on_exit $?' EXIT
 
 # --- 1. ZooKeeper and the tree ------------------------------------------------------------------
-kc_start_zookeeper "$out/zk" $'snapCount=20\npreAllocSize=64'
+# The ContainerManager reaps emptied containers and expired TTL nodes within a second.
+KC_ZK_JAVA_OPTS=-Dznode.container.checkIntervalMs=500 \
+    kc_start_zookeeper "$out/zk" $'snapCount=20\npreAllocSize=64'
 zk_data=$out/zk/data
 "$py" "$here/zk_import.py" build --server "127.0.0.1:$ZK_PORT" --ready "$out/ready" --scenario full \
     >"$out/build.log" 2>&1 &

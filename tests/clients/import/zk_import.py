@@ -203,6 +203,16 @@ def scenario_fixture2(zk, holder):
         CheckVersion("/log", 42),
     ]))
     assert isinstance(failed[1], BadVersionError), failed
+    # ZooKeeper's ContainerManager (run with znode.container.checkIntervalMs small) deletes
+    # an emptied container and an expired TTL node: deleteContainer (20) txns.
+    container(zk, "/log/emptied")
+    zk.create("/log/emptied/only", b"")
+    zk.delete("/log/emptied/only")
+    ttl_node(zk, "/log/short-ttl", ttl=300)
+    deadline = time.time() + 30
+    while zk.exists("/log/emptied") or zk.exists("/log/short-ttl"):
+        assert time.time() < deadline, "ZooKeeper's ContainerManager did not reap"
+        time.sleep(0.2)
     holder.create("/log/eph", b"held", ephemeral=True)
     # A session that ends: its closeSession txn deletes its ephemeral.
     short = connect(holder.hosts_for_tests, timeout=10.0)
