@@ -8,8 +8,12 @@
 #  2. dumps every node (path, Stat, ACL, data) through kazoo, then kills ZooKeeper with SIGKILL
 #     (a crash: a snapshot may be half written, so the fuzzy-tail and fall-back paths run);
 #  3. case "cli": `keel import <zk dataDir> <zoo.cfg>`, starts keel on that dataDir, dumps, diffs;
+#     Then writes a node, restarts keel (Keel's snapshot + Keel's log) and diffs again.
 #  4. case "auto": a copy of ZooKeeper's dataDir given to keel as its own dataDir (auto-import
-#     on start), dumps, diffs, and checks the files were moved to version-2/zookeeper-imported/.
+#     on start), dumps, diffs, checks the files were moved to version-2/zookeeper-imported/, and
+#     that the imported holder session expires on keel (its ephemerals go; about 40 s);
+#  5. case "oldest": only the oldest snapshot, a torn copy of the newest and every log: the
+#     import must skip the torn one and replay every logged txn, and give the same tree.
 #
 #   tests/clients/import/run.sh KEEL_BIN
 # Environment: KC_OUT (default .ci/work/import), KC_COUNTS gets "PASSED FAILED", KC_PYTHON (a
@@ -90,6 +94,15 @@ ZK_PID=
 kc_stop_pid "$BUILD_PID" builder
 BUILD_PID=
 cp -a "$zk_data" "$out/auto-data"
+# For case 5: the oldest snapshot and a torn copy of the newest, every log.
+mkdir -p "$out/oldest-data/version-2"
+cp -a "$zk_data/version-2/"log.* "$out/oldest-data/version-2/"
+by_zxid=$(cd "$zk_data/version-2" && for f in snapshot.*; do printf '%d %s\n' "0x${f#snapshot.}" "$f"; done | sort -n | cut -d' ' -f2)
+oldest=$(head -1 <<<"$by_zxid")
+newest=$(tail -1 <<<"$by_zxid")
+cp -a "$zk_data/version-2/$oldest" "$out/oldest-data/version-2/"
+head -c "$(($(stat -c %s "$zk_data/version-2/$newest") / 2))" "$zk_data/version-2/$newest" \
+    >"$out/oldest-data/version-2/$newest"
 
 start_keel_on() { # start_keel_on DIR DATADIR: keel with DIR/zoo.cfg naming DATADIR
     "$keel_bin" "$1/zoo.cfg" >"$1/keel.log" 2>&1 &
@@ -162,6 +175,13 @@ else
     tail -n 20 "$dir/keel.log"
     check "keel starts on ZooKeeper's dataDir" 1
 fi
+# The holder session was imported with its 40 s timeout: with no client, it expires on keel.
+if kill -0 "$KEEL_PID" 2>/dev/null; then
+    rc=0
+    "$py" "$here/zk_import.py" wait-gone --server "127.0.0.1:$KEEL_PORT" --timeout 90 \
+        --path /log/eph --path /bulk/eph-0 || rc=$?
+    check "the imported session expires on keel and its ephemerals go" "$rc"
+fi
 kc_stop_pid "$KEEL_PID" keel
 KEEL_PID=
 moved=$(find "$out/auto-data/version-2/zookeeper-imported" -name 'snapshot.*' -o -name 'log.*' 2>/dev/null | wc -l)
@@ -169,4 +189,25 @@ left=$(find "$out/auto-data/version-2" -maxdepth 1 -name 'log.*' -exec head -c4 
 check "auto-import moved ZooKeeper's $moved files to zookeeper-imported/ ($left left)" \
     "$((moved == snapshots + logs && left == 0 ? 0 : 1))"
 grep -h "zookeeper import" "$dir/keel.log" | sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^/  /' || true
+
+# --- 5. fall back to the oldest snapshot: every log replayed over it --------------------------
+dir=$out/keel-oldest
+mkdir -p "$dir"
+kc_free_port
+KEEL_PORT=$KC_PORT
+kc_write_cfg "$dir/zoo.cfg" "$KEEL_PORT" "$dir/data"
+rc=0
+"$keel_bin" import "$out/oldest-data" "$dir/zoo.cfg" >"$dir/import.txt" 2>&1 || rc=$?
+cat "$dir/import.txt"
+grep -q "^skipped newer snapshot: .*$newest" "$dir/import.txt" || rc=1
+grep -q "^snapshot: .*/$oldest " "$dir/import.txt" || rc=1
+check "keel import skips the torn $newest and replays every log over $oldest" "$rc"
+if start_keel_on "$dir" "$dir/data"; then
+    compare_with import-oldest "$dir" || true
+else
+    tail -n 20 "$dir/keel.log"
+    check "keel starts on the dataDir imported from the oldest snapshot" 1
+fi
+kc_stop_pid "$KEEL_PID" keel
+KEEL_PID=
 ((failed == 0))

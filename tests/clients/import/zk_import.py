@@ -7,6 +7,8 @@
       one line per node, sorted by path: path, Stat, ACL, data (hex).
   zk_import.py after-import --server 127.0.0.1:PORT --last-zxid Z [--verify]
       creates (or checks) /after-import: a write after the import gets a zxid above Z.
+  zk_import.py wait-gone --server 127.0.0.1:PORT --path P [--path P ...] [--timeout S]
+      waits until the paths are gone (an imported session's ephemerals, after it expired).
   zk_import.py compare EXPECTED ACTUAL [--counts FILE] [--name NAME] [--skip PATH ...]
       one check per node of EXPECTED (and one for "no extra nodes"); prints
       "NAME: N passed, M failed" and writes "N M" to FILE.
@@ -318,6 +320,23 @@ def after_import(args):
     return 0 if ok else 1
 
 
+def wait_gone(args):
+    """Waits until every path is gone (an imported session expired and its ephemerals went)."""
+    zk = connect(args.server)
+    start = time.time()
+    try:
+        while any(zk.exists(path) for path in args.path):
+            if time.time() - start > args.timeout:
+                print(f"still there after {args.timeout}s: {args.path}")
+                return 1
+            time.sleep(1)
+    finally:
+        zk.stop()
+        zk.close()
+    print(f"gone after {time.time() - start:.0f}s: {args.path}")
+    return 0
+
+
 def read_dump(path):
     out = {}
     with open(path) as f:
@@ -373,11 +392,17 @@ def main():
     a.add_argument("--server", required=True)
     a.add_argument("--last-zxid", type=lambda v: int(v, 0), required=True)
     a.add_argument("--verify", action="store_true")
+    w = sub.add_parser("wait-gone")
+    w.add_argument("--server", required=True)
+    w.add_argument("--path", action="append", required=True)
+    w.add_argument("--timeout", type=float, default=90)
     args = parser.parse_args()
     if args.cmd == "build":
         build(args)
     elif args.cmd == "dump":
         dump(args)
+    elif args.cmd == "wait-gone":
+        sys.exit(wait_gone(args))
     elif args.cmd == "after-import":
         sys.exit(after_import(args))
     else:
