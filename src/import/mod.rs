@@ -14,7 +14,9 @@
 //! hold those are the newest one starting at or before the snapshot's zxid and all later ones
 //! (`FileTxnLog.getLogFiles`); sessions are the snapshot's plus createSession minus
 //! closeSession; ephemerals whose session is not among them are removed, as
-//! `ZooKeeperServer.loadData` kills dead sessions.
+//! `ZooKeeperServer.loadData` kills dead sessions. Unlike ZooKeeper, a gap in the zxids
+//! (within an epoch) between the snapshot and the logs, or between logs, is an error: the
+//! import would otherwise produce a state that never existed.
 
 #![cfg_attr(
     not(test),
@@ -75,6 +77,8 @@ pub enum ImportError {
     },
     #[error("no usable ZooKeeper snapshot in {dir}{}", describe_skipped(.skipped))]
     NoSnapshot { dir: String, skipped: Vec<String> },
+    #[error("{path}: the txns after zxid {after:#x} resume at {next:#x}: {} are missing (a log file is missing or damaged)", next - after - 1)]
+    Gap { path: String, after: i64, next: i64 },
     #[error("{0} already holds Keel state: refusing to import over it")]
     KeelStateExists(String),
     #[error("{0} already holds ZooKeeper files: start keel on it to import them in place")]
@@ -348,10 +352,19 @@ pub fn import_data_dir(
         }
         summary.logs.push(path.clone());
         for entry in &log.entries {
-            if entry.header.zxid <= last_zxid {
+            let zxid = entry.header.zxid;
+            if zxid <= last_zxid {
                 continue;
             }
-            last_zxid = entry.header.zxid;
+            // Within an epoch zxids are consecutive; a new epoch restarts the counter.
+            if zxid >> 32 == last_zxid >> 32 && zxid != last_zxid + 1 {
+                return Err(ImportError::Gap {
+                    path: path.display().to_string(),
+                    after: last_zxid,
+                    next: zxid,
+                });
+            }
+            last_zxid = zxid;
             track_sessions(&mut sessions, &entry.header, &entry.txn);
             let result = tree.apply(&entry.header, &entry.txn);
             if has_error(&result.result) {

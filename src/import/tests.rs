@@ -240,6 +240,32 @@ fn no_snapshot_is_an_error() {
 }
 
 #[test]
+fn missing_txns_between_the_snapshot_and_the_log_are_an_error() {
+    let scratch = Scratch::with_fixtures("gap");
+    let version = scratch.0.join(VERSION_DIR);
+    // The log, minus its first entry, under a later name: txn 0x15 is missing.
+    let bytes = fixture(LOG);
+    let first_len = i32::from_be_bytes(bytes[24..28].try_into().unwrap()) as usize;
+    let mut cut = bytes[..16].to_vec();
+    cut.extend_from_slice(&bytes[16 + 12 + first_len + 1..]);
+    std::fs::remove_file(version.join(LOG)).unwrap();
+    std::fs::write(version.join("log.16"), &cut).unwrap();
+    assert_eq!(parse_txn_log(&cut).unwrap().entries[0].header.zxid, 0x16);
+    let error = import_data_dir(&scratch.0, None).err().unwrap();
+    assert!(
+        matches!(
+            error,
+            ImportError::Gap {
+                after: 0x14,
+                next: 0x16,
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_torn_last_entry_ends_the_log() {
     let bytes = fixture(LOG);
     let full = parse_txn_log(&bytes).unwrap();
