@@ -230,6 +230,34 @@ fn a_damaged_newer_snapshot_falls_back_to_an_older_one() {
 }
 
 #[test]
+fn a_compressed_snapshot_is_skipped_with_a_clear_reason() {
+    let scratch = Scratch::with_fixtures("gz");
+    let version = scratch.0.join(VERSION_DIR);
+    std::fs::write(version.join("snapshot.40.gz"), b"\x1f\x8b\x08\x00").unwrap();
+    let imported = import_data_dir(&scratch.0, None).unwrap();
+    assert_eq!(imported.summary.snapshot_zxid, 0x14);
+    let skipped = &imported.summary.skipped_snapshots;
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].contains("compressed snapshots"), "{skipped:?}");
+}
+
+#[test]
+fn the_cli_checks_its_arguments() {
+    let scratch = Scratch::new("cli");
+    assert_eq!(run_cli(&[]), 2);
+    let missing = scratch.0.join("missing").display().to_string();
+    assert_eq!(run_cli(&[missing]), 2);
+    let dir = scratch.0.display().to_string();
+    assert_eq!(run_cli(&[dir.clone(), dir.clone(), dir.clone()]), 2);
+    assert_eq!(run_cli(&[dir.clone(), "tickTime=soon".to_string()]), 2);
+    // A directory without ZooKeeper files: an import error, nothing written.
+    let keel = scratch.0.join("keel");
+    let data_dir = format!("dataDir={}", keel.display());
+    assert_eq!(run_cli(&[dir, data_dir]), 1);
+    assert!(!keel.join(VERSION_DIR).exists());
+}
+
+#[test]
 fn no_snapshot_is_an_error() {
     let scratch = Scratch::new("nosnap");
     let version = scratch.0.join(VERSION_DIR);
