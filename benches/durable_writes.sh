@@ -6,6 +6,7 @@
 # run and the Keel/ZooKeeper ratios of throughput and p50/p99.
 #
 #   bash benches/durable_writes.sh [rounds] [duration]
+#   KEEL_BASELINE=/path/to/an/older/keel bash benches/durable_writes.sh ...   # adds it as a third server
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 rounds=${1:-2}
@@ -42,6 +43,13 @@ java -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j
 pids+=($!)
 wait_port 22290
 wait_port 22291
+if [[ -n ${KEEL_BASELINE:-} ]]; then
+    mkdir -p "$work/base"
+    write_cfg "$work/base/zoo.cfg" 22292 "$work/base/data"
+    "$KEEL_BASELINE" "$work/base/zoo.cfg" >"$work/base/log" 2>&1 &
+    pids+=($!)
+    wait_port 22292
+fi
 
 run() { # NAME PORT SESSIONS OUTSTANDING ROUND
     local out=$work/$1-$3x$4-$5.json
@@ -65,6 +73,7 @@ for round in $(seq 1 "$rounds"); do
     for shape in "32 16" "1 1"; do
         set -- $shape
         run keel 22290 "$1" "$2" "$round"
+        if [[ -n ${KEEL_BASELINE:-} ]]; then run keel-baseline 22292 "$1" "$2" "$round"; fi
         run zookeeper 22291 "$1" "$2" "$round"
     done
 done | tee "$work/results.txt"

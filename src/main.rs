@@ -18,6 +18,7 @@ usage: keel import <zookeeper dataDir> [<zookeeper dataLogDir>] [path/to/zoo.cfg
 
 fn main() {
     init_logging();
+    abort_on_panic();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|arg| arg == "-h" || arg == "--help") {
         println!("{USAGE}");
@@ -68,5 +69,18 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// A panic on any thread stops the whole process. Keel's threads depend on each other (a
+/// shard without its replica core would accept requests it can never answer), so a process
+/// with a dead thread must not linger: it stops, and a restart recovers from disk.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("keel: a thread panicked; stopping the process (restart to recover)");
+        std::process::abort();
+    }));
 }

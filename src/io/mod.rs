@@ -56,6 +56,17 @@ where
         .map_err(|error| std::io::Error::other(error.to_string()))
 }
 
+/// Runs `work` on the current executor's blocking thread pool (for syscalls io_uring cannot
+/// overlap for us, like fdatasync on this disk) and awaits its result; the executor keeps
+/// running its other tasks meanwhile.
+pub fn spawn_blocking<F, R>(work: F) -> impl std::future::Future<Output = R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(work)
+}
+
 /// Raises RLIMIT_MEMLOCK's soft limit to its hard limit, so io_uring can register buffers
 /// where the hard limit allows (platform.md §2.2). Failure is harmless: glommio falls back.
 pub fn raise_memlock_limit() {

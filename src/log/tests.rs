@@ -1169,3 +1169,54 @@ fn configurations_are_validated() {
     }
     assert_eq!(LogConfig::default().validate(), Ok(()));
 }
+
+#[test]
+fn retiring_covered_segments_keeps_what_a_snapshot_still_needs() {
+    // Segments whose every record is at or below the snapshot's zxid go; the one holding the
+    // snapshot's successor, and the active one, stay; recovery from the snapshot still gets
+    // every later txn.
+    let temp = TempDir::new("retire");
+    let config = small_config();
+    let written = batches(&mut Rng::new(11), 1, 80, 10);
+    let options = RecoverOptions::default();
+    let (mut writer, _) = open(&temp.0, config, &options).expect("open");
+    for batch in &written {
+        writer.append_batch(batch).expect("append");
+        writer.flush_and_sync().expect("flush");
+    }
+    let segments = |dir: &Path| {
+        let mut names: Vec<i64> = std::fs::read_dir(dir.join("version-2"))
+            .expect("dir")
+            .filter_map(|entry| parse_segment_name(entry.ok()?.file_name().to_str()?))
+            .collect();
+        names.sort_unstable();
+        names
+    };
+    let before = segments(&temp.0);
+    assert!(before.len() >= 4, "rolled into {} segments", before.len());
+    // A snapshot in the middle of the third segment.
+    let snapshot_zxid = before[2] + 1;
+    assert_eq!(writer.retire_segments_through(0).expect("retire none"), 0);
+    let retired = writer
+        .retire_segments_through(snapshot_zxid)
+        .expect("retire");
+    assert_eq!(retired, 2);
+    assert_eq!(segments(&temp.0), before[2..].to_vec());
+    // Far past the end: everything but the active segment goes.
+    let last_zxid = writer.durable_zxid();
+    drop(writer);
+    let options = RecoverOptions {
+        snapshot_zxid,
+        ..RecoverOptions::default()
+    };
+    let (mut writer, recovery) = open(&temp.0, config, &options).expect("reopen");
+    let expected: Vec<_> = flatten(&written)
+        .into_iter()
+        .filter(|(header, _)| header.zxid > snapshot_zxid)
+        .collect();
+    assert_eq!(recovery.txns, expected);
+    writer
+        .retire_segments_through(last_zxid + 100)
+        .expect("retire all");
+    assert_eq!(segments(&temp.0), vec![*before.last().expect("a segment")]);
+}

@@ -235,7 +235,7 @@ async fn replica_main(start: ReplicaStart) {
     } = start;
     let replica = Rc::new(RefCell::new(replica));
     let storage = Rc::new(RefCell::new(storage));
-    publish_stats(&stats, &replica.borrow());
+    publish_stats(&stats, &replica.borrow().tree().clone(), &replica.borrow());
     let flush = Signal::new();
     for receiver in inbound {
         let replica = replica.clone();
@@ -277,15 +277,14 @@ async fn replica_main(start: ReplicaStart) {
         // Let the other inbound queues run first, so one batch carries all that is ready.
         futures_lite::future::yield_now().await;
         let batch = replica.borrow_mut().seal_batch();
-        let Some(batch) = batch else { continue };
-        // While this blocks on fdatasync, shards keep queueing: the next batch carries all
-        // that arrived meanwhile (group commit, one sync per batch).
-        {
-            let mut storage = storage.borrow_mut();
-            storage.make_durable(&batch.txns, &stats);
-            storage.after_batch(&replica.borrow(), &stats);
-        }
-        publish_stats(&stats, &replica.borrow());
+        let Some(mut batch) = batch else { continue };
+        storage
+            .borrow_mut()
+            .batch_sealed(&replica.borrow(), batch.txns.len());
+        // While this batch syncs, the inbound tasks keep stepping the replica core: the next
+        // batch carries all that arrived meanwhile (pipelined group commit).
+        storage::make_durable(&storage, std::mem::take(&mut batch.txns), &stats).await;
+        publish_stats(&stats, &batch.view, &replica.borrow());
         if opens_or_closes_sessions(&batch) {
             publish_session_sets(&stats, &replica.borrow(), now(started));
         }
@@ -299,8 +298,8 @@ async fn replica_main(start: ReplicaStart) {
     }
 }
 
-fn publish_stats(stats: &ServerStats, replica: &Replica) {
-    let tree = replica.tree();
+/// Publishes the figures of `tree`, the durable view the shards are about to get.
+fn publish_stats(stats: &ServerStats, tree: &DataTree, replica: &Replica) {
     stats.last_zxid.store(tree.last_zxid(), Relaxed);
     stats.node_count.store(tree.node_count() as u64, Relaxed);
     stats
