@@ -4,7 +4,8 @@
 #     logs) and extendedTypesEnabled=true (TTL nodes), builds a tree with kazoo (zk_import.py
 #     build --scenario full: persistent, sequential, container, TTL, digest-ACL'd and ephemeral
 #     nodes, multis, a failed multi, error txns, setData/setACL/delete so that versions,
-#     cversions and pzxids differ, ~300 nodes), its ephemerals held by a session that stays open;
+#     cversions and pzxids differ, ~330 nodes, a count quota set with zkCli on a subtree that
+#     then changes), its ephemerals held by a session that stays open;
 #  2. dumps every node (path, Stat, ACL, data) through kazoo, then kills ZooKeeper with SIGKILL
 #     (a crash: a snapshot may be half written, so the fuzzy-tail and fall-back paths run);
 #  3. case "cli": `keel import <zk dataDir> <zoo.cfg>`, starts keel on that dataDir, dumps, diffs;
@@ -66,6 +67,13 @@ trap 'on_exit $?' EXIT
 KC_ZK_JAVA_OPTS=-Dznode.container.checkIntervalMs=500 \
     kc_start_zookeeper "$out/zk" $'snapCount=20\npreAllocSize=64'
 zk_data=$out/zk/data
+# A quota, set as zkCli sets it: ZooKeeper keeps its zookeeper_stats node up to date on every
+# change below /quota-app without logging those updates, so the import must recompute them.
+for cmd in "create /quota-app q" "setquota -n 100 /quota-app"; do
+    # shellcheck disable=SC2086 # the command's words
+    timeout 60 java -cp "$KC_ZK_CLASSPATH" -Dlog4j.configuration="file:$out/zk/log4j.properties" \
+        org.apache.zookeeper.ZooKeeperMain -server "127.0.0.1:$ZK_PORT" $cmd >>"$out/zkcli.log" 2>&1
+done
 "$py" "$here/zk_import.py" build --server "127.0.0.1:$ZK_PORT" --ready "$out/ready" --scenario full \
     >"$out/build.log" 2>&1 &
 BUILD_PID=$!

@@ -259,6 +259,12 @@ def scenario_full(zk, holder):
     results = txn.commit()
     assert all(not isinstance(r, Exception) for r in results), results
     expect_error(lambda: zk.delete("/bulk"), NotEmptyError)
+    if zk.exists("/quota-app"):  # run.sh set a quota on it with zkCli
+        for n in range(8):
+            zk.create(f"/quota-app/c{n}", b"x" * (n * 10))
+        zk.set("/quota-app/c3", b"longer data than before")
+        zk.delete("/quota-app/c0")
+        zk.create("/quota-app/c1/deeper", b"d")
 
 
 def build(args):
