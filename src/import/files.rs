@@ -55,6 +55,58 @@ pub fn adler32_append(state: u32, bytes: &[u8]) -> u32 {
     (b << 16) | a
 }
 
+/// Largest inflated snapshot accepted (a damaged or hostile size, not a real tree).
+const GUNZIP_BYTES_MAX: usize = 1 << 36;
+
+/// Inflates a gzip file (RFC 1952, one member, as java.util.zip.GZIPOutputStream writes for
+/// `zookeeper.snapshot.compression.method=gz`), checking the trailer's CRC-32 and size.
+///
+/// # Errors
+/// Not gzip, a damaged stream, or a CRC-32/size mismatch.
+pub fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, ImportError> {
+    let what = "gzip snapshot";
+    let bad = |reason: &str| malformed(what, reason);
+    let mut r = Reader::new(bytes);
+    let fixed = r.take(10).map_err(corrupt(what))?;
+    let (Some(&[0x1f, 0x8b, 8]), Some(&flags)) = (fixed.get(..3), fixed.get(3)) else {
+        return Err(bad("not a gzip stream (magic 1f 8b, method 8)"));
+    };
+    if flags & 0x04 != 0 {
+        let extra = r.take(2).map_err(corrupt(what))?;
+        let len = u16::from_le_bytes([
+            extra.first().copied().unwrap_or(0),
+            extra.get(1).copied().unwrap_or(0),
+        ]);
+        r.take(usize::from(len)).map_err(corrupt(what))?;
+    }
+    for flag in [0x08, 0x10] {
+        if flags & flag != 0 {
+            // A zero-terminated name or comment.
+            while r.take(1).map_err(corrupt(what))? != [0] {}
+        }
+    }
+    if flags & 0x02 != 0 {
+        r.take(2).map_err(corrupt(what))?;
+    }
+    let body = bytes.get(r.offset()..).unwrap_or_default();
+    let Some(split) = body.len().checked_sub(8) else {
+        return Err(bad("no room for the trailer"));
+    };
+    let (deflated, trailer) = body.split_at(split);
+    let inflated = miniz_oxide::inflate::decompress_to_vec_with_limit(deflated, GUNZIP_BYTES_MAX)
+        .map_err(|error| bad(&format!("inflate: {error}")))?;
+    let mut t = trailer.iter().copied();
+    let mut le_u32 = || u32::from_le_bytes([(); 4].map(|()| t.next().unwrap_or(0)));
+    let (crc, size) = (le_u32(), le_u32());
+    if crc != super::digest::crc32(&inflated) || size != inflated.len() as u32 {
+        return Err(ImportError::Checksum {
+            what: "gzip snapshot (CRC-32 or size)".to_string(),
+            offset: bytes.len() - 8,
+        });
+    }
+    Ok(inflated)
+}
+
 /// The tree digest a 3.6+ snapshot or log entry carries (`ZxidDigest` / `TxnDigest`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ZkDigest {

@@ -67,7 +67,7 @@ pub enum ImportError {
     Txn { offset: usize, error: RecordError },
     #[error("the snapshot's nodes do not form a tree: {0}")]
     Tree(RestoreError),
-    #[error("{path}: compressed snapshots (.gz, .snappy) are not supported: restart ZooKeeper with zookeeper.snapshot.compression.method= to write a plain one")]
+    #[error("{path}: snappy-compressed snapshots are not supported: restart ZooKeeper with zookeeper.snapshot.compression.method=gz (or none) to write one Keel reads")]
     Compressed { path: String },
     #[error("{path}: {source}")]
     InFile {
@@ -222,7 +222,8 @@ fn magic_of(path: &Path) -> Option<[u8; 4]> {
 }
 
 /// Files `prefix.<hex zxid>` (and, for snapshots, `.gz`/`.snappy` variants) in `dir` whose
-/// magic is `magic` (compressed ones are listed whatever their bytes), sorted by zxid.
+/// magic is `magic` (compressed ones are listed whatever their bytes: the magic is inside),
+/// sorted by zxid.
 fn list_zk_files(
     dir: &Path,
     prefix: &str,
@@ -306,12 +307,17 @@ pub fn import_data_dir(
     let mut skipped = Vec::new();
     let mut chosen = None;
     for (zxid, path) in snapshots.iter().rev() {
-        let parsed = if path.extension().is_some_and(|e| e == "gz" || e == "snappy") {
-            Err(ImportError::Compressed {
+        let parsed = match path.extension().and_then(|e| e.to_str()) {
+            Some("snappy") => Err(ImportError::Compressed {
                 path: path.display().to_string(),
-            })
-        } else {
-            read_file(path).and_then(|bytes| parse_snapshot(&bytes, *zxid).map_err(in_file(path)))
+            }),
+            Some("gz") => read_file(path).and_then(|bytes| {
+                files::gunzip(&bytes)
+                    .and_then(|bytes| parse_snapshot(&bytes, *zxid))
+                    .map_err(in_file(path))
+            }),
+            _ => read_file(path)
+                .and_then(|bytes| parse_snapshot(&bytes, *zxid).map_err(in_file(path))),
         };
         match parsed {
             Ok(snapshot) => {

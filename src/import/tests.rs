@@ -229,16 +229,56 @@ fn a_damaged_newer_snapshot_falls_back_to_an_older_one() {
     assert_tree_is_expected(&imported.tree);
 }
 
+/// Written by Apache ZooKeeper 3.8 restarted on the fixture files with
+/// `-Dzookeeper.snapshot.compression.method=gz`: the same tree, gzip-compressed.
+/// Kept in `gz/` so that the other tests import the plain snapshot and the log.
+const GZ_SNAPSHOT: &str = "snapshot.7c.gz";
+
+fn gz_fixture() -> Vec<u8> {
+    std::fs::read(fixture_dir().join("gz").join(GZ_SNAPSHOT)).unwrap()
+}
+
 #[test]
-fn a_compressed_snapshot_is_skipped_with_a_clear_reason() {
-    let scratch = Scratch::with_fixtures("gz");
+fn a_gzip_snapshot_from_zookeeper_imports() {
+    let scratch = Scratch::new("gz");
     let version = scratch.0.join(VERSION_DIR);
-    std::fs::write(version.join("snapshot.40.gz"), b"\x1f\x8b\x08\x00").unwrap();
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::write(version.join(GZ_SNAPSHOT), gz_fixture()).unwrap();
+    let imported = import_data_dir(&scratch.0, None).unwrap();
+    assert_eq!(imported.summary.snapshot_zxid, 0x7c);
+    assert_eq!(imported.summary.txns_replayed, 0);
+    assert_tree_is_expected(&imported.tree);
+    assert_eq!(imported.sessions, vec![HOLDER]);
+}
+
+#[test]
+fn damaged_gzip_and_snappy_snapshots_are_skipped_with_a_reason() {
+    let scratch = Scratch::with_fixtures("gzbad");
+    let version = scratch.0.join(VERSION_DIR);
+    let gz = gz_fixture();
+    let inflated = files::gunzip(&gz).unwrap();
+    for at in 0..gz.len() {
+        let mut damaged = gz.clone();
+        damaged[at] ^= 0x01;
+        // Either detected, or a bit that does not change the content (the header's FTEXT,
+        // MTIME, XFL, OS; an unused code length in a Huffman table header).
+        if let Ok(bytes) = files::gunzip(&damaged) {
+            assert_eq!(bytes, inflated, "flip at {at}");
+        }
+        assert!(files::gunzip(&damaged[..at]).is_err(), "cut at {at}");
+    }
+    let mut damaged = gz.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x01;
+    std::fs::write(version.join("snapshot.90.gz"), &damaged).unwrap();
+    std::fs::write(version.join("snapshot.a0.snappy"), b"\x82SNAPPY\x00").unwrap();
     let imported = import_data_dir(&scratch.0, None).unwrap();
     assert_eq!(imported.summary.snapshot_zxid, 0x14);
     let skipped = &imported.summary.skipped_snapshots;
-    assert_eq!(skipped.len(), 1);
-    assert!(skipped[0].contains("compressed snapshots"), "{skipped:?}");
+    assert_eq!(skipped.len(), 2);
+    assert!(skipped[0].contains("snappy"), "{skipped:?}");
+    assert!(skipped[1].contains("gzip"), "{skipped:?}");
+    assert_tree_is_expected(&imported.tree);
 }
 
 #[test]
@@ -426,9 +466,13 @@ proptest! {
     fn damaged_files_never_panic(
         cut in 0usize..20_000,
         flips in proptest::collection::vec((0usize..20_000, 0u8..8), 0..6),
-        which in 0usize..2,
+        which in 0usize..3,
     ) {
-        let mut bytes = fixture([SNAPSHOT, LOG][which]);
+        let mut bytes = match which {
+            0 => fixture(SNAPSHOT),
+            1 => fixture(LOG),
+            _ => gz_fixture(),
+        };
         for (at, bit) in flips {
             let len = bytes.len();
             bytes[at % len] ^= 1 << bit;
@@ -437,6 +481,7 @@ proptest! {
         let _ = parse_snapshot(&bytes, 0x14);
         let _ = parse_txn_log(&bytes);
         let _ = decode_entry(&bytes);
+        let _ = files::gunzip(&bytes).map(|inflated| parse_snapshot(&inflated, 0x7c));
     }
 }
 

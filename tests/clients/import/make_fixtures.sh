@@ -2,7 +2,9 @@
 # Regenerates tests/fixtures/zookeeper-3.8/ with Apache ZooKeeper 3.8 (Debian's package) on
 # 127.0.0.1: phase one builds every node kind; a restart makes ZooKeeper snapshot that tree
 # (and later expire phase one's session); phase two logs every txn type after the snapshot.
-# Kept: the restart's snapshot, the log after it, and kazoo's dump of the final tree.
+# Kept: the restart's snapshot, the log after it, and kazoo's dump of the final tree; and in gz/
+# the snapshot a third start takes with zookeeper.snapshot.compression.method=gz (same tree).
+# The constants in src/import/tests.rs (zxids, session ids) follow these files.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
@@ -10,7 +12,7 @@ repo=$(cd "$here/../../.." && pwd)
 source "$repo/tests/clients/lib.sh"
 py=${KC_PYTHON:-$repo/.ci/.venv/bin/python}
 work=$repo/.ci/work/import-fixtures
-out=$repo/tests/fixtures/zookeeper-3.8
+out=${KC_FIXTURES_OUT:-$repo/tests/fixtures/zookeeper-3.8}
 rm -rf "$work"
 # The ContainerManager reaps emptied containers and expired TTL nodes within a second.
 export KC_ZK_JAVA_OPTS=-Dznode.container.checkIntervalMs=500
@@ -56,4 +58,13 @@ for log in $(cd "$work/zk/data/version-2" && ls log.*); do
     grep -qx "$log" <<<"$before" || cp "$work/zk/data/version-2/$log" "$out/"
 done
 cp "$work/expected.txt" "$out/expected.txt"
+
+# A third start on the kept files, compressing the snapshot it takes at start.
+mkdir -p "$work/gz/data/version-2" "$out/gz"
+cp "$out"/snapshot.* "$out"/log.* "$work/gz/data/version-2/"
+KC_ZK_KEEP_DATA=1 KC_ZK_JAVA_OPTS=-Dzookeeper.snapshot.compression.method=gz \
+    kc_start_zookeeper "$work/gz" "$extra"
+kc_stop_pid "$ZK_PID" zookeeper
+ZK_PID=
+cp "$work/gz/data/version-2/"snapshot.*.gz "$out/gz/"
 ls -l "$out"
