@@ -1,6 +1,6 @@
 //! import: Apache ZooKeeper 3.x data (`snapshot.*` and `log.*` in `version-2/`) into Keel state.
 //!
-//! Owns: the readers of ZooKeeper's files (`files`), rebuilding ZooKeeper's state from them
+//! Owns: the readers of ZooKeeper's files (`files`: plain or gzip snapshots, logs), rebuilding ZooKeeper's state from them
 //! (`import_data_dir`: the newest snapshot that parses and checks, falling back to older ones,
 //! then every logged txn after it, as `FileTxnSnapLog.restore` does), writing that state as a
 //! Keel snapshot (`import_into`, behind `keel import`), and the import on first start
@@ -517,7 +517,14 @@ pub fn auto_import(config: &Config) -> Result<Option<ImportSummary>, ImportError
         dir = %data_imported.display(),
         "importing Apache ZooKeeper data found in dataDir"
     );
-    let imported = import_data_dir(&data_imported, Some(&log_imported))?;
+    // ZooKeeper's logs are in its dataLogDir, which defaults to its dataDir: Keel's dataLogDir
+    // may hold them, or (when Keel's differs) they came with the snapshots.
+    let log_source = if list_zk_files(&log_imported, "log", LOG_MAGIC)?.is_empty() {
+        &data_imported
+    } else {
+        &log_imported
+    };
+    let imported = import_data_dir(&data_imported, Some(log_source))?;
     let info =
         crate::snapshot::write_snapshot(&config.data_dir, &imported.tree, &imported.sessions)?;
     let mut summary = imported.summary;

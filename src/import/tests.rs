@@ -459,6 +459,17 @@ fn auto_import_moves_logs_out_of_a_separate_data_log_dir() {
     assert_eq!(summary.txns_replayed, 0x7c - 0x14);
 }
 
+#[test]
+fn auto_import_finds_the_logs_next_to_the_snapshots_when_keel_logs_elsewhere() {
+    let scratch = Scratch::with_fixtures("logsindata");
+    let mut config = Config::embedded_default();
+    config.data_dir = scratch.0.clone();
+    config.data_log_dir = scratch.0.join("keel-logs");
+    let summary = auto_import(&config).unwrap().unwrap();
+    assert_eq!(summary.last_zxid, 0x7c);
+    assert_eq!(summary.txns_replayed, 0x7c - 0x14);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
