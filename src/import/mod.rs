@@ -137,8 +137,9 @@ pub struct ImportSummary {
     pub nodes: usize,
     pub sessions: usize,
     pub last_zxid: i64,
-    /// The tree digest ZooKeeper recorded for `last_zxid` and whether ours equals it; `None`
-    /// when ZooKeeper recorded none (digest.enabled=false, or no digest for that zxid).
+    /// The tree digest ZooKeeper recorded for `last_zxid` (or before error txns that end the
+    /// log) and whether ours equals it; `None` when ZooKeeper recorded none (digest.enabled
+    /// false, an empty digest, or none for that zxid).
     pub digest_matches: Option<bool>,
     /// Keel's snapshot written from it.
     pub keel_snapshot: Option<PathBuf>,
@@ -377,15 +378,21 @@ pub fn import_data_dir(
                 summary.txns_with_error_result += 1;
             }
             summary.txns_replayed += 1;
+            // A failed request's error txn carries no digest and changes nothing: the digest
+            // before it still holds. Any other txn without one leaves no digest to compare.
             if entry.digest.is_some() {
                 last_digest = entry.digest;
+            } else if let (Txn::Error { .. }, Some(digest)) = (&entry.txn, &mut last_digest) {
+                digest.zxid = zxid;
             }
         }
     }
     summary.dead_session_ephemerals = kill_dead_sessions(&mut tree, &sessions, last_zxid);
     tree.set_last_zxid(last_zxid);
     summary.digest_matches = last_digest
-        .filter(|digest| digest.zxid == last_zxid && summary.dead_session_ephemerals == 0)
+        .filter(|digest| {
+            digest.version == 2 && digest.zxid == last_zxid && summary.dead_session_ephemerals == 0
+        })
         .map(|digest| digest::tree_digest(&tree) == digest.digest);
     summary.nodes = tree.node_count_distinct();
     summary.sessions = sessions.len();

@@ -214,6 +214,28 @@ fn importing_gives_the_tree_zookeeper_served() {
 }
 
 #[test]
+fn the_digest_before_trailing_error_txns_is_compared() {
+    // The fixture log up to and including the BadVersion error txn (zxid 109 = 0x6d): the
+    // last digest ZooKeeper logged is for 107, and two error txns follow it.
+    let scratch = Scratch::with_fixtures("digest");
+    let version = scratch.0.join(VERSION_DIR);
+    let bytes = fixture(LOG);
+    let mut end = 16;
+    loop {
+        let len = i32::from_be_bytes(bytes[end + 8..end + 12].try_into().unwrap()) as usize;
+        let payload = &bytes[end + 12..end + 12 + len];
+        end += 12 + len + 1;
+        if decode_entry(payload).unwrap().header.zxid == 109 {
+            break;
+        }
+    }
+    std::fs::write(version.join(LOG), &bytes[..end]).unwrap();
+    let imported = import_data_dir(&scratch.0, None).unwrap();
+    assert_eq!(imported.last_zxid, 109);
+    assert_eq!(imported.summary.digest_matches, Some(true));
+}
+
+#[test]
 fn a_damaged_newer_snapshot_falls_back_to_an_older_one() {
     let scratch = Scratch::with_fixtures("fallback");
     let version = scratch.0.join(VERSION_DIR);
