@@ -143,6 +143,9 @@ rc=0
 cat "$dir/import.txt"
 check "keel import exits 0" "$rc"
 rc=0
+grep -q "^tree digest: matches ZooKeeper's" "$dir/import.txt" || rc=1
+check "the imported tree's digest equals the one ZooKeeper logged last" "$rc"
+rc=0
 "$keel_bin" import "$zk_data" "$dir/zoo.cfg" >"$dir/import-again.txt" 2>&1 || rc=$?
 check "keel import refuses to import over Keel state" "$((rc != 0 ? 0 : 1))"
 last_zxid=$(sed -n 's/^imported .* last zxid \(0x[0-9a-f]*\)$/\1/p' "$dir/import.txt")
@@ -209,6 +212,7 @@ rc=0
 cat "$dir/import.txt"
 grep -q "^skipped newer snapshot: .*$newest" "$dir/import.txt" || rc=1
 grep -q "^snapshot: .*/$oldest " "$dir/import.txt" || rc=1
+grep -q "^tree digest: matches ZooKeeper's" "$dir/import.txt" || rc=1
 check "keel import skips the torn $newest and replays every log over $oldest" "$rc"
 if start_keel_on "$dir" "$dir/data"; then
     compare_with import-oldest "$dir" || true
