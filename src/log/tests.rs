@@ -1194,8 +1194,18 @@ fn retiring_covered_segments_keeps_what_a_snapshot_still_needs() {
     };
     let before = segments(&temp.0);
     assert!(before.len() >= 4, "rolled into {} segments", before.len());
-    // A snapshot in the middle of the third segment.
+    // A snapshot in the middle of the third segment: recovery does not even read the two
+    // segments before it.
     let snapshot_zxid = before[2] + 1;
+    let covered = RecoverOptions {
+        snapshot_zxid,
+        ..RecoverOptions::default()
+    };
+    let report = recover(&mut DirectDir::open(&temp.0).expect("dir"), &covered)
+        .expect("recover")
+        .report;
+    assert_eq!(report.segments_covered, 2);
+    assert_eq!(report.segments_scanned, before.len() - 2);
     assert_eq!(writer.retire_segments_through(0).expect("retire none"), 0);
     let retired = writer
         .retire_segments_through(snapshot_zxid)

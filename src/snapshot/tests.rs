@@ -318,3 +318,43 @@ fn snapshot_names_parse_as_zookeeper_prints_them() {
         assert_eq!(parse_snapshot_name(bad), None, "{bad}");
     }
 }
+
+#[test]
+#[ignore = "measurement: run alone with --release --ignored --nocapture"]
+fn write_and_load_speed_1m() {
+    // 1,000 parents x 1,000 children of 100 B: the time to write a snapshot and to load it.
+    let scratch = Scratch::new("speed");
+    let mut tree = DataTree::new();
+    let open = open_acl_unsafe();
+    for parent in 0..1_000 {
+        let path = format!("/p{parent:04}");
+        apply(
+            &mut tree,
+            1,
+            create(&path, Some(b""), open.clone(), 0, CreateKind::Persistent),
+        );
+        for child in 0..1_000 {
+            let path = format!("/p{parent:04}/node-{child:015}");
+            let txn = create(
+                &path,
+                Some(&[7; 100]),
+                open.clone(),
+                0,
+                CreateKind::Persistent,
+            );
+            apply(&mut tree, 1, txn);
+        }
+    }
+    let started = std::time::Instant::now();
+    let info = write_snapshot(&scratch.0, &tree, &[]).unwrap();
+    let write = started.elapsed();
+    let started = std::time::Instant::now();
+    let loaded = load_snapshot(&info.path).unwrap();
+    let load = started.elapsed();
+    println!(
+        "{} nodes, {} MB: write {write:?}, load {load:?}",
+        info.nodes,
+        info.file_bytes >> 20
+    );
+    assert_eq!(loaded.tree.node_count(), tree.node_count());
+}
