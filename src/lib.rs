@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod import;
 pub mod io;
 pub mod log;
 pub mod proto;

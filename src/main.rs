@@ -1,4 +1,5 @@
 //! `keel [zoo.cfg] [key=value ...]`: parse the configuration, validate it, run the server.
+//! `keel import <zk dataDir> [<zk dataLogDir>] [zoo.cfg] [key=value ...]`: see `keel::import`.
 //!
 //! With no arguments Keel runs standalone on 127.0.0.1:2181 with data under ./keel-data. A bad
 //! configuration prints one line and exits with status 2; nothing starts.
@@ -10,7 +11,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: keel [path/to/zoo.cfg] [key=value ...]
   With no zoo.cfg, runs a standalone server on 127.0.0.1:2181 with data under ./keel-data.
-  key=value pairs override zoo.cfg keys (ZooKeeper's names, e.g. clientPort=2182).";
+  key=value pairs override zoo.cfg keys (ZooKeeper's names, e.g. clientPort=2182).
+usage: keel import <zookeeper dataDir> [<zookeeper dataLogDir>] [path/to/zoo.cfg] [key=value ...]
+  Imports Apache ZooKeeper 3.x snapshots and logs into Keel's dataDir (from zoo.cfg/key=value).
+  Starting keel on a dataDir that holds ZooKeeper's files imports them the same way.";
 
 fn main() {
     init_logging();
@@ -19,6 +23,9 @@ fn main() {
     if args.iter().any(|arg| arg == "-h" || arg == "--help") {
         println!("{USAGE}");
         return;
+    }
+    if args.first().map(String::as_str) == Some("import") {
+        std::process::exit(keel::import::run_cli(&args[1..]));
     }
     let config = match load_config(&args) {
         Ok(config) => config,

@@ -92,6 +92,11 @@ impl Storage {
         stats: &ServerStats,
     ) -> Result<(Storage, Replica), ServerError> {
         let init_started = Instant::now();
+        // Apache ZooKeeper's files in dataDir become a Keel snapshot first (issue 3 item 6).
+        crate::import::auto_import(config).map_err(|error| ServerError::Log {
+            dir: config.data_dir.display().to_string(),
+            reason: format!("importing Apache ZooKeeper's files: {error}"),
+        })?;
         if !config.force_sync {
             tracing::warn!(
                 "forceSync=no: writes are acknowledged before they are on disk (benchmarks only)"

@@ -95,15 +95,18 @@ Server {
 EOF
 }
 
-# kc_start_zookeeper WORKDIR: starts Apache ZooKeeper 3.8 (Debian's package) standalone on a free
-# loopback port. Sets ZK_PID and ZK_PORT. Log in WORKDIR/zookeeper.log.
+# kc_start_zookeeper WORKDIR [EXTRA_CFG]: starts Apache ZooKeeper 3.8 (Debian's package) standalone
+# on a free loopback port. Sets ZK_PID and ZK_PORT. Log in WORKDIR/zookeeper.log. EXTRA_CFG (lines)
+# is appended to zoo.cfg. WORKDIR is wiped first unless KC_ZK_KEEP_DATA=1 (a restart).
+# KC_ZK_JAVA_OPTS: extra JVM flags (system properties zoo.cfg cannot set).
 kc_start_zookeeper() {
-    local dir=$1
-    rm -rf "$dir"
+    local dir=$1 extra=${2:-}
+    [[ "${KC_ZK_KEEP_DATA:-}" == 1 ]] || rm -rf "$dir"
     mkdir -p "$dir/data"
     kc_free_port
     ZK_PORT=$KC_PORT
     kc_write_cfg "$dir/zoo.cfg" "$ZK_PORT" "$dir/data"
+    if [[ -n "$extra" ]]; then printf '%s\n' "$extra" >>"$dir/zoo.cfg"; fi
     # kc_write_cfg wrote jaas.conf too; the JVM takes its path as a system property.
     cat >"$dir/log4j.properties" <<EOF
 log4j.rootLogger=INFO, FILE
@@ -118,6 +121,7 @@ EOF
         -Dzookeeper.jmx.log4j.disable=true \
         -Dreadonlymode.enabled=true \
         -Djava.security.auth.login.config="$dir/jaas.conf" \
+        ${KC_ZK_JAVA_OPTS:-} \
         org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" \
         >"$dir/stdout.log" 2>&1 &
     ZK_PID=$!
