@@ -113,6 +113,7 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
             .map(|_| std::sync::Mutex::new(crate::shard::ShardReport::default()))
             .collect(),
     );
+    let exposed_zxid = Arc::new(std::sync::atomic::AtomicI64::new(tree.last_zxid()));
     let mut bind_addr = config.client_socket_addr();
     for (index, pin) in shard_pins.iter().enumerate() {
         let (to_replica_tx, to_replica_rx) = io::cross_core_channel(TO_REPLICA_QUEUE_MAX);
@@ -128,6 +129,7 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
             from_replica: to_shard_rx,
             view: tree.clone(),
             reports: reports.clone(),
+            exposed_zxid: exposed_zxid.clone(),
             bind_addr,
             ready: ready_tx.clone(),
         };
@@ -354,6 +356,7 @@ struct ShardStart {
     from_replica: SharedReceiver<Arc<CommitBatch>>,
     view: DataTree,
     reports: crate::shard::SharedReports,
+    exposed_zxid: Arc<std::sync::atomic::AtomicI64>,
     /// Where to listen. Shard 0 binds the configured address first; the others bind the
     /// address it got (so `clientPort=0` gives every shard the same port).
     bind_addr: SocketAddr,
@@ -408,6 +411,9 @@ async fn shard_main(start: ShardStart) {
         srst_seen: Cell::new(0),
         read_latency_us: RefCell::new(crate::shard::latency_histogram()),
         update_latency_us: RefCell::new(crate::shard::latency_histogram()),
+        exposed_zxid: start.exposed_zxid,
+        view_waiters: RefCell::new(Vec::new()),
+        lagging_conns: RefCell::new(Vec::new()),
     });
     let from_replica = start.from_replica.connect().await;
     {

@@ -230,8 +230,13 @@ impl Conn {
 
     /// Runs the held reads that no longer wait for a write, up to the next write. A held
     /// write at the head is left for the reader task to forward (that needs an await).
-    fn drain_deferred(&self, shard: &Shard) {
+    pub(super) fn drain_deferred(&self, shard: &Shard) {
         loop {
+            if shard.is_lagging() {
+                // Another shard already serves a newer view: these reads wait for ours.
+                shard.lagging_conns.borrow_mut().push(self.id);
+                break;
+            }
             let held = {
                 let mut state = self.state.borrow_mut();
                 match state.queue.front() {
@@ -466,6 +471,8 @@ async fn process_frames(
                 if conn.state.borrow().queue.len() >= shard.limits.outstanding_max {
                     return Ok(consumed);
                 }
+                // A request never sees an older state than another shard has shown.
+                shard.catch_up().await;
             }
         }
         let range = match split_frame(rest, frame_max) {

@@ -10,7 +10,13 @@
 //! - a connection's replies leave in request order; a read issued after the session's pending
 //!   write waits for that write's commit;
 //! - backpressure: a connection stops being read while it has `outstanding_max` requests in
-//!   flight or `out_bytes_max` unsent bytes; a full replica queue stalls the sender.
+//!   flight or `out_bytes_max` unsent bytes; a full replica queue stalls the sender;
+//! - no shard serves an older state than any shard has already shown a client: before a
+//!   shard replies from a view it publishes the view's zxid (`exposed_zxid`, shared by all
+//!   shards), and a shard whose own view is older holds its requests until its commit stream
+//!   catches up. Without this, client B on shard 2 could read an older version than client A
+//!   on shard 1 had just been told of — a stale read ZooKeeper's single standalone tree never
+//!   gives (found by keel-loadgen's linearizability checker with `keel.shards=2`).
 
 pub mod conn;
 mod read;
@@ -27,7 +33,9 @@ use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 pub use conn::{serve_connection, Conn};
 pub use report::{ConnReport, ShardReport, SharedReports, REPORT_WATCHES_MAX};
@@ -71,6 +79,12 @@ pub struct Shard {
     pub read_latency_us: RefCell<Histogram<u64>>,
     /// The same for writes: ZooKeeper's updatelatency summary.
     pub update_latency_us: RefCell<Histogram<u64>>,
+    /// The newest zxid any shard serves from (see the module header), shared by all shards.
+    pub exposed_zxid: Arc<AtomicI64>,
+    /// Connection tasks waiting for this shard's view to catch up with `exposed_zxid`.
+    pub view_waiters: RefCell<Vec<Waker>>,
+    /// Connections whose held reads stopped draining because the view was behind.
+    pub lagging_conns: RefCell<Vec<ConnId>>,
 }
 
 /// A latency histogram: 1 µs to 1 h at 2 significant digits (a few KiB).
@@ -96,13 +110,44 @@ impl Shard {
         self.conns.borrow().get(&id).cloned()
     }
 
-    /// Applies one commit batch: watch triggers, then the new view, then replies.
+    /// Applies one commit batch: watch triggers, then the new view, published as exposed,
+    /// then replies; then wakes what waited for the view to catch up.
     pub fn apply_batch(&self, batch: &CommitBatch) {
         self.fire_triggers(batch);
         *self.view.borrow_mut() = batch.view.clone();
+        self.exposed_zxid
+            .fetch_max(batch.view.last_zxid(), Ordering::AcqRel);
         for entry in &batch.entries {
             self.route_entry(entry);
         }
+        if self.is_lagging() {
+            return;
+        }
+        for waker in self.view_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+        let lagging: Vec<ConnId> = self.lagging_conns.borrow_mut().drain(..).collect();
+        for conn in lagging.into_iter().filter_map(|id| self.conn(id)) {
+            conn.drain_deferred(self);
+        }
+    }
+
+    /// True while another shard serves a newer view than this one holds.
+    pub fn is_lagging(&self) -> bool {
+        self.view.borrow().last_zxid() < self.exposed_zxid.load(Ordering::Acquire)
+    }
+
+    /// Completes once this shard's view is at least as new as any shard's was when called.
+    pub async fn catch_up(&self) {
+        std::future::poll_fn(|cx| {
+            if self.is_lagging() {
+                self.view_waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
     }
 
     fn fire_triggers(&self, batch: &CommitBatch) {
