@@ -15,3 +15,4 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod tree;
+pub mod zab;
