@@ -39,8 +39,9 @@ struct Handle {
     observer: bool,
     accepted_epoch: u32,
     stage: Stage,
-    /// From ACKEPOCH: the learner's currentEpoch and last logged zxid.
-    current_epoch: u32,
+    /// From ACKEPOCH: the learner's currentEpoch (None: it had accepted this epoch before,
+    /// so it does not count towards the epoch quorum) and last logged zxid.
+    current_epoch: Option<u32>,
     last_zxid: Zxid,
     /// The last zxid of the sync stream; a NEWLEADER ack covers it.
     sync_end_zxid: Zxid,
@@ -212,7 +213,7 @@ impl Peer {
             observer,
             accepted_epoch,
             stage: Stage::Info,
-            current_epoch: 0,
+            current_epoch: None,
             last_zxid: Zxid::ZERO,
             sync_end_zxid: Zxid::ZERO,
             acked_zxid: Zxid::ZERO,
@@ -244,7 +245,7 @@ impl Peer {
         self.leader_try_start_sync();
     }
 
-    fn leader_on_ack_epoch(&mut self, from: PeerId, current_epoch: u32, last_zxid: Zxid) {
+    fn leader_on_ack_epoch(&mut self, from: PeerId, current_epoch: Option<u32>, last_zxid: Zxid) {
         if self.handle_mut(from).stage != Stage::Info {
             self.leader_drop(from);
             return;
@@ -273,10 +274,19 @@ impl Peer {
         let Some(epoch) = self.leader().epoch else {
             return;
         };
-        if self.voters_at(Stage::EpochAcked, true) < self.config.quorum() {
+        let counted = self
+            .leader()
+            .learners
+            .iter()
+            .filter(|(id, h)| {
+                let acked = h.stage == Stage::EpochAcked && h.current_epoch.is_some();
+                acked && !h.observer && self.config.is_voter(**id)
+            })
+            .count();
+        if counted + 1 < self.config.quorum() {
             return;
         }
-        let ours = (self.current_epoch, self.log.last_zxid());
+        let ours = (Some(self.current_epoch), self.log.last_zxid());
         let ahead = self
             .leader()
             .learners

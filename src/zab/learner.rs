@@ -134,13 +134,16 @@ impl Peer {
             self.become_looking();
             return;
         }
-        if epoch > self.accepted_epoch {
+        let current_epoch = if epoch > self.accepted_epoch {
             self.persist_accepted_epoch(epoch);
-        }
+            Some(self.current_epoch)
+        } else {
+            None
+        };
         let learner = self.learner_mut();
         learner.new_epoch = Some(epoch);
         learner.phase = Phase::Sync;
-        let (current_epoch, last_zxid) = (self.current_epoch, self.log.last_zxid());
+        let last_zxid = self.log.last_zxid();
         self.learner_send(Packet::AckEpoch {
             current_epoch,
             last_zxid,

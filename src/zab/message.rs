@@ -123,8 +123,11 @@ pub enum Packet {
     LeaderInfo {
         epoch: u32,
     },
+    /// `current_epoch` is None (-1 on the wire) when the learner had already accepted this
+    /// epoch: it may have acked it to another leader, so it must not count towards the
+    /// epoch quorum (ZooKeeper's `Learner.registerWithLeader`).
     AckEpoch {
-        current_epoch: u32,
+        current_epoch: Option<u32>,
         last_zxid: Zxid,
     },
 }

@@ -39,9 +39,12 @@ mod log;
 mod message;
 mod peer;
 pub mod rng;
+pub mod wire;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod tests;
 
 pub use message::{Entry, Link, Message, Notification, Packet, ServerState, Snapshot, Vote};
 pub use peer::{Apply, DiskOp, Durable, Envelope, Peer, ProposeError, Proposed, Ready, Role};

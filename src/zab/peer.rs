@@ -324,10 +324,10 @@ impl Peer {
         }
     }
 
-    /// The epoch this peer leads, once discovery chose it.
+    /// The epoch this peer leads, once a quorum acked it (discovery is over).
     pub fn leader_epoch(&self) -> Option<u32> {
         match &self.state {
-            State::Leading(l) => l.epoch,
+            State::Leading(l) if l.phase != super::leader::Phase::Discovery => l.epoch,
             _ => None,
         }
     }
