@@ -33,6 +33,8 @@ pub(crate) struct LearnerState {
     newleader_acked: bool,
     acked_zxid: Zxid,
     last_heard_tick: u64,
+    /// When FOLLOWERINFO last went out; resent until the leader answers.
+    info_sent_tick: u64,
 }
 
 impl LearnerState {
@@ -70,8 +72,24 @@ impl Peer {
             newleader_acked: false,
             acked_zxid: Zxid::ZERO,
             last_heard_tick: self.now_ticks,
+            info_sent_tick: self.now_ticks,
         }));
-        let accepted_epoch = self.accepted_epoch;
+        self.learner_send_info();
+    }
+
+    /// FOLLOWERINFO is always packet 0 of the connection: a resend is a duplicate to a leader
+    /// that already has it, and the first copy to one that only now started leading (it may
+    /// still have been LOOKING when the first copy arrived).
+    fn learner_send_info(&mut self) {
+        let (accepted_epoch, now) = (self.accepted_epoch, self.now_ticks);
+        let learner = self.learner_mut();
+        assert!(
+            learner.recv_seq == 0,
+            "FOLLOWERINFO after the leader answered"
+        );
+        let observer = learner.observer;
+        learner.info_sent_tick = now;
+        learner.send_seq = 0;
         self.learner_send(Packet::FollowerInfo {
             accepted_epoch,
             observer,
@@ -258,6 +276,12 @@ impl Peer {
         };
         if self.now_ticks > learner.last_heard_tick + limit {
             self.become_looking();
+            return;
+        }
+        let unanswered = learner.phase == Phase::Discovery && learner.recv_seq == 0;
+        if unanswered && self.now_ticks >= learner.info_sent_tick + self.config.ping_interval_ticks
+        {
+            self.learner_send_info();
         }
     }
 }

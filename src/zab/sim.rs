@@ -784,6 +784,14 @@ fn zab_sim_replay() {
     eprintln!("seed {seed}: committed after healing within {ticks} ticks");
 }
 
+/// Seeds that once failed, with what they caught. Each replays the whole run.
+#[test]
+fn zab_sim_seed_33_follower_info_reached_a_leader_still_looking() {
+    // Followers decided one tick before the leader and their only FOLLOWERINFO arrived while
+    // it was still LOOKING: discovery timed out forever. Learners now resend FOLLOWERINFO.
+    run_seed_reporting(33);
+}
+
 #[test]
 #[ignore = "many seeds: run in release, see the module header"]
 fn zab_sim_many() {
