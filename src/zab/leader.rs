@@ -62,6 +62,8 @@ pub(crate) struct LeaderState {
     initial_last_zxid: Zxid,
     next_counter: u32,
     last_ping_tick: u64,
+    /// This leadership's id on every link (never 0).
+    session: u64,
 }
 
 impl LeaderState {
@@ -127,11 +129,13 @@ impl Peer {
             initial_last_zxid: Zxid::ZERO,
             next_counter: 1,
             last_ping_tick: self.now_ticks,
+            session: self.rng.next_u64() | 1,
         }));
         self.leader_try_choose_epoch();
     }
 
     fn leader_send(&mut self, to: PeerId, packet: Packet) {
+        let session = self.leader().session;
         let handle = self
             .leader_mut()
             .learners
@@ -139,6 +143,7 @@ impl Peer {
             .expect("send to a known learner");
         let link = Link {
             conn: handle.conn,
+            session,
             seq: handle.send_seq,
         };
         handle.send_seq += 1;
@@ -166,10 +171,12 @@ impl Peer {
             return;
         }
         let now = self.now_ticks;
+        let session = self.leader().session;
         let Some(handle) = self.leader_mut().learners.get_mut(&from) else {
             return;
         };
-        if link.conn != handle.conn || link.seq < handle.recv_seq {
+        let stale = link.conn != handle.conn || link.session != session;
+        if stale || link.seq < handle.recv_seq {
             return; // An older connection, or a duplicate.
         }
         let gap = link.seq > handle.recv_seq;
@@ -186,13 +193,17 @@ impl Peer {
             } => self.leader_on_ack_epoch(from, current_epoch, last_zxid),
             Packet::Ack { zxid } => self.leader_on_ack(from, zxid),
             Packet::Request { payload } => self.leader_on_request(payload),
+            Packet::Ping { payload } if !payload.is_empty() => {
+                self.ready.session_touches.push((from, payload));
+            }
             Packet::Ping { .. } => {}
-            _ => self.leader_drop(from),
+            _ => self.leader_drop(from, "unexpected packet kind"),
         }
     }
 
-    fn leader_drop(&mut self, learner: PeerId) {
+    fn leader_drop(&mut self, learner: PeerId, reason: &'static str) {
         self.violations += 1;
+        self.last_violation = Some(reason);
         self.leader_mut().learners.remove(&learner);
     }
 
@@ -247,7 +258,7 @@ impl Peer {
 
     fn leader_on_ack_epoch(&mut self, from: PeerId, current_epoch: Option<u32>, last_zxid: Zxid) {
         if self.handle_mut(from).stage != Stage::Info {
-            self.leader_drop(from);
+            self.leader_drop(from, "ACKEPOCH twice");
             return;
         }
         let handle = self.handle_mut(from);

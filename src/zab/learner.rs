@@ -24,6 +24,8 @@ pub(crate) struct LearnerState {
     pub(crate) leader: PeerId,
     pub(crate) observer: bool,
     conn: u64,
+    /// The leadership this connection joined (`Link::session`), 0 until it answered.
+    leader_session: u64,
     send_seq: u64,
     recv_seq: u64,
     phase: Phase,
@@ -64,6 +66,7 @@ impl Peer {
             leader,
             observer,
             conn: self.rng.next_u64(),
+            leader_session: 0,
             send_seq: 0,
             recv_seq: 0,
             phase: Phase::Discovery,
@@ -100,6 +103,7 @@ impl Peer {
         let learner = self.learner_mut();
         let link = Link {
             conn: learner.conn,
+            session: learner.leader_session,
             seq: learner.send_seq,
         };
         learner.send_seq += 1;
@@ -108,16 +112,23 @@ impl Peer {
     }
 
     /// Drops the leader after a packet a correct leader never sends.
-    fn learner_violation(&mut self) {
+    fn learner_violation(&mut self, reason: &'static str) {
         self.violations += 1;
+        self.last_violation = Some(reason);
         self.become_looking();
     }
 
     pub(crate) fn learner_on_packet(&mut self, from: PeerId, link: Link, packet: Packet) {
         let now = self.now_ticks;
         let learner = self.learner_mut();
-        if from != learner.leader || link.conn != learner.conn || link.seq < learner.recv_seq {
-            return; // Someone else, an older connection, or a duplicate.
+        if from != learner.leader || link.conn != learner.conn {
+            return; // Someone else, or an older connection.
+        }
+        if learner.leader_session == 0 && link.seq == 0 {
+            learner.leader_session = link.session; // The leadership that answered first.
+        }
+        if link.session != learner.leader_session || link.seq < learner.recv_seq {
+            return; // Another leadership of the same server, or a duplicate.
         }
         if link.seq > learner.recv_seq {
             self.become_looking(); // A gap: the connection broke.
@@ -139,13 +150,13 @@ impl Peer {
                 let payload = std::mem::replace(&mut self.ping_reply, Payload::from(Vec::new()));
                 self.learner_send(Packet::Ping { payload });
             }
-            _ => self.learner_violation(),
+            _ => self.learner_violation("unexpected packet kind"),
         }
     }
 
     fn learner_on_leader_info(&mut self, epoch: u32) {
         if self.learner().phase != Phase::Discovery {
-            return self.learner_violation();
+            return self.learner_violation("LEADERINFO out of discovery");
         }
         if epoch < self.accepted_epoch {
             // We already promised a newer leader: this one cannot win.
@@ -171,7 +182,7 @@ impl Peer {
     fn learner_on_trunc(&mut self, zxid: Zxid) {
         let below_snapshot = zxid < self.log.snapshot().zxid;
         if self.learner().phase != Phase::Sync || zxid < self.commit_zxid || below_snapshot {
-            return self.learner_violation();
+            return self.learner_violation("TRUNC below commit or snapshot");
         }
         self.log.truncate_after(zxid);
         self.ready.disk.push(DiskOp::TruncateAfter(zxid));
@@ -180,7 +191,7 @@ impl Peer {
 
     fn learner_on_snap(&mut self, snapshot: Snapshot) {
         if self.learner().phase != Phase::Sync || snapshot.zxid < self.commit_zxid {
-            return self.learner_violation();
+            return self.learner_violation("SNAP below commit");
         }
         let zxid = snapshot.zxid;
         self.log = super::log::Log::new(snapshot.clone(), Vec::new());
@@ -195,21 +206,21 @@ impl Peer {
 
     fn learner_on_proposal(&mut self, entry: Entry) {
         if entry.zxid <= self.log.last_zxid() || self.learner().phase == Phase::Discovery {
-            return self.learner_violation();
+            return self.learner_violation("PROPOSAL out of order");
         }
         self.append(entry);
     }
 
     fn learner_on_commit(&mut self, zxid: Zxid) {
         if zxid > self.log.last_zxid() {
-            return self.learner_violation();
+            return self.learner_violation("COMMIT beyond the log");
         }
         self.commit_zxid = self.commit_zxid.max(zxid);
     }
 
     fn learner_on_inform(&mut self, entry: Entry) {
         if !self.learner().observer {
-            return self.learner_violation();
+            return self.learner_violation("INFORM to a follower");
         }
         let zxid = entry.zxid;
         self.learner_on_proposal(entry);
@@ -221,10 +232,10 @@ impl Peer {
     fn learner_on_new_leader(&mut self, epoch: u32) {
         let learner = self.learner();
         if learner.phase != Phase::Sync || learner.new_epoch != Some(epoch) {
-            return self.learner_violation();
+            return self.learner_violation("NEWLEADER for another epoch");
         }
         if learner.newleader_zxid.is_some() {
-            return self.learner_violation();
+            return self.learner_violation("second NEWLEADER");
         }
         if epoch > self.current_epoch {
             self.persist_current_epoch(epoch);

@@ -69,6 +69,10 @@ impl Snapshot {
 pub struct Link {
     /// Chosen by the learner when it starts following; both directions carry it.
     pub conn: u64,
+    /// Chosen by the leader each time it starts leading; 0 until the learner heard from it.
+    /// A connection joins one learner attempt to one leadership: a leader that stepped down
+    /// and leads again must not continue an old connection (TCP would have closed it).
+    pub session: u64,
     /// 0, 1, 2, … per direction of one connection.
     pub seq: u64,
 }

@@ -69,6 +69,8 @@ pub struct Ready {
     pub committed: Vec<Apply>,
     /// Set when the role changed since the previous `Ready`.
     pub role: Option<Role>,
+    /// Leader only: the non-empty PING payloads learners sent (ZooKeeper: session touches).
+    pub session_touches: Vec<(PeerId, Payload)>,
 }
 
 impl Ready {
@@ -77,6 +79,7 @@ impl Ready {
             && self.messages.is_empty()
             && self.committed.is_empty()
             && self.role.is_none()
+            && self.session_touches.is_empty()
     }
 
     /// True when some appends need an fsync before `on_persisted`.
@@ -150,6 +153,7 @@ pub struct Peer {
     pub(crate) ping_reply: Payload,
     /// Packets that a correct peer never sends (counted, then the link is dropped).
     pub(crate) violations: u64,
+    pub(crate) last_violation: Option<&'static str>,
     /// Client writes a leader dropped because its pipeline was full.
     pub(crate) requests_dropped: u64,
 }
@@ -190,6 +194,7 @@ impl Peer {
             reported_role: Role::Looking,
             ping_reply: Payload::from(Vec::new()),
             violations: 0,
+            last_violation: None,
             requests_dropped: 0,
             config,
         };
@@ -217,6 +222,7 @@ impl Peer {
     pub fn step(&mut self, from: PeerId, message: Message) {
         if from == self.config.id {
             self.violations += 1;
+            self.last_violation = Some("a message from itself");
             return;
         }
         match message {
@@ -366,6 +372,11 @@ impl Peer {
 
     pub fn violations(&self) -> u64 {
         self.violations
+    }
+
+    /// What the last violation was, for logs.
+    pub fn last_violation(&self) -> Option<&'static str> {
+        self.last_violation
     }
 
     pub fn requests_dropped(&self) -> u64 {

@@ -11,6 +11,7 @@ struct Cluster {
     sent: Vec<(PeerId, Envelope)>,
     applied: Vec<Vec<Zxid>>,
     auto_persist: bool,
+    touches: Vec<(PeerId, Payload)>,
 }
 
 impl Cluster {
@@ -29,6 +30,7 @@ impl Cluster {
             sent: vec![],
             applied: vec![vec![]; count],
             auto_persist: true,
+            touches: vec![],
         };
         cluster.drain_all();
         cluster
@@ -49,6 +51,7 @@ impl Cluster {
             DiskOp::Append(entry) => Some(entry.zxid),
             _ => None,
         });
+        self.touches.extend(ready.session_touches);
         for apply in ready.committed {
             if let Apply::Entry(entry) = apply {
                 self.applied[index].push(entry.zxid);
@@ -269,6 +272,7 @@ fn zxid_counter_rollover_forces_a_new_epoch() {
         sent: vec![],
         applied: vec![vec![]; 3],
         auto_persist: true,
+        touches: vec![],
     };
     cluster.drain_all();
     cluster.run(30);
@@ -285,4 +289,15 @@ fn zxid_counter_rollover_forces_a_new_epoch() {
     let leader = cluster.leader().expect("a new leader");
     assert_eq!(cluster.peer(leader).leader_epoch(), Some(2));
     assert_eq!(cluster.applied[0], vec![Zxid::new(1, 1), Zxid::new(1, 2)]);
+}
+
+#[test]
+fn ping_replies_carry_session_touches_to_the_leader() {
+    // The driver's payload rides on the follower's next PING reply and reaches the leader's
+    // Ready, tagged with the follower's id.
+    let mut cluster = Cluster::fresh(3);
+    cluster.run(30);
+    cluster.peer(1).set_ping_reply(Payload::from(vec![5, 6]));
+    cluster.run(10);
+    assert_eq!(cluster.touches, vec![(1, Payload::from(vec![5, 6]))]);
 }
