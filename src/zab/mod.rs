@@ -22,10 +22,36 @@
 //!    follower's ACK is generated only by `on_persisted`, so it never acks what is not durable.
 //! 3. Apply `Ready::committed` in order; they are always durable locally already.
 //!
+//! A driver's loop (the simulator in `sim.rs` is one):
+//! ```text
+//! let mut peer = Peer::new(config, durable_from_disk, seed)?;   // starts LOOKING
+//! loop {
+//!     on a timer:                 peer.tick();
+//!     on a message from `from`:   peer.step(from, message);
+//!     on a client write:          peer.propose(payload)   // Local(zxid) | Forwarded | Err
+//!     when an fsync completes:    peer.on_persisted(last_zxid_it_covered);
+//!     after a snapshot is written: peer.compact(snapshot);
+//!     while peer.has_ready() {
+//!         let ready = peer.take_ready();
+//!         ready.disk      -> storage, in order (rule 1 below)
+//!         ready.messages  -> network, after the synchronous disk ops (rule 2)
+//!         ready.committed -> state machine, in order (Apply::Entry | Apply::Snapshot)
+//!         ready.role      -> start/stop serving clients, forward to the new leader
+//!         ready.session_touches -> (leader) the learners' PING payloads
+//!     }
+//! }
+//! ```
+//!
+//! Limits: a leader holds at most `proposals_in_flight_max` uncommitted proposals; beyond it
+//! `propose` fails with `QueueFull` and a forwarded REQUEST is dropped (counted in
+//! `requests_dropped`; the client's request times out). A `Ready` holds what one batch of
+//! inputs produced and is drained after each; the in-memory log grows until `compact`.
+//!
 //! Transport: election notifications tolerate loss, duplication and reordering. The
-//! leader/learner channel is modelled as a connection (`Link::conn`) carrying numbered packets
-//! (`Link::seq`); a duplicate is ignored, a gap breaks the connection. Over TCP the driver maps
-//! a connection to `conn` and numbers packets itself, so neither field goes on the wire.
+//! leader/learner channel is modelled as a connection (`Link::conn`, chosen by the learner,
+//! and `Link::session`, chosen by each leadership) carrying numbered packets (`Link::seq`); a
+//! duplicate is ignored, a gap breaks the connection. Over TCP the driver maps a connection to
+//! these and numbers packets itself, so none of them goes on the wire (`wire` has the bytes).
 //!
 //! Deliberate difference from ZooKeeper: entries are applied only once committed (ZooKeeper
 //! replays its whole log on restart), so truncating uncommitted entries is always safe and the

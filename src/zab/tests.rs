@@ -301,3 +301,82 @@ fn ping_replies_carry_session_touches_to_the_leader() {
     cluster.run(10);
     assert_eq!(cluster.touches, vec![(1, Payload::from(vec![5, 6]))]);
 }
+
+/// Makes a lone peer follow `leader` by telling it a quorum already does.
+fn follow(peer: &mut Peer, leader: PeerId, other: PeerId) -> Link {
+    let vote = Vote {
+        leader,
+        zxid: Zxid::ZERO,
+        peer_epoch: 0,
+    };
+    let round = 1;
+    let leading = Notification {
+        state: ServerState::Leading,
+        vote,
+        round,
+    };
+    let following = Notification {
+        state: ServerState::Following,
+        vote,
+        round,
+    };
+    peer.step(leader, Message::Notification(leading));
+    peer.step(other, Message::Notification(following));
+    let ready = peer.take_ready();
+    let info = ready.messages.iter().find_map(|e| match &e.message {
+        Message::Quorum {
+            link,
+            packet: Packet::FollowerInfo { .. },
+        } => Some(*link),
+        _ => None,
+    });
+    info.expect("FOLLOWERINFO sent")
+}
+
+fn ack_epoch_after_leader_info(peer: &mut Peer, link: Link, epoch: u32) -> Option<u32> {
+    let link = Link {
+        session: 77,
+        ..link
+    };
+    peer.step(
+        3,
+        Message::Quorum {
+            link,
+            packet: Packet::LeaderInfo { epoch },
+        },
+    );
+    let ready = peer.take_ready();
+    let acks: Vec<Option<u32>> = ready
+        .messages
+        .iter()
+        .filter_map(|e| match &e.message {
+            Message::Quorum {
+                packet: Packet::AckEpoch { current_epoch, .. },
+                ..
+            } => Some(*current_epoch),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks.len(), 1, "one ACKEPOCH");
+    acks[0]
+}
+
+#[test]
+fn an_epoch_is_acked_for_the_quorum_only_once() {
+    // A learner that accepted epoch 5 and meets a leader offering 5 again (a second
+    // connection, maybe another leader) answers ACKEPOCH with -1, so that no two leaders can
+    // both count it towards a quorum for the same epoch.
+    let config = Config::new(2, vec![1, 2, 3], vec![]);
+    let mut peer = Peer::new(config, Durable::empty(), 9).expect("valid config");
+    let _ = peer.take_ready();
+    let link = follow(&mut peer, 3, 1);
+    assert_eq!(ack_epoch_after_leader_info(&mut peer, link, 5), Some(0));
+    assert_eq!(peer.accepted_epoch(), 5);
+    for _ in 0..=peer.config.init_limit_ticks {
+        peer.tick(); // The leader goes silent: back to LOOKING.
+    }
+    assert_eq!(peer.role(), Role::Looking);
+    let _ = peer.take_ready();
+    let link = follow(&mut peer, 3, 1);
+    assert_eq!(ack_epoch_after_leader_info(&mut peer, link, 5), None);
+}
