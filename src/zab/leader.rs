@@ -78,11 +78,11 @@ impl LeaderState {
                 "leader epoch is not acceptedEpoch"
             );
         }
-        if self.phase != Phase::Discovery {
+        if self.phase == Phase::Broadcast {
             assert_eq!(
                 self.epoch,
                 Some(peer.current_epoch),
-                "syncing without currentEpoch"
+                "serving without currentEpoch"
             );
         }
         if self.is_serving() {
@@ -282,9 +282,9 @@ impl Peer {
     /// The end of discovery: a quorum acked the epoch. A learner with a more recent history
     /// than ours means this election was wrong: start over (ZooKeeper does the same).
     fn leader_try_start_sync(&mut self) {
-        let Some(epoch) = self.leader().epoch else {
+        if self.leader().epoch.is_none() {
             return;
-        };
+        }
         let counted = self
             .leader()
             .learners
@@ -307,7 +307,6 @@ impl Peer {
             self.become_looking();
             return;
         }
-        self.persist_current_epoch(epoch);
         let deadline_tick = self.now_ticks + self.config.init_limit_ticks;
         let last = self.log.last_zxid();
         let leader = self.leader_mut();
@@ -406,11 +405,16 @@ impl Peer {
         if leader.phase != Phase::Sync {
             return;
         }
-        let self_ready = self.persisted_zxid >= leader.initial_last_zxid;
+        let epoch = leader.epoch.expect("syncing without an epoch");
+        let initial = leader.initial_last_zxid;
+        let self_ready = self.persisted_zxid >= initial;
+        if self_ready && self.current_epoch < epoch {
+            // Like a learner: currentEpoch only after the history it vouches for is durable.
+            self.persist_current_epoch(epoch);
+        }
         if self.voters_at(Stage::NewLeaderAcked, self_ready) < self.config.quorum() {
             return;
         }
-        let initial = leader.initial_last_zxid;
         self.leader_mut().phase = Phase::Broadcast;
         self.commit_zxid = self.commit_zxid.max(initial);
         let acked: Vec<PeerId> = self

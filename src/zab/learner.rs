@@ -237,15 +237,16 @@ impl Peer {
         if learner.newleader_zxid.is_some() {
             return self.learner_violation("second NEWLEADER");
         }
-        if epoch > self.current_epoch {
-            self.persist_current_epoch(epoch);
-        }
+        // currentEpoch is written only once the synced entries are durable (learner_maybe_ack):
+        // a restart with the new currentEpoch but without them would win elections it must
+        // lose, because votes compare the epoch first.
         let last = self.log.last_zxid();
         self.learner_mut().newleader_zxid = Some(last);
         self.learner_maybe_ack();
     }
 
-    /// ACKs NEWLEADER, then proposals, once they are durable.
+    /// Once the synced entries are durable: writes currentEpoch and ACKs NEWLEADER; then ACKs
+    /// proposals as they become durable.
     pub(crate) fn learner_maybe_ack(&mut self) {
         let persisted = self.persisted_zxid;
         let learner = self.learner();
@@ -255,6 +256,9 @@ impl Peer {
         if !learner.newleader_acked {
             if persisted < synced {
                 return;
+            }
+            if epoch > self.current_epoch {
+                self.persist_current_epoch(epoch);
             }
             let learner = self.learner_mut();
             learner.newleader_acked = true;

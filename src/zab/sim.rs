@@ -5,7 +5,8 @@
 //! Fault model, all drawn from the seed:
 //! - network: per-message loss, duplication, delay (1..=delay_max ticks), reordering (a
 //!   message may overtake earlier ones on the same pair; otherwise pairs are FIFO like TCP),
-//!   partitions into two groups and heals;
+//!   partitions into two groups and heals, and swizzle-clogs (FoundationDB: one peer's traffic
+//!   is held for a while, then released in order);
 //! - crashes and restarts: a crashed peer keeps only its durable disk (epoch files, snapshot,
 //!   fsynced log entries) plus a random prefix of its unsynced appends (a torn tail is
 //!   dropped by recovery, so a prefix is what survives); its in-flight connections die;
@@ -30,6 +31,7 @@
 //! Commands:
 //! - CI (debug, bounded): `cargo test --lib zab_sim`
 //! - replay one seed with a trace: `KEEL_SIM_SEED=<seed> cargo test --lib zab_sim_replay -- --nocapture`
+//!   (add `KEEL_SIM_CLOGS=0` for a seed pinned before swizzle-clogs existed)
 //! - many seeds: `KEEL_SIM_SEEDS=10000 cargo test --release --lib zab_sim_many -- --ignored`
 //!   (`KEEL_SIM_SEED_BASE=<n>` picks where the range starts).
 
@@ -41,7 +43,7 @@ use std::collections::BTreeMap;
 const FAULT_TICKS: u64 = 500;
 const LIVENESS_TICKS_MAX: u64 = 600;
 const SESSIONS: usize = 4;
-const CI_SEEDS: u64 = 24;
+const CI_SEEDS: u64 = 128;
 
 /// What the simulated disk of one server holds.
 #[derive(Debug, Clone)]
@@ -292,6 +294,7 @@ struct Coverage {
     queue_full: u64,
     crashes: u64,
     partitions: u64,
+    clogs: u64,
     leaders_serving: u64,
 }
 
@@ -306,6 +309,7 @@ impl Coverage {
         self.queue_full += other.queue_full;
         self.crashes += other.crashes;
         self.partitions += other.partitions;
+        self.clogs += other.clogs;
         self.leaders_serving += other.leaders_serving;
     }
 
@@ -346,6 +350,7 @@ struct Faults {
     fsync: u64,
     client: u64,
     compact: u64,
+    clog: u64,
 }
 
 struct Session {
@@ -364,6 +369,8 @@ struct Node {
 struct Sim {
     seed: u64,
     rng: SplitMix64,
+    /// Draws for swizzle-clogs, apart so that runs without them replay the older schedule.
+    clog_rng: SplitMix64,
     now_ticks: u64,
     nodes: Vec<Node>,
     faults: Faults,
@@ -371,6 +378,7 @@ struct Sim {
     fifo_tick: BTreeMap<(PeerId, PeerId), u64>,
     order: u64,
     group: Vec<u8>,
+    clogged_until_tick: Vec<u64>,
     checker: Checker,
     sessions: Vec<Session>,
     next_session: u32,
@@ -384,8 +392,14 @@ fn index_of(id: PeerId) -> usize {
 }
 
 impl Sim {
-    fn new(seed: u64, trace: bool) -> Sim {
+    fn new(seed: u64, features: Features, trace: bool) -> Sim {
         let mut rng = SplitMix64::new(seed);
+        let mut clog_rng = SplitMix64::new(seed ^ 0xc10c_c10c_c10c_c10c);
+        let clog = if features.clogs {
+            clog_rng.below(20)
+        } else {
+            0
+        };
         let voter_count = [3u64, 5, 7][rng.below(3) as usize];
         let observer_count = u64::from(rng.chance(1, 3));
         let voters: Vec<PeerId> = (1..=voter_count).collect();
@@ -427,11 +441,13 @@ impl Sim {
             fsync: 300 + rng.below(700),
             client: 200 + rng.below(800),
             compact: rng.below(30),
+            clog,
         };
         let count = nodes.len();
         let mut sim = Sim {
             seed,
             rng,
+            clog_rng,
             now_ticks: 0,
             nodes,
             faults,
@@ -439,6 +455,7 @@ impl Sim {
             fifo_tick: BTreeMap::new(),
             order: 0,
             group: vec![0; count],
+            clogged_until_tick: vec![0; count],
             checker: Checker::new(count),
             sessions: vec![],
             next_session: 1,
@@ -500,6 +517,12 @@ impl Sim {
                 self.coverage.note_packet(&envelope.message);
             }
             for envelope in ready.messages {
+                if let Message::Quorum { packet, .. } = &envelope.message {
+                    if matches!(packet, Packet::Diff { .. } | Packet::Trunc { .. }) {
+                        let to = envelope.to;
+                        self.trace(format!("node {from} -> {to}: {packet:?}"));
+                    }
+                }
                 self.network_send(from, envelope.to, envelope.message);
             }
             let n = &mut self.nodes[node];
@@ -574,6 +597,15 @@ impl Sim {
             if self.group[from] != self.group[to] {
                 continue;
             }
+            let unclog_tick = self.clogged_until_tick[from].max(self.clogged_until_tick[to]);
+            if unclog_tick > now {
+                // Swizzle-clog: held, not lost, and still in order.
+                self.network.push(InFlight {
+                    deliver_at_tick: unclog_tick,
+                    ..m
+                });
+                continue;
+            }
             let Some(peer) = self.nodes[to].peer.as_mut() else {
                 continue;
             };
@@ -636,6 +668,13 @@ impl Sim {
             self.crash(node);
         } else if !up && self.rng.chance(self.faults.restart, 1000) {
             self.restart(node);
+        }
+        if self.faults.clog > 0 && self.clog_rng.chance(self.faults.clog, 1000) {
+            let node = self.clog_rng.below(count) as usize;
+            let ticks = 1 + self.clog_rng.below(20);
+            self.clogged_until_tick[node] = self.now_ticks + ticks;
+            self.coverage.clogs += 1;
+            self.trace(format!("clog node {} for {ticks} ticks", node + 1));
         }
         if self.rng.chance(self.faults.partition, 1000) {
             for group in self.group.iter_mut() {
@@ -791,8 +830,19 @@ fn check_durable_ack(disk: &SimDisk, message: &Message) {
 }
 
 /// Runs one seed: the fault phase, then healing and the liveness check.
-fn run_seed(seed: u64, trace: bool) -> Result<Coverage, String> {
-    let mut sim = Sim::new(seed, trace);
+/// Fault kinds added after seeds were pinned; a pinned seed runs with the features it was
+/// found with, so that it replays the same schedule.
+#[derive(Debug, Clone, Copy)]
+struct Features {
+    clogs: bool,
+}
+
+const FEATURES_ALL: Features = Features { clogs: true };
+/// The simulator before swizzle-clogs.
+const FEATURES_V1: Features = Features { clogs: false };
+
+fn run_seed(seed: u64, features: Features, trace: bool) -> Result<Coverage, String> {
+    let mut sim = Sim::new(seed, features, trace);
     for _ in 0..FAULT_TICKS {
         sim.run_tick(true);
     }
@@ -808,16 +858,21 @@ fn run_seed(seed: u64, trace: bool) -> Result<Coverage, String> {
     Ok(sim.coverage)
 }
 
-fn run_seed_reporting(seed: u64) -> Coverage {
-    let outcome = std::panic::catch_unwind(|| run_seed(seed, false));
+fn run_seed_reporting(seed: u64, features: Features) -> Coverage {
+    let outcome = std::panic::catch_unwind(|| run_seed(seed, features, false));
     let failure = match outcome {
         Ok(Ok(coverage)) => return coverage,
         Ok(Err(reason)) => reason,
         Err(_) => "invariant violated (see the panic above)".to_string(),
     };
+    let clogs = if features.clogs {
+        ""
+    } else {
+        "KEEL_SIM_CLOGS=0 "
+    };
     panic!(
-        "zab sim seed {seed} failed: {failure}\nrepro: KEEL_SIM_SEED={seed} cargo test --lib \
-         zab_sim_replay -- --nocapture"
+        "zab sim seed {seed} failed: {failure}\nrepro: {clogs}KEEL_SIM_SEED={seed} cargo test \
+         --lib zab_sim_replay -- --nocapture"
     );
 }
 
@@ -827,7 +882,7 @@ fn zab_sim_ci() {
     let started = std::time::Instant::now();
     let mut total = Coverage::default();
     for seed in 1..=CI_SEEDS {
-        total.add(&run_seed_reporting(seed));
+        total.add(&run_seed_reporting(seed, FEATURES_ALL));
     }
     eprintln!(
         "zab sim: {CI_SEEDS} seeds in {:?}: {total:?}",
@@ -842,6 +897,7 @@ fn zab_sim_ci() {
         total.queue_full,
         total.crashes,
         total.partitions,
+        total.clogs,
     ];
     assert!(
         reached.iter().all(|count| *count > 0),
@@ -856,7 +912,11 @@ fn zab_sim_replay() {
         return;
     };
     let seed: u64 = seed.parse().expect("KEEL_SIM_SEED is a number");
-    let coverage = run_seed(seed, true).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    let features = match std::env::var("KEEL_SIM_CLOGS").as_deref() {
+        Ok("0") => FEATURES_V1,
+        _ => FEATURES_ALL,
+    };
+    let coverage = run_seed(seed, features, true).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     eprintln!("seed {seed}: {coverage:?}");
 }
 
@@ -865,7 +925,7 @@ fn zab_sim_replay() {
 fn zab_sim_seed_33_follower_info_reached_a_leader_still_looking() {
     // Followers decided one tick before the leader and their only FOLLOWERINFO arrived while
     // it was still LOOKING: discovery timed out forever. Learners now resend FOLLOWERINFO.
-    run_seed_reporting(33);
+    run_seed_reporting(33, FEATURES_V1);
 }
 
 #[test]
@@ -873,7 +933,16 @@ fn zab_sim_seed_175_new_leadership_continued_an_old_connection() {
     // A leader stepped down and led again; a resent FOLLOWERINFO let the new leadership
     // splice its packets into the connection the old one had answered (NEWLEADER of another
     // epoch). Links now carry the leadership's session.
-    run_seed_reporting(175);
+    run_seed_reporting(175, FEATURES_V1);
+}
+
+#[test]
+fn zab_sim_seed_6495_current_epoch_written_before_the_synced_log() {
+    // A learner wrote currentEpoch on NEWLEADER, crashed before its synced entries were
+    // fsynced, restarted with the new epoch and a short log, won the election (votes compare
+    // the epoch first) and truncated committed entries away. currentEpoch is now written only
+    // once the synced entries are durable, on learners and on the leader.
+    run_seed_reporting(6495, FEATURES_V1);
 }
 
 #[test]
@@ -888,6 +957,6 @@ fn zab_sim_many() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     for seed in base..base + count {
-        run_seed_reporting(seed);
+        run_seed_reporting(seed, FEATURES_ALL);
     }
 }
