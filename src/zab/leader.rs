@@ -412,7 +412,9 @@ impl Peer {
             // Like a learner: currentEpoch only after the history it vouches for is durable.
             self.persist_current_epoch(epoch);
         }
-        if self.voters_at(Stage::NewLeaderAcked, self_ready) < self.config.quorum() {
+        // The leader is always part of the quorum (ZooKeeper acks NEWLEADER to itself first):
+        // it serves only with its own history and currentEpoch durable.
+        if !self_ready || self.voters_at(Stage::NewLeaderAcked, true) < self.config.quorum() {
             return;
         }
         self.leader_mut().phase = Phase::Broadcast;
