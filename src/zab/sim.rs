@@ -975,7 +975,16 @@ fn zab_sim_many() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    // Keeps going after a failure so that one run reports every failing seed (at most 20).
+    let mut failed: Vec<u64> = Vec::new();
     for seed in base..base + count {
-        run_seed_reporting(seed, FEATURES_ALL);
+        let outcome = std::panic::catch_unwind(|| run_seed_reporting(seed, FEATURES_ALL));
+        if outcome.is_err() {
+            failed.push(seed);
+        }
+        if failed.len() >= 20 {
+            break;
+        }
     }
+    assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
