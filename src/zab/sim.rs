@@ -988,3 +988,46 @@ fn zab_sim_many() {
     }
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
+
+fn entry_for(session: u32, seq: u32, counter: u32) -> Entry {
+    Entry {
+        zxid: Zxid::new(1, counter),
+        payload: client_payload(session, seq, 0),
+    }
+}
+
+#[test]
+#[should_panic(expected = "applied a different entry")]
+fn zab_sim_checker_catches_diverging_commits() {
+    // The checker itself: two peers applying different entries at one index must fail.
+    let mut checker = Checker::new(2);
+    checker.on_apply(0, &Apply::Entry(entry_for(1, 1, 1)));
+    checker.on_apply(1, &Apply::Entry(entry_for(1, 2, 1)));
+}
+
+#[test]
+#[should_panic(expected = "committed after")]
+fn zab_sim_checker_catches_session_reordering() {
+    // The checker itself: a session's seq 2 committed before its seq 1 must fail.
+    let mut checker = Checker::new(1);
+    checker.on_apply(0, &Apply::Entry(entry_for(7, 2, 1)));
+    checker.on_apply(0, &Apply::Entry(entry_for(7, 1, 2)));
+}
+
+#[test]
+#[should_panic(expected = "snapshot differs")]
+fn zab_sim_checker_catches_a_wrong_snapshot() {
+    // The checker itself: a SNAP whose state is not the committed prefix it claims must fail.
+    let mut checker = Checker::new(1);
+    checker.on_apply(0, &Apply::Entry(entry_for(7, 1, 1)));
+    let state = AppState {
+        zxid: Zxid::new(1, 1),
+        count: 1,
+        hash: 12345,
+    };
+    let snapshot = Snapshot {
+        zxid: state.zxid,
+        data: state.encode(),
+    };
+    checker.on_apply(0, &Apply::Snapshot(snapshot));
+}
