@@ -481,6 +481,11 @@ impl Peer {
                 self.leader_send(id, Packet::Commit { zxid: commit });
                 continue;
             }
+            if informed < self.log.snapshot().zxid {
+                // Compacted past what it holds: it must sync again (with SNAP).
+                self.leader_mut().learners.remove(&id);
+                continue;
+            }
             if informed > previous {
                 self.leader_send(
                     id,
