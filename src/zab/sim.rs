@@ -33,7 +33,8 @@
 //! - replay one seed with a trace: `KEEL_SIM_SEED=<seed> cargo test --lib zab_sim_replay -- --nocapture`
 //!   (add `KEEL_SIM_CLOGS=0` for a seed pinned before swizzle-clogs existed)
 //! - many seeds: `KEEL_SIM_SEEDS=10000 cargo test --release --lib zab_sim_many -- --ignored`
-//!   (`KEEL_SIM_SEED_BASE=<n>` picks where the range starts).
+//!   (`KEEL_SIM_SEED_BASE=<n>` picks where the range starts, `KEEL_SIM_FAULT_TICKS=<n>` makes
+//!   the fault phase longer than its default 500 ticks).
 
 use super::rng::SplitMix64;
 use super::{Apply, Config, DiskOp, Durable, Entry, Message, Packet, Peer, PeerId};
@@ -852,9 +853,17 @@ const FEATURES_ALL: Features = Features { clogs: true };
 /// The simulator before swizzle-clogs.
 const FEATURES_V1: Features = Features { clogs: false };
 
+/// `KEEL_SIM_FAULT_TICKS` lengthens the fault phase (a seed's schedule only gets longer).
+fn fault_ticks() -> u64 {
+    let ticks = std::env::var("KEEL_SIM_FAULT_TICKS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    ticks.unwrap_or(FAULT_TICKS)
+}
+
 fn run_seed(seed: u64, features: Features, trace: bool) -> Result<Coverage, String> {
     let mut sim = Sim::new(seed, features, trace);
-    for _ in 0..FAULT_TICKS {
+    for _ in 0..fault_ticks() {
         sim.run_tick(true);
     }
     sim.heal_all();
@@ -876,13 +885,15 @@ fn run_seed_reporting(seed: u64, features: Features) -> Coverage {
         Ok(Err(reason)) => reason,
         Err(_) => "invariant violated (see the panic above)".to_string(),
     };
-    let clogs = if features.clogs {
-        ""
-    } else {
-        "KEEL_SIM_CLOGS=0 "
-    };
+    let mut env = String::new();
+    if !features.clogs {
+        env += "KEEL_SIM_CLOGS=0 ";
+    }
+    if fault_ticks() != FAULT_TICKS {
+        env += &format!("KEEL_SIM_FAULT_TICKS={} ", fault_ticks());
+    }
     panic!(
-        "zab sim seed {seed} failed: {failure}\nrepro: {clogs}KEEL_SIM_SEED={seed} cargo test \
+        "zab sim seed {seed} failed: {failure}\nrepro: {env}KEEL_SIM_SEED={seed} cargo test \
          --lib zab_sim_replay -- --nocapture"
     );
 }
