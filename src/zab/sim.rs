@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 const FAULT_TICKS: u64 = 500;
 const LIVENESS_TICKS_MAX: u64 = 600;
 const SESSIONS: usize = 4;
-const CI_SEEDS: u64 = 128;
+const CI_SEEDS: u64 = 256;
 
 /// What the simulated disk of one server holds.
 #[derive(Debug, Clone)]
