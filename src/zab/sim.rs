@@ -10,7 +10,11 @@
 //! - crashes and restarts: a crashed peer keeps only its durable disk (epoch files, snapshot,
 //!   fsynced log entries) plus a random prefix of its unsynced appends (a torn tail is
 //!   dropped by recovery, so a prefix is what survives); its in-flight connections die;
-//! - slow disks: each tick an unsynced batch is fsynced only with some probability;
+//! - slow disks: each tick an unsynced batch is fsynced only with some probability, and a
+//!   disk may stall (no fsync completes) for up to 30 ticks;
+//! - a nemesis (Jepsen): crash a serving leader with unsynced appends and isolate the
+//!   followers holding the newest entries (it catches a leader that counts its own ACK before
+//!   its fsync);
 //! - compaction: peers occasionally snapshot their applied state (so SNAP syncs happen);
 //! - small zxid counters (forced elections on rollover) and small pipelines (QueueFull).
 //!
@@ -31,7 +35,8 @@
 //! Commands:
 //! - CI (debug, bounded): `cargo test --lib zab_sim`
 //! - replay one seed with a trace: `KEEL_SIM_SEED=<seed> cargo test --lib zab_sim_replay -- --nocapture`
-//!   (add `KEEL_SIM_CLOGS=0` for a seed pinned before swizzle-clogs existed)
+//!   (a seed pinned before swizzle-clogs or disk stalls existed replays with `KEEL_SIM_CLOGS=0`
+//!   or `KEEL_SIM_STALLS=0`; the failure message prints the exact command)
 //! - many seeds: `KEEL_SIM_SEEDS=10000 cargo test --release --lib zab_sim_many -- --ignored`
 //!   (`KEEL_SIM_SEED_BASE=<n>` picks where the range starts, `KEEL_SIM_FAULT_TICKS=<n>` makes
 //!   the fault phase longer than its default 500 ticks).
@@ -296,6 +301,8 @@ struct Coverage {
     crashes: u64,
     partitions: u64,
     clogs: u64,
+    stalls: u64,
+    nemesis: u64,
     leaders_serving: u64,
 }
 
@@ -311,6 +318,8 @@ impl Coverage {
         self.crashes += other.crashes;
         self.partitions += other.partitions;
         self.clogs += other.clogs;
+        self.stalls += other.stalls;
+        self.nemesis += other.nemesis;
         self.leaders_serving += other.leaders_serving;
     }
 
@@ -352,6 +361,8 @@ struct Faults {
     client: u64,
     compact: u64,
     clog: u64,
+    stall: u64,
+    nemesis: u64,
 }
 
 struct Session {
@@ -372,6 +383,9 @@ struct Sim {
     rng: SplitMix64,
     /// Draws for swizzle-clogs, apart so that runs without them replay the older schedule.
     clog_rng: SplitMix64,
+    /// Draws for disk stalls, apart for the same reason.
+    stall_rng: SplitMix64,
+    nemesis_rng: SplitMix64,
     now_ticks: u64,
     nodes: Vec<Node>,
     faults: Faults,
@@ -380,6 +394,7 @@ struct Sim {
     order: u64,
     group: Vec<u8>,
     clogged_until_tick: Vec<u64>,
+    stalled_until_tick: Vec<u64>,
     checker: Checker,
     sessions: Vec<Session>,
     next_session: u32,
@@ -404,12 +419,30 @@ impl Sim {
         // The draw order below is part of every pinned seed: change it and they replay
         // different schedules.
         let (nodes, ensemble) = build_nodes(&mut rng);
-        let faults = draw_faults(&mut rng, clog);
+        let mut stall_rng = SplitMix64::new(seed ^ 0x57a1_1000_57a1_1000);
+        let stall = if features.stalls {
+            stall_rng.below(30)
+        } else {
+            0
+        };
+        let mut nemesis_rng = SplitMix64::new(seed ^ 0x0e0e_515e_0e0e_515e);
+        let nemesis = if features.nemesis {
+            nemesis_rng.below(10)
+        } else {
+            0
+        };
+        let faults = Faults {
+            stall,
+            nemesis,
+            ..draw_faults(&mut rng, clog)
+        };
         let count = nodes.len();
         let mut sim = Sim {
             seed,
             rng,
             clog_rng,
+            stall_rng,
+            nemesis_rng,
             now_ticks: 0,
             nodes,
             faults,
@@ -418,6 +451,7 @@ impl Sim {
             order: 0,
             group: vec![0; count],
             clogged_until_tick: vec![0; count],
+            stalled_until_tick: vec![0; count],
             checker: Checker::new(count),
             sessions: vec![],
             next_session: 1,
@@ -576,6 +610,9 @@ impl Sim {
             if self.nodes[node].peer.is_none() || !self.rng.chance(self.faults.fsync, 1000) {
                 continue;
             }
+            if self.stalled_until_tick[node] > self.now_ticks {
+                continue; // A stalled disk: the fsync does not complete yet.
+            }
             let Some(zxid) = self.nodes[node].disk.fsync() else {
                 continue;
             };
@@ -617,7 +654,43 @@ impl Sim {
         self.drain(node);
     }
 
+    /// A Jepsen-style nemesis: crash a serving leader that has unsynced appends and isolate
+    /// the followers holding the newest entries, the schedule in which a commit that was not
+    /// durable on a real quorum gets lost.
+    fn nemesis(&mut self) {
+        if self.faults.nemesis == 0 || !self.nemesis_rng.chance(self.faults.nemesis, 1000) {
+            return;
+        }
+        let serving = |n: &Node| {
+            let leading = n
+                .peer
+                .as_ref()
+                .is_some_and(|p| p.role() == Role::Leading { serving: true });
+            leading && !n.disk.unsynced.is_empty()
+        };
+        let Some(leader) = self.nodes.iter().position(serving) else {
+            return;
+        };
+        let last = |n: &Node| n.peer.as_ref().map(Peer::last_zxid);
+        let others = self.nodes.iter().enumerate().filter(|(i, _)| *i != leader);
+        let newest = others.filter_map(|(_, n)| last(n)).max();
+        let groups: Vec<u8> = self
+            .nodes
+            .iter()
+            .map(|n| u8::from(newest.is_some() && last(n) == newest))
+            .collect();
+        self.crash(leader);
+        self.group = groups;
+        self.coverage.nemesis += 1;
+        let groups = self.group.clone();
+        self.trace(format!(
+            "nemesis: crash leader {}, partition {groups:?}",
+            leader + 1
+        ));
+    }
+
     fn inject_faults(&mut self) {
+        self.nemesis();
         let count = self.nodes.len() as u64;
         let node = self.rng.below(count) as usize;
         let up = self.nodes[node].peer.is_some();
@@ -632,6 +705,16 @@ impl Sim {
             self.clogged_until_tick[node] = self.now_ticks + ticks;
             self.coverage.clogs += 1;
             self.trace(format!("clog node {} for {ticks} ticks", node + 1));
+        }
+        if self.faults.stall > 0 && self.stall_rng.chance(self.faults.stall, 1000) {
+            let node = self.stall_rng.below(count) as usize;
+            let ticks = 1 + self.stall_rng.below(30);
+            self.stalled_until_tick[node] = self.now_ticks + ticks;
+            self.coverage.stalls += 1;
+            self.trace(format!(
+                "stall the disk of node {} for {ticks} ticks",
+                node + 1
+            ));
         }
         if self.rng.chance(self.faults.partition, 1000) {
             for group in self.group.iter_mut() {
@@ -801,6 +884,8 @@ fn draw_faults(rng: &mut SplitMix64, clog: u64) -> Faults {
         client: 200 + rng.below(800),
         compact: rng.below(30),
         clog,
+        stall: 0,
+        nemesis: 0,
     }
 }
 
@@ -847,11 +932,27 @@ fn check_durable_ack(disk: &SimDisk, message: &Message) {
 #[derive(Debug, Clone, Copy)]
 struct Features {
     clogs: bool,
+    stalls: bool,
+    nemesis: bool,
 }
 
-const FEATURES_ALL: Features = Features { clogs: true };
-/// The simulator before swizzle-clogs.
-const FEATURES_V1: Features = Features { clogs: false };
+const FEATURES_ALL: Features = Features {
+    clogs: true,
+    stalls: true,
+    nemesis: true,
+};
+/// The simulator before swizzle-clogs, disk stalls and the nemesis.
+const FEATURES_V1: Features = Features {
+    clogs: false,
+    stalls: false,
+    nemesis: false,
+};
+/// The simulator before disk stalls and the nemesis.
+const FEATURES_V2: Features = Features {
+    clogs: true,
+    stalls: false,
+    nemesis: false,
+};
 
 /// `KEEL_SIM_FAULT_TICKS` lengthens the fault phase (a seed's schedule only gets longer).
 fn fault_ticks() -> u64 {
@@ -889,6 +990,12 @@ fn run_seed_reporting(seed: u64, features: Features) -> Coverage {
     if !features.clogs {
         env += "KEEL_SIM_CLOGS=0 ";
     }
+    if !features.stalls {
+        env += "KEEL_SIM_STALLS=0 ";
+    }
+    if !features.nemesis {
+        env += "KEEL_SIM_NEMESIS=0 ";
+    }
     if fault_ticks() != FAULT_TICKS {
         env += &format!("KEEL_SIM_FAULT_TICKS={} ", fault_ticks());
     }
@@ -920,6 +1027,8 @@ fn zab_sim_ci() {
         total.crashes,
         total.partitions,
         total.clogs,
+        total.stalls,
+        total.nemesis,
     ];
     assert!(
         reached.iter().all(|count| *count > 0),
@@ -934,9 +1043,11 @@ fn zab_sim_replay() {
         return;
     };
     let seed: u64 = seed.parse().expect("KEEL_SIM_SEED is a number");
-    let features = match std::env::var("KEEL_SIM_CLOGS").as_deref() {
-        Ok("0") => FEATURES_V1,
-        _ => FEATURES_ALL,
+    let enabled = |name: &str| std::env::var(name).as_deref() != Ok("0");
+    let features = Features {
+        clogs: enabled("KEEL_SIM_CLOGS"),
+        stalls: enabled("KEEL_SIM_STALLS"),
+        nemesis: enabled("KEEL_SIM_NEMESIS"),
     };
     let coverage = run_seed(seed, features, true).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     eprintln!("seed {seed}: {coverage:?}");
@@ -972,7 +1083,7 @@ fn zab_sim_seed_23356_leader_served_before_its_own_fsync() {
     // A quorum of followers acked NEWLEADER while the leader's own history was not durable
     // yet; it served without having written currentEpoch. The leader now counts in the
     // establishing quorum only after its fsync, as it must.
-    run_seed_reporting(23356, FEATURES_ALL);
+    run_seed_reporting(23356, FEATURES_V2);
 }
 
 #[test]
