@@ -1,7 +1,8 @@
 //! Keel: a ZooKeeper-compatible coordination server on thread-per-core shards.
 //!
 //! Layers, bottom up: `proto` (wire codec, pure), `tree` (the data tree and its views, pure),
-//! `session` (session table and expiry, pure), `config` (zoo.cfg), then `io` (the runtime
+//! `session` (session table and expiry, pure), `zab` (the replication protocol as a state
+//! machine, pure), `config` (zoo.cfg), then `io` (the runtime
 //! boundary), `shard` (client connections) and `server` (wiring). The pure layers never import
 //! `io`, `shard` or `server`.
 
@@ -17,3 +18,4 @@ pub mod session;
 pub mod shard;
 pub mod snapshot;
 pub mod tree;
+pub mod zab;

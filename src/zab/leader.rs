@@ -1,0 +1,601 @@
+//! leader: discovery, synchronization and broadcast as seen by the elected server
+//! (ZooKeeper's `Leader.lead` and `LearnerHandler`).
+//!
+//! Owns: the chosen epoch, one handle per connected learner (its connection, stage and
+//! acked zxid), the zxid counter and the ping schedule.
+//! Must not: commit before a quorum of voters (itself included, after its own fsync) holds
+//! the entry; propose before a quorum acked NEWLEADER.
+//! Invariants: commits go out in zxid order; at most `proposals_in_flight_max` uncommitted
+//! proposals; the epoch equals acceptedEpoch once chosen.
+
+use super::peer::{Peer, ProposeError, State};
+use super::{Entry, Link, Message, Packet, Payload, PeerId, Zxid};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Discovery,
+    Sync,
+    Broadcast,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    /// FOLLOWERINFO received.
+    Info,
+    /// ACKEPOCH received; waits for the epoch quorum to be synced.
+    EpochAcked,
+    /// The sync stream and NEWLEADER went out.
+    NewLeaderSent,
+    NewLeaderAcked,
+    UpToDate,
+}
+
+#[derive(Debug, Clone)]
+struct Handle {
+    conn: u64,
+    send_seq: u64,
+    recv_seq: u64,
+    observer: bool,
+    accepted_epoch: u32,
+    stage: Stage,
+    /// From ACKEPOCH: the learner's currentEpoch (None: it had accepted this epoch before,
+    /// so it does not count towards the epoch quorum) and last logged zxid.
+    current_epoch: Option<u32>,
+    last_zxid: Zxid,
+    /// The last zxid of the sync stream; a NEWLEADER ack covers it.
+    sync_end_zxid: Zxid,
+    /// Followers: everything up to it is durable there.
+    acked_zxid: Zxid,
+    /// Observers: the last entry they hold (sync stream or INFORM).
+    informed_zxid: Zxid,
+    last_heard_tick: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LeaderState {
+    pub(crate) epoch: Option<u32>,
+    pub(crate) phase: Phase,
+    deadline_tick: u64,
+    learners: BTreeMap<PeerId, Handle>,
+    /// The leader's last zxid when it started syncing: its history to commit first.
+    initial_last_zxid: Zxid,
+    next_counter: u32,
+    last_ping_tick: u64,
+    /// This leadership's id on every link (never 0).
+    session: u64,
+}
+
+impl LeaderState {
+    pub(crate) fn is_serving(&self) -> bool {
+        self.phase == Phase::Broadcast
+    }
+
+    pub(crate) fn invariants(&self, peer: &Peer) {
+        if let Some(epoch) = self.epoch {
+            assert_eq!(
+                epoch, peer.accepted_epoch,
+                "leader epoch is not acceptedEpoch"
+            );
+        }
+        if self.phase == Phase::Broadcast {
+            assert_eq!(
+                self.epoch,
+                Some(peer.current_epoch),
+                "serving without currentEpoch"
+            );
+        }
+        if self.is_serving() {
+            let in_flight = peer.log.after(peer.commit_zxid).len();
+            assert!(
+                in_flight <= peer.config.proposals_in_flight_max,
+                "pipeline overflow"
+            );
+            assert!(
+                peer.commit_zxid >= self.initial_last_zxid,
+                "serving before committing"
+            );
+        }
+        for handle in self.learners.values() {
+            assert!(
+                handle.acked_zxid <= peer.log.last_zxid(),
+                "ack beyond the log"
+            );
+        }
+    }
+}
+
+impl Peer {
+    fn leader(&self) -> &LeaderState {
+        match &self.state {
+            State::Leading(l) => l,
+            _ => unreachable!("not leading"),
+        }
+    }
+
+    fn leader_mut(&mut self) -> &mut LeaderState {
+        match &mut self.state {
+            State::Leading(l) => l,
+            _ => unreachable!("not leading"),
+        }
+    }
+
+    pub(crate) fn become_leading(&mut self) {
+        self.state = State::Leading(Box::new(LeaderState {
+            epoch: None,
+            phase: Phase::Discovery,
+            deadline_tick: self.now_ticks + self.config.init_limit_ticks,
+            learners: BTreeMap::new(),
+            initial_last_zxid: Zxid::ZERO,
+            next_counter: 1,
+            last_ping_tick: self.now_ticks,
+            session: self.rng.next_u64() | 1,
+        }));
+        self.leader_try_choose_epoch();
+    }
+
+    fn leader_send(&mut self, to: PeerId, packet: Packet) {
+        let session = self.leader().session;
+        let handle = self
+            .leader_mut()
+            .learners
+            .get_mut(&to)
+            .expect("send to a known learner");
+        let link = Link {
+            conn: handle.conn,
+            session,
+            seq: handle.send_seq,
+        };
+        handle.send_seq += 1;
+        self.send(to, Message::Quorum { link, packet });
+    }
+
+    /// Voters among the learners at `stage` or later, plus this leader when `self_counts`.
+    fn voters_at(&self, stage: Stage, self_counts: bool) -> usize {
+        let learners = self
+            .leader()
+            .learners
+            .iter()
+            .filter(|(id, h)| !h.observer && h.stage >= stage && self.config.is_voter(**id))
+            .count();
+        learners + usize::from(self_counts)
+    }
+
+    pub(crate) fn leader_on_packet(&mut self, from: PeerId, link: Link, packet: Packet) {
+        if let Packet::FollowerInfo {
+            accepted_epoch,
+            observer,
+        } = packet
+        {
+            self.leader_on_info(from, link, accepted_epoch, observer);
+            return;
+        }
+        let now = self.now_ticks;
+        let session = self.leader().session;
+        let Some(handle) = self.leader_mut().learners.get_mut(&from) else {
+            return;
+        };
+        let stale = link.conn != handle.conn || link.session != session;
+        if stale || link.seq < handle.recv_seq {
+            return; // An older connection, or a duplicate.
+        }
+        let gap = link.seq > handle.recv_seq;
+        handle.recv_seq += 1;
+        handle.last_heard_tick = now;
+        if gap {
+            self.leader_mut().learners.remove(&from); // The connection broke.
+            return;
+        }
+        match packet {
+            Packet::AckEpoch {
+                current_epoch,
+                last_zxid,
+            } => self.leader_on_ack_epoch(from, current_epoch, last_zxid),
+            Packet::Ack { zxid } => self.leader_on_ack(from, zxid),
+            Packet::Request { payload } => self.leader_on_request(payload),
+            Packet::Ping { payload } if !payload.is_empty() => {
+                self.ready.session_touches.push((from, payload));
+            }
+            Packet::Ping { .. } => {}
+            _ => self.leader_drop(from, "unexpected packet kind"),
+        }
+    }
+
+    fn leader_drop(&mut self, learner: PeerId, reason: &'static str) {
+        self.violations += 1;
+        self.last_violation = Some(reason);
+        self.leader_mut().learners.remove(&learner);
+    }
+
+    fn leader_on_info(&mut self, from: PeerId, link: Link, accepted_epoch: u32, observer: bool) {
+        let member = if observer {
+            self.config.observers.contains(&from)
+        } else {
+            self.config.is_voter(from)
+        };
+        let known = self.leader().learners.get(&from).map(|h| h.conn);
+        if !member || link.seq != 0 || known == Some(link.conn) {
+            return;
+        }
+        let handle = Handle {
+            conn: link.conn,
+            send_seq: 0,
+            recv_seq: 1,
+            observer,
+            accepted_epoch,
+            stage: Stage::Info,
+            current_epoch: None,
+            last_zxid: Zxid::ZERO,
+            sync_end_zxid: Zxid::ZERO,
+            acked_zxid: Zxid::ZERO,
+            informed_zxid: Zxid::ZERO,
+            last_heard_tick: self.now_ticks,
+        };
+        self.leader_mut().learners.insert(from, handle);
+        match self.leader().epoch {
+            Some(epoch) => self.leader_send(from, Packet::LeaderInfo { epoch }),
+            None => self.leader_try_choose_epoch(),
+        }
+    }
+
+    /// Discovery: once a quorum of voters told us their acceptedEpoch, the new epoch is one
+    /// above the largest.
+    fn leader_try_choose_epoch(&mut self) {
+        if self.voters_at(Stage::Info, true) < self.config.quorum() {
+            return;
+        }
+        let leader = self.leader();
+        let learners_max = leader.learners.values().map(|h| h.accepted_epoch).max();
+        let epoch = learners_max.unwrap_or(0).max(self.accepted_epoch) + 1;
+        self.persist_accepted_epoch(epoch);
+        self.leader_mut().epoch = Some(epoch);
+        let ids: Vec<PeerId> = self.leader().learners.keys().copied().collect();
+        for id in ids {
+            self.leader_send(id, Packet::LeaderInfo { epoch });
+        }
+        self.leader_try_start_sync();
+    }
+
+    fn leader_on_ack_epoch(&mut self, from: PeerId, current_epoch: Option<u32>, last_zxid: Zxid) {
+        if self.handle_mut(from).stage != Stage::Info {
+            self.leader_drop(from, "ACKEPOCH twice");
+            return;
+        }
+        let handle = self.handle_mut(from);
+        handle.stage = Stage::EpochAcked;
+        handle.current_epoch = current_epoch;
+        handle.last_zxid = last_zxid;
+        if self.leader().phase == Phase::Discovery {
+            self.leader_try_start_sync();
+        } else {
+            self.leader_sync(from);
+        }
+    }
+
+    fn handle_mut(&mut self, id: PeerId) -> &mut Handle {
+        self.leader_mut()
+            .learners
+            .get_mut(&id)
+            .expect("a known learner")
+    }
+
+    /// The end of discovery: a quorum acked the epoch. A learner with a more recent history
+    /// than ours means this election was wrong: start over (ZooKeeper does the same).
+    fn leader_try_start_sync(&mut self) {
+        if self.leader().epoch.is_none() {
+            return;
+        }
+        let counted = self
+            .leader()
+            .learners
+            .iter()
+            .filter(|(id, h)| {
+                let acked = h.stage == Stage::EpochAcked && h.current_epoch.is_some();
+                acked && !h.observer && self.config.is_voter(**id)
+            })
+            .count();
+        if counted + 1 < self.config.quorum() {
+            return;
+        }
+        let ours = (Some(self.current_epoch), self.log.last_zxid());
+        let ahead = self
+            .leader()
+            .learners
+            .values()
+            .any(|h| h.stage == Stage::EpochAcked && (h.current_epoch, h.last_zxid) > ours);
+        if ahead {
+            self.become_looking();
+            return;
+        }
+        let deadline_tick = self.now_ticks + self.config.init_limit_ticks;
+        let last = self.log.last_zxid();
+        let leader = self.leader_mut();
+        leader.phase = Phase::Sync;
+        leader.deadline_tick = deadline_tick;
+        leader.initial_last_zxid = last;
+        let ids: Vec<PeerId> = leader
+            .learners
+            .iter()
+            .filter(|(_, h)| h.stage == Stage::EpochAcked)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.leader_sync(id);
+        }
+        self.leader_try_establish();
+    }
+
+    /// Sends DIFF, TRUNC or SNAP, the missing proposals, and NEWLEADER (reference §5.6).
+    fn leader_sync(&mut self, id: PeerId) {
+        let epoch = self.leader().epoch.expect("syncing without an epoch");
+        let learner_zxid = self.leader().learners[&id].last_zxid;
+        let last = self.log.last_zxid();
+        let snapshot = self.log.snapshot().clone();
+        let (first, from) = if self.log.contains(learner_zxid) {
+            (Packet::Diff { zxid: last }, learner_zxid)
+        } else if learner_zxid > snapshot.zxid {
+            let to = self.log.last_below(learner_zxid);
+            (Packet::Trunc { zxid: to }, to)
+        } else {
+            let zxid = snapshot.zxid;
+            (Packet::Snap { snapshot }, zxid)
+        };
+        self.leader_send(id, first);
+        let entries: Vec<Entry> = self.log.after(from).to_vec();
+        for entry in entries {
+            self.leader_send(id, Packet::Proposal { entry });
+        }
+        if self.leader().is_serving() && self.commit_zxid > from {
+            self.leader_send(
+                id,
+                Packet::Commit {
+                    zxid: self.commit_zxid,
+                },
+            );
+        }
+        self.leader_send(id, Packet::NewLeader { epoch });
+        let handle = self
+            .leader_mut()
+            .learners
+            .get_mut(&id)
+            .expect("synced learner");
+        handle.stage = Stage::NewLeaderSent;
+        handle.sync_end_zxid = last;
+        handle.informed_zxid = last;
+    }
+
+    fn leader_on_ack(&mut self, from: PeerId, zxid: Zxid) {
+        let epoch = self.leader().epoch.unwrap_or(0);
+        let last = self.log.last_zxid();
+        let handle = self.handle_mut(from);
+        let (stage, observer, acked) = (handle.stage, handle.observer, handle.acked_zxid);
+        if zxid == Zxid::new(epoch, 0) && stage == Stage::NewLeaderSent {
+            handle.stage = Stage::NewLeaderAcked;
+            handle.acked_zxid = handle.sync_end_zxid;
+            if self.leader().phase == Phase::Sync {
+                self.leader_try_establish();
+            } else {
+                self.leader_send_up_to_date(from);
+                self.leader_advance_commit();
+            }
+            return;
+        }
+        if stage < Stage::NewLeaderAcked || observer {
+            return;
+        }
+        if zxid.epoch() == epoch && zxid <= last && zxid > acked {
+            self.handle_mut(from).acked_zxid = zxid;
+            self.leader_advance_commit();
+        }
+    }
+
+    fn leader_send_up_to_date(&mut self, id: PeerId) {
+        let commit = self.commit_zxid;
+        self.leader_send(id, Packet::Commit { zxid: commit });
+        self.leader_send(id, Packet::UpToDate);
+        if let Some(handle) = self.leader_mut().learners.get_mut(&id) {
+            handle.stage = Stage::UpToDate;
+        }
+    }
+
+    /// The end of synchronization: a quorum (this leader after its fsync included) holds the
+    /// leader's whole history in the new epoch, so all of it is committed.
+    fn leader_try_establish(&mut self) {
+        let leader = self.leader();
+        if leader.phase != Phase::Sync {
+            return;
+        }
+        let epoch = leader.epoch.expect("syncing without an epoch");
+        let initial = leader.initial_last_zxid;
+        let self_ready = self.persisted_zxid >= initial;
+        if self_ready && self.current_epoch < epoch {
+            // Like a learner: currentEpoch only after the history it vouches for is durable.
+            self.persist_current_epoch(epoch);
+        }
+        // The leader is always part of the quorum (ZooKeeper acks NEWLEADER to itself first):
+        // it serves only with its own history and currentEpoch durable.
+        if !self_ready || self.voters_at(Stage::NewLeaderAcked, true) < self.config.quorum() {
+            return;
+        }
+        self.leader_mut().phase = Phase::Broadcast;
+        self.commit_zxid = self.commit_zxid.max(initial);
+        let acked: Vec<PeerId> = self
+            .leader()
+            .learners
+            .iter()
+            .filter(|(_, h)| h.stage == Stage::NewLeaderAcked)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in acked {
+            self.leader_send_up_to_date(id);
+        }
+    }
+
+    pub(crate) fn leader_on_persisted(&mut self) {
+        match self.leader().phase {
+            Phase::Discovery => {}
+            Phase::Sync => self.leader_try_establish(),
+            Phase::Broadcast => self.leader_advance_commit(),
+        }
+    }
+
+    /// Commits the largest zxid that a quorum of voters holds durably.
+    fn leader_advance_commit(&mut self) {
+        if !self.leader().is_serving() {
+            return;
+        }
+        let mut acked: Vec<Zxid> = self
+            .leader()
+            .learners
+            .iter()
+            .filter(|(id, h)| {
+                !h.observer && h.stage >= Stage::NewLeaderAcked && self.config.is_voter(**id)
+            })
+            .map(|(_, h)| h.acked_zxid)
+            .collect();
+        acked.push(self.persisted_zxid);
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(candidate) = acked.get(self.config.quorum() - 1).copied() else {
+            return;
+        };
+        if candidate <= self.commit_zxid {
+            return;
+        }
+        let previous = self.commit_zxid;
+        self.commit_zxid = candidate;
+        self.leader_broadcast_commit(previous);
+    }
+
+    /// COMMIT to followers; to observers COMMIT for what they hold, INFORM for the rest.
+    fn leader_broadcast_commit(&mut self, previous: Zxid) {
+        let commit = self.commit_zxid;
+        let ids: Vec<(PeerId, bool, Zxid)> = self
+            .leader()
+            .learners
+            .iter()
+            .filter(|(_, h)| h.stage >= Stage::NewLeaderSent)
+            .map(|(id, h)| (*id, h.observer, h.informed_zxid))
+            .collect();
+        for (id, observer, informed) in ids {
+            if !observer {
+                self.leader_send(id, Packet::Commit { zxid: commit });
+                continue;
+            }
+            if informed < self.log.snapshot().zxid {
+                // Compacted past what it holds: it must sync again (with SNAP).
+                self.leader_mut().learners.remove(&id);
+                continue;
+            }
+            if informed > previous {
+                self.leader_send(
+                    id,
+                    Packet::Commit {
+                        zxid: commit.min(informed),
+                    },
+                );
+            }
+            if commit > informed {
+                let entries: Vec<Entry> = self.log.range(informed, commit).to_vec();
+                for entry in entries {
+                    self.leader_send(id, Packet::Inform { entry });
+                }
+                let handle = self.leader_mut().learners.get_mut(&id).expect("observer");
+                handle.informed_zxid = commit;
+            }
+        }
+    }
+
+    fn leader_on_request(&mut self, payload: Payload) {
+        if self.leader_propose(payload).is_err() {
+            self.requests_dropped += 1;
+        }
+    }
+
+    pub(crate) fn leader_propose(&mut self, payload: Payload) -> Result<Zxid, ProposeError> {
+        let leader = self.leader();
+        if !leader.is_serving() {
+            return Err(ProposeError::NotServing);
+        }
+        let in_flight = self.log.after(self.commit_zxid).len();
+        if in_flight >= self.config.proposals_in_flight_max {
+            return Err(ProposeError::QueueFull(in_flight));
+        }
+        if leader.next_counter > self.config.zxid_counter_max {
+            // ZooKeeper's XidRolloverException: a new epoch starts the counter over.
+            self.become_looking();
+            return Err(ProposeError::EpochExhausted);
+        }
+        let epoch = leader.epoch.expect("serving without an epoch");
+        let zxid = Zxid::new(epoch, leader.next_counter);
+        self.leader_mut().next_counter += 1;
+        let entry = Entry { zxid, payload };
+        self.append(entry.clone());
+        let followers: Vec<PeerId> = self
+            .leader()
+            .learners
+            .iter()
+            .filter(|(_, h)| !h.observer && h.stage >= Stage::NewLeaderSent)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in followers {
+            self.leader_send(
+                id,
+                Packet::Proposal {
+                    entry: entry.clone(),
+                },
+            );
+        }
+        Ok(zxid)
+    }
+
+    pub(crate) fn leader_tick(&mut self) {
+        let now = self.now_ticks;
+        let leader = self.leader();
+        if leader.phase != Phase::Broadcast && now >= leader.deadline_tick {
+            self.become_looking(); // initLimit passed without a quorum.
+            return;
+        }
+        if now >= leader.last_ping_tick + self.config.ping_interval_ticks {
+            self.leader_ping();
+        }
+        self.leader_drop_silent();
+        if self.leader().is_serving()
+            && self.voters_at(Stage::NewLeaderAcked, true) < self.config.quorum()
+        {
+            self.become_looking(); // Lost the quorum for syncLimit.
+        }
+    }
+
+    fn leader_ping(&mut self) {
+        self.leader_mut().last_ping_tick = self.now_ticks;
+        let ids: Vec<PeerId> = self
+            .leader()
+            .learners
+            .iter()
+            .filter(|(_, h)| h.stage >= Stage::NewLeaderSent)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.leader_send(
+                id,
+                Packet::Ping {
+                    payload: Payload::from(Vec::new()),
+                },
+            );
+        }
+    }
+
+    fn leader_drop_silent(&mut self) {
+        let now = self.now_ticks;
+        let sync_limit = self.config.sync_limit_ticks;
+        let init_limit = self.config.init_limit_ticks;
+        self.leader_mut().learners.retain(|_, h| {
+            let limit = if h.stage >= Stage::NewLeaderAcked {
+                sync_limit
+            } else {
+                init_limit
+            };
+            now <= h.last_heard_tick + limit
+        });
+    }
+}

@@ -1,0 +1,144 @@
+//! message: what peers say to each other, in protocol terms (the byte layouts are in `wire`).
+//!
+//! Owns: the vote order (`Vote::beats`, ZooKeeper's `totalOrderPredicate`) and the packet kinds
+//! of the leader/learner channel. Must not: hold transport state.
+
+use super::{Payload, PeerId, Zxid};
+
+/// A server's role as announced in election notifications (ZooKeeper's numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerState {
+    Looking = 0,
+    Following = 1,
+    Leading = 2,
+    Observing = 3,
+}
+
+/// A proposed leader with the history it would bring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Vote {
+    pub leader: PeerId,
+    /// The proposed leader's last logged zxid.
+    pub zxid: Zxid,
+    /// The proposed leader's currentEpoch.
+    pub peer_epoch: u32,
+}
+
+impl Vote {
+    /// ZooKeeper's `totalOrderPredicate`: true when `self` is strictly better than `other`,
+    /// comparing (peerEpoch, zxid, server id) lexicographically.
+    pub fn beats(&self, other: &Vote) -> bool {
+        (self.peer_epoch, self.zxid, self.leader) > (other.peer_epoch, other.zxid, other.leader)
+    }
+}
+
+/// A FastLeaderElection notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notification {
+    pub state: ServerState,
+    pub vote: Vote,
+    /// The sender's logical clock (ZooKeeper's electionEpoch).
+    pub round: u64,
+}
+
+/// One log entry: a zxid and its opaque txn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub zxid: Zxid,
+    pub payload: Payload,
+}
+
+/// The state after applying every entry up to and including `zxid`, as opaque bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub zxid: Zxid,
+    pub data: Payload,
+}
+
+impl Snapshot {
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            zxid: Zxid::ZERO,
+            data: Payload::from(Vec::new()),
+        }
+    }
+}
+
+/// Which connection a quorum packet belongs to and its place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Chosen by the learner when it starts following; both directions carry it.
+    pub conn: u64,
+    /// Chosen by the leader each time it starts leading; 0 until the learner heard from it.
+    /// A connection joins one learner attempt to one leadership: a leader that stepped down
+    /// and leads again must not continue an old connection (TCP would have closed it).
+    pub session: u64,
+    /// 0, 1, 2, … per direction of one connection.
+    pub seq: u64,
+}
+
+/// Leader/learner packets (ZooKeeper's QuorumPacket types, `Leader.java`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    /// Learner → leader: a client write to propose.
+    Request {
+        payload: Payload,
+    },
+    Proposal {
+        entry: Entry,
+    },
+    /// Learner → leader: everything up to `zxid` is durable. `Zxid::new(epoch, 0)` acks
+    /// NEWLEADER.
+    Ack {
+        zxid: Zxid,
+    },
+    /// Leader → learner: everything up to `zxid` is committed.
+    Commit {
+        zxid: Zxid,
+    },
+    Ping {
+        payload: Payload,
+    },
+    /// Leader → observer: a committed entry.
+    Inform {
+        entry: Entry,
+    },
+    NewLeader {
+        epoch: u32,
+    },
+    /// FOLLOWERINFO, or OBSERVERINFO when `observer`.
+    FollowerInfo {
+        accepted_epoch: u32,
+        observer: bool,
+    },
+    UpToDate,
+    /// Sync by difference: the learner's log is a prefix of the leader's.
+    Diff {
+        zxid: Zxid,
+    },
+    /// Drop every logged entry above `zxid`, then the difference follows.
+    Trunc {
+        zxid: Zxid,
+    },
+    /// Replace everything by this snapshot, then the difference follows.
+    Snap {
+        snapshot: Snapshot,
+    },
+    LeaderInfo {
+        epoch: u32,
+    },
+    /// `current_epoch` is None (-1 on the wire) when the learner had already accepted this
+    /// epoch: it may have acked it to another leader, so it must not count towards the
+    /// epoch quorum (ZooKeeper's `Learner.registerWithLeader`).
+    AckEpoch {
+        current_epoch: Option<u32>,
+        last_zxid: Zxid,
+    },
+}
+
+/// Everything a peer receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Notification(Notification),
+    Quorum { link: Link, packet: Packet },
+}

@@ -1,0 +1,382 @@
+//! Scenario tests of one protocol rule each, over a perfect in-memory network.
+
+use super::*;
+use std::collections::VecDeque;
+
+/// Peers over a lossless FIFO network; disks fsync when the test says so.
+struct Cluster {
+    peers: Vec<Peer>,
+    queue: VecDeque<(PeerId, Envelope)>,
+    /// Messages sent so far, for assertions.
+    sent: Vec<(PeerId, Envelope)>,
+    applied: Vec<Vec<Zxid>>,
+    auto_persist: bool,
+    touches: Vec<(PeerId, Payload)>,
+}
+
+impl Cluster {
+    fn new(voters: u64, durables: Vec<Durable>) -> Cluster {
+        let ids: Vec<PeerId> = (1..=voters).collect();
+        let peers: Vec<Peer> = ids
+            .iter()
+            .zip(durables)
+            .map(|(id, durable)| Peer::new(Config::new(*id, ids.clone(), vec![]), durable, *id))
+            .map(|peer| peer.expect("valid config"))
+            .collect();
+        let count = peers.len();
+        let mut cluster = Cluster {
+            peers,
+            queue: VecDeque::new(),
+            sent: vec![],
+            applied: vec![vec![]; count],
+            auto_persist: true,
+            touches: vec![],
+        };
+        cluster.drain_all();
+        cluster
+    }
+
+    fn fresh(voters: u64) -> Cluster {
+        Cluster::new(voters, (0..voters).map(|_| Durable::empty()).collect())
+    }
+
+    fn peer(&mut self, id: PeerId) -> &mut Peer {
+        &mut self.peers[id as usize - 1]
+    }
+
+    fn drain(&mut self, index: usize) {
+        let ready = self.peers[index].take_ready();
+        let from = self.peers[index].id();
+        let last_append = ready.disk.iter().rev().find_map(|op| match op {
+            DiskOp::Append(entry) => Some(entry.zxid),
+            _ => None,
+        });
+        self.touches.extend(ready.session_touches);
+        for apply in ready.committed {
+            if let Apply::Entry(entry) = apply {
+                self.applied[index].push(entry.zxid);
+            }
+        }
+        for envelope in ready.messages {
+            self.sent.push((from, envelope.clone()));
+            self.queue.push_back((from, envelope));
+        }
+        if let (true, Some(zxid)) = (self.auto_persist, last_append) {
+            self.peers[index].on_persisted(zxid);
+            self.drain(index);
+        }
+    }
+
+    fn drain_all(&mut self) {
+        for index in 0..self.peers.len() {
+            self.drain(index);
+        }
+    }
+
+    /// Delivers until the network is empty, ticking when it is, at most `ticks` ticks.
+    fn run(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            for _ in 0..10_000 {
+                let Some((from, envelope)) = self.queue.pop_front() else {
+                    break;
+                };
+                let index = envelope.to as usize - 1;
+                self.peers[index].step(from, envelope.message);
+                self.drain(index);
+            }
+            for index in 0..self.peers.len() {
+                self.peers[index].tick();
+                self.drain(index);
+                self.peers[index].invariants();
+            }
+        }
+    }
+
+    fn leader(&self) -> Option<PeerId> {
+        let serving = |p: &&Peer| p.role() == Role::Leading { serving: true };
+        self.peers.iter().find(serving).map(Peer::id)
+    }
+}
+
+fn entry(epoch: u32, counter: u32) -> Entry {
+    Entry {
+        zxid: Zxid::new(epoch, counter),
+        payload: Payload::from(vec![counter as u8]),
+    }
+}
+
+fn durable(current_epoch: u32, log: Vec<Entry>) -> Durable {
+    Durable {
+        accepted_epoch: current_epoch,
+        current_epoch,
+        snapshot: Snapshot::empty(),
+        log,
+    }
+}
+
+#[test]
+fn votes_order_by_epoch_then_zxid_then_id() {
+    // totalOrderPredicate: the epoch wins over the zxid, the zxid over the server id.
+    let vote = |leader, epoch, counter| Vote {
+        leader,
+        zxid: Zxid::new(epoch, counter),
+        peer_epoch: epoch,
+    };
+    assert!(vote(1, 2, 0).beats(&vote(9, 1, 99)));
+    assert!(vote(1, 1, 5).beats(&vote(9, 1, 4)));
+    assert!(vote(9, 1, 4).beats(&vote(1, 1, 4)));
+    assert!(!vote(1, 1, 4).beats(&vote(1, 1, 4)));
+}
+
+#[test]
+fn zxid_packs_epoch_and_counter() {
+    // zxid = epoch << 32 | counter, as ZooKeeper writes it.
+    let zxid = Zxid::new(3, 7);
+    assert_eq!(zxid.0, 0x0000_0003_0000_0007);
+    assert_eq!((zxid.epoch(), zxid.counter()), (3, 7));
+}
+
+#[test]
+fn config_validation_names_the_problem() {
+    // Operator mistakes are errors, not panics.
+    assert_eq!(
+        Config::new(4, vec![1, 2, 3], vec![]).validate(),
+        Err(ConfigError::NotAMember(4))
+    );
+    assert_eq!(
+        Config::new(1, vec![2, 1], vec![]).validate(),
+        Err(ConfigError::BadMembership)
+    );
+    let mut config = Config::new(1, vec![1, 2, 3], vec![]);
+    config.ping_interval_ticks = config.sync_limit_ticks;
+    assert_eq!(config.validate(), Err(ConfigError::PingTooSlow));
+}
+
+#[test]
+fn fresh_ensemble_elects_the_highest_id_and_commits() {
+    // With equal (empty) histories the highest id wins; a proposal commits everywhere.
+    let mut cluster = Cluster::fresh(3);
+    cluster.run(30);
+    assert_eq!(cluster.leader(), Some(3));
+    let zxid = match cluster.peer(3).propose(Payload::from(vec![1])) {
+        Ok(Proposed::Local(zxid)) => zxid,
+        other => panic!("propose failed: {other:?}"),
+    };
+    cluster.drain(2);
+    cluster.run(5);
+    assert_eq!(zxid, Zxid::new(1, 1));
+    for applied in &cluster.applied {
+        assert_eq!(applied, &vec![zxid]);
+    }
+}
+
+#[test]
+fn most_recent_history_wins_the_election() {
+    // Server 1 has the longest log of the newest epoch, so it leads despite its low id.
+    let long = vec![entry(1, 1), entry(1, 2), entry(1, 3)];
+    let short = vec![entry(1, 1)];
+    let mut cluster = Cluster::new(
+        3,
+        vec![
+            durable(1, long),
+            durable(1, short.clone()),
+            durable(1, short),
+        ],
+    );
+    cluster.run(30);
+    assert_eq!(cluster.leader(), Some(1));
+    // Its whole history is committed in the new epoch, on every server.
+    for applied in &cluster.applied {
+        assert_eq!(applied.len(), 3);
+    }
+}
+
+#[test]
+fn follower_acks_only_after_its_fsync() {
+    // No ACK for a proposal leaves a follower before on_persisted covers it.
+    let mut cluster = Cluster::fresh(3);
+    cluster.run(30);
+    cluster.auto_persist = false;
+    cluster.sent.clear();
+    let _ = cluster.peer(3).propose(Payload::from(vec![1]));
+    cluster.drain(2);
+    cluster.run(1);
+    let acks = |cluster: &Cluster| {
+        cluster
+            .sent
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e.message,
+                    Message::Quorum {
+                        packet: Packet::Ack { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(acks(&cluster), 0);
+    assert_eq!(cluster.peer(3).commit_zxid(), Zxid::ZERO);
+    cluster.peer(1).on_persisted(Zxid::new(1, 1));
+    cluster.drain(0);
+    assert_eq!(acks(&cluster), 1);
+}
+
+#[test]
+fn leader_truncates_a_follower_with_an_uncommitted_tail() {
+    // Server 3 logged (1,3) that nobody else has; the new leader sends TRUNC to (1,2).
+    let common = vec![entry(1, 1), entry(1, 2)];
+    let mut diverged = common.clone();
+    diverged.push(Entry {
+        zxid: Zxid::new(1, 3),
+        payload: Payload::from(vec![99]),
+    });
+    let mut tail = common.clone();
+    tail.push(Entry {
+        zxid: Zxid::new(2, 1),
+        payload: Payload::from(vec![7]),
+    });
+    let durables = vec![durable(1, common), durable(2, tail), durable(1, diverged)];
+    let mut cluster = Cluster::new(3, durables);
+    cluster.run(30);
+    assert_eq!(cluster.leader(), Some(2));
+    let truncs: Vec<Zxid> = cluster
+        .sent
+        .iter()
+        .filter_map(|(_, e)| match &e.message {
+            Message::Quorum {
+                packet: Packet::Trunc { zxid },
+                ..
+            } if e.to == 3 => Some(*zxid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(truncs, vec![Zxid::new(1, 2)]);
+    assert_eq!(cluster.peer(3).last_zxid(), Zxid::new(2, 1));
+}
+
+#[test]
+fn zxid_counter_rollover_forces_a_new_epoch() {
+    // When the counter runs out the leader steps down; the next leader uses a new epoch.
+    let ids = vec![1, 2, 3];
+    let mut peers = Vec::new();
+    for id in &ids {
+        let mut config = Config::new(*id, ids.clone(), vec![]);
+        config.zxid_counter_max = 2;
+        peers.push(Peer::new(config, Durable::empty(), *id).expect("valid config"));
+    }
+    let mut cluster = Cluster {
+        peers,
+        queue: VecDeque::new(),
+        sent: vec![],
+        applied: vec![vec![]; 3],
+        auto_persist: true,
+        touches: vec![],
+    };
+    cluster.drain_all();
+    cluster.run(30);
+    for _ in 0..2 {
+        assert!(cluster.peer(3).propose(Payload::from(vec![1])).is_ok());
+        cluster.drain(2);
+    }
+    assert_eq!(
+        cluster.peer(3).propose(Payload::from(vec![1])),
+        Err(ProposeError::EpochExhausted)
+    );
+    cluster.drain(2);
+    cluster.run(60);
+    let leader = cluster.leader().expect("a new leader");
+    assert_eq!(cluster.peer(leader).leader_epoch(), Some(2));
+    assert_eq!(cluster.applied[0], vec![Zxid::new(1, 1), Zxid::new(1, 2)]);
+}
+
+#[test]
+fn ping_replies_carry_session_touches_to_the_leader() {
+    // The driver's payload rides on the follower's next PING reply and reaches the leader's
+    // Ready, tagged with the follower's id.
+    let mut cluster = Cluster::fresh(3);
+    cluster.run(30);
+    cluster.peer(1).set_ping_reply(Payload::from(vec![5, 6]));
+    cluster.run(10);
+    assert_eq!(cluster.touches, vec![(1, Payload::from(vec![5, 6]))]);
+}
+
+/// Makes a lone peer follow `leader` by telling it a quorum already does.
+fn follow(peer: &mut Peer, leader: PeerId, other: PeerId) -> Link {
+    let vote = Vote {
+        leader,
+        zxid: Zxid::ZERO,
+        peer_epoch: 0,
+    };
+    let round = 1;
+    let leading = Notification {
+        state: ServerState::Leading,
+        vote,
+        round,
+    };
+    let following = Notification {
+        state: ServerState::Following,
+        vote,
+        round,
+    };
+    peer.step(leader, Message::Notification(leading));
+    peer.step(other, Message::Notification(following));
+    let ready = peer.take_ready();
+    let info = ready.messages.iter().find_map(|e| match &e.message {
+        Message::Quorum {
+            link,
+            packet: Packet::FollowerInfo { .. },
+        } => Some(*link),
+        _ => None,
+    });
+    info.expect("FOLLOWERINFO sent")
+}
+
+fn ack_epoch_after_leader_info(peer: &mut Peer, link: Link, epoch: u32) -> Option<u32> {
+    let link = Link {
+        session: 77,
+        ..link
+    };
+    peer.step(
+        3,
+        Message::Quorum {
+            link,
+            packet: Packet::LeaderInfo { epoch },
+        },
+    );
+    let ready = peer.take_ready();
+    let acks: Vec<Option<u32>> = ready
+        .messages
+        .iter()
+        .filter_map(|e| match &e.message {
+            Message::Quorum {
+                packet: Packet::AckEpoch { current_epoch, .. },
+                ..
+            } => Some(*current_epoch),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks.len(), 1, "one ACKEPOCH");
+    acks[0]
+}
+
+#[test]
+fn an_epoch_is_acked_for_the_quorum_only_once() {
+    // A learner that accepted epoch 5 and meets a leader offering 5 again (a second
+    // connection, maybe another leader) answers ACKEPOCH with -1, so that no two leaders can
+    // both count it towards a quorum for the same epoch.
+    let config = Config::new(2, vec![1, 2, 3], vec![]);
+    let mut peer = Peer::new(config, Durable::empty(), 9).expect("valid config");
+    let _ = peer.take_ready();
+    let link = follow(&mut peer, 3, 1);
+    assert_eq!(ack_epoch_after_leader_info(&mut peer, link, 5), Some(0));
+    assert_eq!(peer.accepted_epoch(), 5);
+    for _ in 0..=peer.config.init_limit_ticks {
+        peer.tick(); // The leader goes silent: back to LOOKING.
+    }
+    assert_eq!(peer.role(), Role::Looking);
+    let _ = peer.take_ready();
+    let link = follow(&mut peer, 3, 1);
+    assert_eq!(ack_epoch_after_leader_info(&mut peer, link, 5), None);
+}
