@@ -209,6 +209,8 @@ struct Section<'a> {
     written: u64,
     buffer: Vec<u8>,
     crc: u32,
+    /// The previous flush's (offset, bytes), whose write-back this flush waits for.
+    in_write_back: Option<(u64, u64)>,
 }
 
 impl<'a> Section<'a> {
@@ -219,6 +221,7 @@ impl<'a> Section<'a> {
             written: 0,
             buffer: Vec::with_capacity(WRITE_BUFFER_BYTES),
             crc: 0,
+            in_write_back: None,
         }
     }
 
@@ -232,11 +235,22 @@ impl<'a> Section<'a> {
         Ok(())
     }
 
+    /// Writes the buffer out and starts its write-back at once, then waits for the previous
+    /// chunk's: a snapshot keeps about two chunks dirty instead of hundreds of megabytes,
+    /// which the final fsync — and every WAL fdatasync on the same disk meanwhile — would
+    /// otherwise wait behind.
     fn flush(&mut self) -> io::Result<()> {
         let buffered = self.buffer.len() as u64;
         let at = self.start + self.written - buffered;
         self.file.write_all_at(&self.buffer, at)?;
         self.buffer.clear();
+        write_back(self.file, at, buffered, libc::SYNC_FILE_RANGE_WRITE);
+        if let Some((previous_at, previous_bytes)) = self.in_write_back.replace((at, buffered)) {
+            let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            write_back(self.file, previous_at, previous_bytes, wait);
+        }
         Ok(())
     }
 
@@ -310,6 +324,17 @@ impl Writer<'_> {
         self.acl_indexes.insert(key, index);
         Ok(index)
     }
+}
+
+/// `sync_file_range` over a written range: pacing only. Durability comes from the fsync
+/// before the rename, so a failure here (or a filesystem without it) changes nothing.
+fn write_back(file: &File, at: u64, bytes: u64, flags: libc::c_uint) {
+    use std::os::fd::AsRawFd;
+    let (Ok(at), Ok(bytes)) = (libc::off64_t::try_from(at), libc::off64_t::try_from(bytes)) else {
+        return;
+    };
+    // SAFETY: a plain syscall on a file descriptor we own; it reads no memory of ours.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), at, bytes, flags) };
 }
 
 fn u32_len(len: usize) -> io::Result<u32> {
