@@ -399,3 +399,80 @@ fn a_follower_rejoins_from_a_torn_and_from_an_empty_store() {
     assert_eq!(cluster.assert_same_sequence().len(), 400);
     eprintln!("rejoin test took {:?}", started.elapsed());
 }
+
+/// Sends `bytes` to `addr` and expects the server to close the connection.
+fn expect_closed_after(addr: SocketAddr, bytes: &[u8]) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, WAIT_MAX).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{addr}: the server did not close the connection: {e}"),
+        }
+        assert!(Instant::now() < deadline, "{addr}: still open");
+    }
+}
+
+#[test]
+fn malformed_input_closes_only_that_connection() {
+    // Garbage on either port closes that one connection (counted as a decode error); the
+    // server neither panics nor stops, and the cluster keeps committing in one order.
+    let started = Instant::now();
+    let cluster = Cluster::start("garbage", 3);
+    let (leader, _) = cluster.await_leader(0);
+    cluster.commit(leader, "before", 50);
+    let target = cluster.servers[0];
+    let hello = |sid: i64| {
+        let mut b = (-65536i64).to_be_bytes().to_vec();
+        b.extend_from_slice(&sid.to_be_bytes());
+        b.extend_from_slice(&9i32.to_be_bytes());
+        b.extend_from_slice(b"127.0.0.1");
+        b
+    };
+    // Election port: an unknown server id; a member's id then a negative frame length; a
+    // frame over the notification limit; a notification too short to be one.
+    expect_closed_after(target.election, &hello(99));
+    for frame in [-1i32, 1 << 30, 3] {
+        let mut bytes = hello(3);
+        bytes.extend_from_slice(&frame.to_be_bytes());
+        bytes.extend_from_slice(&[0; 3]);
+        expect_closed_after(target.election, &bytes);
+    }
+    // Quorum port: a PING before FOLLOWERINFO; a data length over the packet limit; a
+    // FOLLOWERINFO from an unknown server.
+    let mut ping = 5i32.to_be_bytes().to_vec();
+    ping.extend_from_slice(&0i64.to_be_bytes());
+    ping.extend_from_slice(&(-1i32).to_be_bytes());
+    ping.extend_from_slice(&0i32.to_be_bytes());
+    expect_closed_after(target.quorum, &ping);
+    let mut huge = 11i32.to_be_bytes().to_vec();
+    huge.extend_from_slice(&0i64.to_be_bytes());
+    huge.extend_from_slice(&i32::MAX.to_be_bytes());
+    expect_closed_after(target.quorum, &huge);
+    let mut stranger = 11i32.to_be_bytes().to_vec();
+    stranger.extend_from_slice(&0i64.to_be_bytes());
+    stranger.extend_from_slice(&20i32.to_be_bytes());
+    stranger.extend_from_slice(&99i64.to_be_bytes());
+    stranger.extend_from_slice(&[0; 12]);
+    stranger.extend_from_slice(&0i32.to_be_bytes());
+    expect_closed_after(target.quorum, &stranger);
+
+    let status = cluster.driver(target.id).status();
+    assert!(status.fatal.is_none());
+    assert!(
+        status.counters.decode_errors >= 7,
+        "every bad connection is counted: {status:?}"
+    );
+    let (leader, _) = cluster.await_leader(0);
+    cluster.commit(leader, "after", 50);
+    assert_eq!(cluster.assert_same_sequence().len(), 100);
+    eprintln!("garbage test took {:?}", started.elapsed());
+}
