@@ -138,6 +138,69 @@ pub struct NetConfig {
     pub limits: Limits,
 }
 
+impl NetConfig {
+    /// The driver's view of a parsed zoo.cfg in quorum mode: `myid`, the `server.N` lines
+    /// (their first address; `peerType` from each line), `tickTime`, `initLimit`,
+    /// `syncLimit` and `dataDir`. The leader pings every tick (ZooKeeper: every half tick).
+    /// The election's resend timers stay `zab::Config::new`'s, in ticks; the server mode
+    /// must revisit them for ZooKeeper's 2 s tickTime (ZooKeeper's FLE runs on its own
+    /// 200 ms..60 s clock).
+    ///
+    /// # Errors
+    /// A host that is not `127.0.0.1`/`localhost` (this slice is loopback only), a server
+    /// line without an address, or limits the zab config refuses.
+    pub fn from_server_config(
+        config: &crate::config::Config,
+        seed: u64,
+    ) -> Result<NetConfig, NetError> {
+        use crate::config::PeerType;
+        let (mut voters, mut observers, mut servers) = (vec![], vec![], vec![]);
+        for (id, server) in &config.servers {
+            let address = server
+                .addresses
+                .first()
+                .ok_or(NetError::UnknownServer(*id))?;
+            let ip = match address.host.as_str() {
+                "localhost" => std::net::Ipv4Addr::LOCALHOST,
+                host => host
+                    .parse::<std::net::Ipv4Addr>()
+                    .map_err(|_| NetError::NotLoopbackHost(address.host.clone()))?,
+            };
+            servers.push(ServerAddrs {
+                id: *id,
+                quorum: SocketAddr::from((ip, address.quorum_port)),
+                election: SocketAddr::from((ip, address.election_port)),
+            });
+            match server.role {
+                PeerType::Participant => voters.push(*id),
+                PeerType::Observer => observers.push(*id),
+            }
+        }
+        let mut zab = Config::new(config.server_id, voters, observers);
+        zab.init_limit_ticks = u64::from(config.init_limit_ticks);
+        zab.sync_limit_ticks = u64::from(config.sync_limit_ticks);
+        zab.ping_interval_ticks = 1;
+        zab.validate()?;
+        let tick_ms = u64::try_from(config.tick_time_ms.max(1)).unwrap_or(1);
+        let net = NetConfig {
+            zab,
+            servers,
+            tick: Duration::from_millis(tick_ms),
+            data_dir: config.data_dir.clone(),
+            seed,
+            limits: Limits::default(),
+        };
+        for s in &net.servers {
+            for addr in [s.quorum, s.election] {
+                if addr.ip() != std::net::Ipv4Addr::LOCALHOST {
+                    return Err(NetError::NotLoopback(addr));
+                }
+            }
+        }
+        Ok(net)
+    }
+}
+
 /// Why a driver could not start or a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -155,6 +218,8 @@ pub enum NetError {
     Setup(&'static str, std::io::Error),
     #[error("{0} is not a 127.0.0.1 address; this driver binds and dials loopback only")]
     NotLoopback(SocketAddr),
+    #[error("host {0:?} is not 127.0.0.1; this driver binds and dials loopback only")]
+    NotLoopbackHost(String),
     #[error("server {0} has no addresses")]
     UnknownServer(PeerId),
     #[error("the driver has stopped")]
@@ -1191,5 +1256,108 @@ fn wire_reason(e: &WireError) -> &'static str {
         WireError::UnknownType(_) => "unknown packet type",
         WireError::BadPayload { reason, .. } => reason,
         WireError::Trailing(_) => "trailing bytes",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "keel-zab-net-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn net_config_comes_from_zoo_cfg_server_lines() {
+        // myid, server.N (participants and an observer), tickTime and the limits map onto
+        // the driver's config; a non-loopback host is refused in this slice.
+        let dir = temp_dir("cfg");
+        std::fs::write(dir.join("myid"), "2\n").unwrap();
+        let text = |host: &str| {
+            format!(
+                "dataDir={}\ntickTime=50\ninitLimit=10\nsyncLimit=5\n\
+                 server.1=127.0.0.1:2888:3888\nserver.2=localhost:2889:3889\n\
+                 server.3=127.0.0.1:2890:3890\nserver.4={host}:2891:3891:observer\n",
+                dir.display()
+            )
+        };
+        let config = crate::config::Config::parse_str(&text("127.0.0.1"), &dir).unwrap();
+        let net = NetConfig::from_server_config(&config, 7).unwrap();
+        assert_eq!(net.zab.id, 2);
+        assert_eq!(net.zab.voters, vec![1, 2, 3]);
+        assert_eq!(net.zab.observers, vec![4]);
+        assert_eq!(
+            (net.zab.init_limit_ticks, net.zab.sync_limit_ticks),
+            (10, 5)
+        );
+        assert_eq!(net.tick, Duration::from_millis(50));
+        assert_eq!(net.servers[1].quorum, "127.0.0.1:2889".parse().unwrap());
+        assert_eq!(net.servers[3].election, "127.0.0.1:3891".parse().unwrap());
+        let remote = crate::config::Config::parse_str(&text("10.0.0.4"), &dir).unwrap();
+        assert!(matches!(
+            NetConfig::from_server_config(&remote, 7),
+            Err(NetError::NotLoopback(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn election_handshake_and_learner_id_are_parsed_without_panics() {
+        // Partial input asks for more bytes; unknown ids and bad lengths are errors; every
+        // prefix of a valid stream and some garbage decode without a panic.
+        let addrs: BTreeMap<PeerId, ServerAddrs> = (1..=3)
+            .map(|id| {
+                let a = SocketAddr::from(([127, 0, 0, 1], 1000 + id as u16));
+                (
+                    id,
+                    ServerAddrs {
+                        id,
+                        quorum: a,
+                        election: a,
+                    },
+                )
+            })
+            .collect();
+        let mut hello = ELECTION_PROTOCOL_VERSION.to_be_bytes().to_vec();
+        hello.extend_from_slice(&3i64.to_be_bytes());
+        hello.extend_from_slice(&4i32.to_be_bytes());
+        hello.extend_from_slice(b"a:10");
+        for cut in 0..hello.len() {
+            let mut from = None;
+            assert_eq!(
+                parse_election(&hello[..cut], &mut from, &addrs, 1),
+                Ok(None)
+            );
+        }
+        let mut from = None;
+        assert_eq!(
+            parse_election(&hello, &mut from, &addrs, 1),
+            Ok(Some((24, None)))
+        );
+        assert_eq!(from, Some(3));
+        let mut own = None;
+        assert!(parse_election(&hello, &mut own, &addrs, 3).is_err());
+        for garbage in [vec![0xff; 64], vec![0x7f; 64], vec![0; 3]] {
+            let mut from = Some(2);
+            let _ = parse_election(&garbage, &mut from, &addrs, 1);
+            let _ = learner_id(&garbage);
+        }
+        let mut info = Vec::new();
+        let packet = Packet::FollowerInfo {
+            accepted_epoch: 4,
+            observer: false,
+        };
+        wire::encode_packet(&wire::to_quorum_packet(&packet, 3), &mut info);
+        assert_eq!(learner_id(&info), Some(3));
+        assert_eq!(learner_id(&info[..20]), None);
     }
 }
