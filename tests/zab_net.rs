@@ -29,6 +29,7 @@ struct Node {
 
 struct Cluster {
     servers: Vec<ServerAddrs>,
+    limits: Limits,
     nodes: BTreeMap<PeerId, Node>,
     root: PathBuf,
 }
@@ -54,6 +55,10 @@ fn zab_config(id: PeerId, voters: Vec<PeerId>) -> Config {
 
 impl Cluster {
     fn start(name: &str, count: u64) -> Cluster {
+        Cluster::start_with(name, count, Limits::default())
+    }
+
+    fn start_with(name: &str, count: u64, limits: Limits) -> Cluster {
         let ports = free_loopback_ports(2 * count as usize);
         let servers = (1..=count)
             .map(|id| ServerAddrs {
@@ -72,6 +77,7 @@ impl Cluster {
         ));
         let mut cluster = Cluster {
             servers,
+            limits,
             nodes: BTreeMap::new(),
             root,
         };
@@ -103,7 +109,7 @@ impl Cluster {
             tick: TICK,
             data_dir: node.dir.clone(),
             seed: id * 7919 + node.dir.as_os_str().len() as u64,
-            limits: Limits::default(),
+            limits: self.limits,
         };
         let on_apply = Box::new(move |apply: Apply| match apply {
             Apply::Entry(e) => sink.lock().unwrap().push((e.zxid, e.payload.to_vec())),
@@ -465,14 +471,162 @@ fn malformed_input_closes_only_that_connection() {
     stranger.extend_from_slice(&0i32.to_be_bytes());
     expect_closed_after(target.quorum, &stranger);
 
-    let status = cluster.driver(target.id).status();
-    assert!(status.fatal.is_none());
-    assert!(
-        status.counters.decode_errors >= 7,
-        "every bad connection is counted: {status:?}"
-    );
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        // The status is published just after the loop closed the last connection.
+        let status = cluster.driver(target.id).status();
+        assert!(status.fatal.is_none());
+        if status.counters.decode_errors >= 7 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every bad connection is counted: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (leader, _) = cluster.await_leader(0);
     cluster.commit(leader, "after", 50);
     assert_eq!(cluster.assert_same_sequence().len(), 100);
     eprintln!("garbage test took {:?}", started.elapsed());
+}
+
+/// A blocking connection to `addr` (127.0.0.1) whose receive buffer is fixed at 4 KiB, so
+/// the kernel's receive autotuning (up to tcp_rmem's maximum) cannot absorb what a server
+/// sends to a client that does not read.
+fn connect_with_small_receive_buffer(addr: SocketAddr) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("loopback IPv4 only")
+    };
+    assert!(v4.ip().is_loopback());
+    // SAFETY: plain socket calls on a descriptor this function owns; the sockaddr_in and
+    // the int outlive the calls that read them.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let size: libc::c_int = 4096;
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0, "SO_RCVBUF");
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_port = v4.port().to_be();
+        sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+        let connected = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "connect {addr}");
+        stream
+    }
+}
+
+#[test]
+fn a_learner_that_never_reads_overflows_its_queue_and_is_cut_off() {
+    // A client posing as a stopped follower registers (FOLLOWERINFO, ACKEPOCH) and never
+    // reads: the leader's sync stream overflows that connection's send queue, which is
+    // closed and counted; the real follower then returns and the cluster keeps one order.
+    use keel::zab::wire::{encode_packet, to_quorum_packet};
+    use keel::zab::Packet;
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let limits = Limits {
+        send_queue_bytes_max: 256 * 1024,
+        ..Limits::default()
+    };
+    let mut cluster = Cluster::start_with("overflow", 3, limits);
+    let (leader, _) = cluster.await_leader(0);
+    let posed = cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap();
+    cluster.stop(posed);
+    let big = vec![b'x'; 16 * 1024];
+    let deadline = Instant::now() + WAIT_MAX;
+    for batch in 0..20 {
+        let payloads: Vec<Vec<u8>> = (0..10)
+            .map(|i| [format!("big-{batch}-{i}-").into_bytes(), big.clone()].concat())
+            .collect();
+        cluster.submit(leader, &payloads);
+        cluster.await_contains(&payloads);
+        assert!(Instant::now() < deadline);
+    }
+    let send = |stream: &mut std::net::TcpStream, packet: Packet| {
+        let mut bytes = Vec::new();
+        encode_packet(&to_quorum_packet(&packet, posed), &mut bytes);
+        stream.write_all(&bytes).unwrap();
+    };
+    let quorum = cluster.servers[leader as usize - 1].quorum;
+    let mut stream = connect_with_small_receive_buffer(quorum);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let info = Packet::FollowerInfo {
+        accepted_epoch: 0,
+        observer: false,
+    };
+    send(&mut stream, info);
+    // As a learner does: wait for LEADERINFO (the first packet back) before ACKEPOCH.
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 64];
+    for _ in 0..100 {
+        if keel::zab::wire::decode_packet(&head, 1024)
+            .unwrap()
+            .is_some()
+        {
+            break;
+        }
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "the leader closed the connection");
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let (leader_info, _) = keel::zab::wire::decode_packet(&head, 1024)
+        .unwrap()
+        .unwrap();
+    assert_eq!(leader_info.kind, keel::zab::wire::packet_type::LEADERINFO);
+    let ack = Packet::AckEpoch {
+        current_epoch: Some(0),
+        last_zxid: Zxid::ZERO,
+    };
+    send(&mut stream, ack);
+    let deadline = Instant::now() + WAIT_MAX;
+    while cluster
+        .driver(leader)
+        .status()
+        .counters
+        .send_queue_overflows
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never cut the silent learner off"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Now reading finds the stream end after what the kernel had buffered.
+    let mut sink = vec![0u8; 256 * 1024];
+    let mut received_bytes = 0usize;
+    for _ in 0..10_000 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received_bytes += n,
+        }
+    }
+    assert!(received_bytes < 200 * 16 * 1024, "the stream was cut short");
+    drop(stream);
+
+    cluster.boot(posed);
+    assert_eq!(cluster.await_leader(0).0, leader);
+    cluster.commit(posed, "after", 20);
+    assert_eq!(cluster.assert_same_sequence().len(), 220);
+    eprintln!("overflow test took {:?}", started.elapsed());
 }

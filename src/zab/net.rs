@@ -37,7 +37,9 @@
 //! lose it); a leader that is not leading when a FOLLOWERINFO arrives closes that
 //! connection so the learner's next resend dials again. A leader's connection belongs to
 //! one leadership (`Link::session` of the first packet sent on it); a packet of another
-//! leadership closes it. Role changes close what the new role does not use.
+//! leadership closes it. Role changes close what the new role does not use. A learner must
+//! wait for LEADERINFO before it sends ACKEPOCH, as ZooKeeper's does: what arrives before
+//! the leader's first packet on a connection carries no session and the peer ignores it.
 //!
 //! Limits: `Limits` — bytes queued per connection (overflow closes the connection and is
 //! counted), the largest quorum packet read (`wire::decode_packet`'s data cap), reads per
