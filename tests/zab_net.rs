@@ -365,6 +365,15 @@ fn a_lost_leader_is_replaced_and_catches_up_when_it_returns() {
         "the returning server follows"
     );
     cluster.await_applied(survivors.len());
+    let counters = cluster.driver(old_leader).status().counters;
+    assert!(
+        counters.syncs_diff + counters.syncs_trunc >= 1 && counters.syncs_snap == 0,
+        "the returning server synced by DIFF or TRUNC: {counters:?}"
+    );
+    eprintln!(
+        "failover: the old leader synced with {} DIFF, {} TRUNC",
+        counters.syncs_diff, counters.syncs_trunc
+    );
     let more = cluster.commit(new_leader, "returned", 100);
     let sequence = cluster.assert_same_sequence();
     assert!(sequence.starts_with(&survivors));
@@ -629,4 +638,58 @@ fn a_learner_that_never_reads_overflows_its_queue_and_is_cut_off() {
     cluster.commit(posed, "after", 20);
     assert_eq!(cluster.assert_same_sequence().len(), 220);
     eprintln!("overflow test took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_returning_leader_truncates_what_it_never_committed() {
+    // The leader logs writes after both followers stopped (no quorum: never committed), then
+    // stops too. The followers return and elect a leader of a higher epoch that commits
+    // more; the old leader returns, is told to TRUNC, and applies exactly the new history:
+    // none of its orphaned writes appear anywhere.
+    let started = Instant::now();
+    let mut cluster = Cluster::start("trunc", 3);
+    let (old_leader, old_epoch) = cluster.await_leader(0);
+    cluster.commit(old_leader, "committed", 100);
+    let followers: Vec<PeerId> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != old_leader)
+        .collect();
+    for id in &followers {
+        cluster.stop(*id);
+    }
+    let orphans: Vec<Vec<u8>> = (0..5).map(|i| format!("orphan-{i}").into_bytes()).collect();
+    for orphan in &orphans {
+        let proposed = cluster
+            .driver(old_leader)
+            .propose(Payload::from(orphan.clone()), PROPOSE_ANSWER_MAX);
+        assert!(
+            matches!(proposed, Ok(keel::zab::Proposed::Local(_))),
+            "the leader has not noticed yet: {proposed:?}"
+        );
+    }
+    let deadline = Instant::now() + WAIT_MAX;
+    while cluster.driver(old_leader).status().last_zxid.counter() < 105 {
+        assert!(Instant::now() < deadline, "the orphans were not logged");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cluster.stop(old_leader);
+
+    for id in &followers {
+        cluster.boot(*id);
+    }
+    let (new_leader, new_epoch) = cluster.await_leader(old_epoch);
+    cluster.commit(new_leader, "new", 50);
+    cluster.boot(old_leader);
+    assert_eq!(cluster.await_leader(old_epoch), (new_leader, new_epoch));
+    cluster.await_applied(150);
+    let counters = cluster.driver(old_leader).status().counters;
+    assert!(counters.syncs_trunc >= 1, "synced by TRUNC: {counters:?}");
+    let sequence = cluster.assert_same_sequence();
+    assert_eq!(sequence.len(), 150);
+    assert!(
+        sequence.iter().all(|(_, p)| !orphans.contains(p)),
+        "an uncommitted write was applied"
+    );
+    eprintln!("trunc test took {:?}", started.elapsed());
 }

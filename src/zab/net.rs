@@ -244,6 +244,10 @@ pub struct Counters {
     pub decode_errors: u64,
     pub notifications_dropped: u64,
     pub packets_dropped: u64,
+    /// Learner: how the leaders synced this server (DIFF, TRUNC, SNAP received).
+    pub syncs_diff: u64,
+    pub syncs_trunc: u64,
+    pub syncs_snap: u64,
 }
 
 /// What the driver's peer looks like, refreshed every loop iteration.
@@ -1012,6 +1016,12 @@ impl Loop {
                     ..
                 } => parse_packet(rest, self.limits.packet_data_bytes_max).map(|got| {
                     got.map(|(packet, n)| {
+                        match packet {
+                            Packet::Diff { .. } => self.counters.syncs_diff += 1,
+                            Packet::Trunc { .. } => self.counters.syncs_trunc += 1,
+                            Packet::Snap { .. } => self.counters.syncs_snap += 1,
+                            _ => {}
+                        }
                         let link = Link {
                             conn: *conn_id,
                             session: *session_stamp,
