@@ -29,6 +29,8 @@ struct Node {
 
 struct Cluster {
     servers: Vec<ServerAddrs>,
+    /// Server ids above this one are observers.
+    voters_max: PeerId,
     limits: Limits,
     nodes: BTreeMap<PeerId, Node>,
     root: PathBuf,
@@ -41,8 +43,8 @@ fn free_loopback_ports(count: usize) -> Vec<SocketAddr> {
     listeners.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
-fn zab_config(id: PeerId, voters: Vec<PeerId>) -> Config {
-    let mut config = Config::new(id, voters, vec![]);
+fn zab_config(id: PeerId, voters: Vec<PeerId>, observers: Vec<PeerId>) -> Config {
+    let mut config = Config::new(id, voters, observers);
     config.election_timeout_ticks = 4;
     config.election_timeout_ticks_max = 16;
     config.election_jitter_ticks = 3;
@@ -55,10 +57,11 @@ fn zab_config(id: PeerId, voters: Vec<PeerId>) -> Config {
 
 impl Cluster {
     fn start(name: &str, count: u64) -> Cluster {
-        Cluster::start_with(name, count, Limits::default())
+        Cluster::start_with(name, count, 0, Limits::default())
     }
 
-    fn start_with(name: &str, count: u64, limits: Limits) -> Cluster {
+    fn start_with(name: &str, voters: u64, observers: u64, limits: Limits) -> Cluster {
+        let count = voters + observers;
         let ports = free_loopback_ports(2 * count as usize);
         let servers = (1..=count)
             .map(|id| ServerAddrs {
@@ -77,6 +80,7 @@ impl Cluster {
         ));
         let mut cluster = Cluster {
             servers,
+            voters_max: voters,
             limits,
             nodes: BTreeMap::new(),
             root,
@@ -98,13 +102,17 @@ impl Cluster {
 
     /// Starts (or restarts) `id` on its data directory with a fresh applied sequence.
     fn boot(&mut self, id: PeerId) {
-        let voters: Vec<PeerId> = self.servers.iter().map(|s| s.id).collect();
+        let (voters, observers): (Vec<PeerId>, Vec<PeerId>) = self
+            .servers
+            .iter()
+            .map(|s| s.id)
+            .partition(|id| *id <= self.voters_max);
         let node = self.nodes.get_mut(&id).unwrap();
         assert!(node.driver.is_none());
         let applied = Applied::default();
         let sink = applied.clone();
         let config = NetConfig {
-            zab: zab_config(id, voters),
+            zab: zab_config(id, voters, observers),
             servers: self.servers.clone(),
             tick: TICK,
             data_dir: node.dir.clone(),
@@ -166,12 +174,18 @@ impl Cluster {
             if let [(leader, status)] = leaders.as_slice() {
                 let epoch = status.leader_epoch.unwrap_or(0);
                 let followers_ok = statuses.iter().all(|(id, s)| {
-                    id == leader
-                        || s.role
-                            == Role::Following {
-                                leader: *leader,
-                                serving: true,
-                            }
+                    let expected = if *id > self.voters_max {
+                        Role::Observing {
+                            leader: *leader,
+                            serving: true,
+                        }
+                    } else {
+                        Role::Following {
+                            leader: *leader,
+                            serving: true,
+                        }
+                    };
+                    id == leader || s.role == expected
                 });
                 if followers_ok && epoch > epoch_above {
                     return (*leader, epoch);
@@ -551,7 +565,7 @@ fn a_learner_that_never_reads_overflows_its_queue_and_is_cut_off() {
         send_queue_bytes_max: 256 * 1024,
         ..Limits::default()
     };
-    let mut cluster = Cluster::start_with("overflow", 3, limits);
+    let mut cluster = Cluster::start_with("overflow", 3, 0, limits);
     let (leader, _) = cluster.await_leader(0);
     let posed = cluster
         .running()
@@ -692,4 +706,18 @@ fn a_returning_leader_truncates_what_it_never_committed() {
         "an uncommitted write was applied"
     );
     eprintln!("trunc test took {:?}", started.elapsed());
+}
+
+#[test]
+fn an_observer_learns_every_commit_and_forwards_writes() {
+    // Three voters and one observer (OBSERVERINFO, INFORM on the wire): the observer applies
+    // the same sequence, including writes it forwarded itself; it observes, never leads.
+    let started = Instant::now();
+    let cluster = Cluster::start_with("observer", 3, 1, Limits::default());
+    let (leader, _) = cluster.await_leader(0);
+    assert_ne!(leader, 4, "an observer never leads");
+    cluster.commit(leader, "voter", 100);
+    cluster.commit(4, "observer", 100);
+    assert_eq!(cluster.assert_same_sequence().len(), 200);
+    eprintln!("observer test took {:?}", started.elapsed());
 }
