@@ -121,12 +121,8 @@ impl Cluster {
         };
         let on_apply = Box::new(move |apply: Apply| match apply {
             Apply::Entry(e) => sink.lock().unwrap().push((e.zxid, e.payload.to_vec())),
-            // The leaders here never compact, so sync is always DIFF or TRUNC; a snapshot
-            // would replace the state, which these tests do not model.
-            Apply::Snapshot(s) => sink
-                .lock()
-                .unwrap()
-                .push((s.zxid, b"<unexpected snapshot>".to_vec())),
+            // A snapshot replaces the state: here, the applied sequence it encodes.
+            Apply::Snapshot(s) => *sink.lock().unwrap() = decode_state(&s.data),
         });
         node.driver = Some(Driver::start(config, on_apply).unwrap());
         node.applied = applied;
@@ -310,6 +306,29 @@ impl Drop for Cluster {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// The test's state machine state: the applied sequence, `zxid u64 | len u32 | payload`
+/// each.
+fn encode_state(applied: &[(Zxid, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (zxid, payload) in applied {
+        out.extend_from_slice(&zxid.0.to_be_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+fn decode_state(mut bytes: &[u8]) -> Vec<(Zxid, Vec<u8>)> {
+    let mut applied = Vec::new();
+    while bytes.len() >= 12 {
+        let zxid = Zxid(u64::from_be_bytes(bytes[..8].try_into().unwrap()));
+        let len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        applied.push((zxid, bytes[12..12 + len].to_vec()));
+        bytes = &bytes[12 + len..];
+    }
+    applied
 }
 
 fn contains_all(sequence: &[(Zxid, Vec<u8>)], payloads: &[Vec<u8>]) -> bool {
@@ -720,4 +739,59 @@ fn an_observer_learns_every_commit_and_forwards_writes() {
     cluster.commit(4, "observer", 100);
     assert_eq!(cluster.assert_same_sequence().len(), 200);
     eprintln!("observer test took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_wiped_follower_is_sent_the_leaders_snapshot() {
+    // The leader compacts its log into a snapshot of what it applied; a follower whose data
+    // directory is gone rejoins by SNAP, installs it and applies what follows; the old
+    // leader restarts from its own snapshot plus log. Every server ends with one sequence.
+    let started = Instant::now();
+    let mut cluster = Cluster::start("snap", 3);
+    let (leader, epoch) = cluster.await_leader(0);
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap();
+    cluster.commit(leader, "first", 200);
+    cluster.stop(follower);
+    let applied = cluster.applied(leader);
+    let zxid = applied.last().unwrap().0;
+    let beyond = keel::zab::Snapshot {
+        zxid: Zxid(zxid.0 + 1),
+        data: Payload::from(Vec::new()),
+    };
+    assert!(matches!(
+        cluster.driver(leader).compact(beyond, PROPOSE_ANSWER_MAX),
+        Err(NetError::BadCompaction(_))
+    ));
+    let snapshot = keel::zab::Snapshot {
+        zxid,
+        data: Payload::from(encode_state(&applied)),
+    };
+    cluster
+        .driver(leader)
+        .compact(snapshot, PROPOSE_ANSWER_MAX)
+        .unwrap();
+    cluster.commit(leader, "second", 50);
+
+    std::fs::remove_dir_all(&cluster.nodes[&follower].dir).unwrap();
+    cluster.boot(follower);
+    assert_eq!(cluster.await_leader(0), (leader, epoch));
+    cluster.commit(follower, "third", 50);
+    let counters = cluster.driver(follower).status().counters;
+    assert!(counters.syncs_snap >= 1, "synced by SNAP: {counters:?}");
+    let sequence = cluster.assert_same_sequence();
+    assert_eq!(sequence.len(), 300);
+
+    cluster.stop(leader);
+    let (new_leader, _) = cluster.await_leader(epoch);
+    cluster.commit(new_leader, "fourth", 50);
+    cluster.boot(leader);
+    cluster.await_leader(epoch);
+    cluster.await_applied(350);
+    let sequence = cluster.assert_same_sequence();
+    assert_eq!(sequence.len(), 350);
+    eprintln!("snap test took {:?}", started.elapsed());
 }

@@ -46,8 +46,12 @@
 //! readiness event, connect timeout and reconnect backoff (25 ms doubling to 500 ms), and
 //! commands per loop. Notifications are capped by `wire::NOTIFICATION_BYTES_MAX`.
 //!
-//! A later step must add: replica-core wiring (apply into the tree, snapshots from the
-//! replica and `Peer::compact`), the server's `server.N` mode from `crate::config`
+//! Compaction: `Driver::compact(snapshot)` takes a snapshot of the caller's applied state,
+//! persists it (`FileStore::compact`) and calls `Peer::compact`; later SNAP syncs send it.
+//! On start, a stored snapshot is handed to `on_apply` as `Apply::Snapshot` first.
+//!
+//! A later step must add: replica-core wiring (apply into the tree, snapshots taken by the
+//! replica and a compaction policy), the server's `server.N` mode from `crate::config`
 //! (non-loopback addresses, `multiAddress`, quorum auth/TLS), Mode: leader/follower in
 //! `srvr`/`mntr`, group commit off the loop thread, the learner reacting to a closed leader
 //! connection at once (today it waits for syncLimit), and process-level fault tests
@@ -69,7 +73,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::store::{FileStore, StoreError};
 use super::wire::{self, packet_type, WireError};
 use super::{Apply, Config, ConfigError, DiskOp, Envelope, Link, Message, Packet, Payload};
-use super::{Peer, PeerId, ProposeError, Proposed, Role, Zxid};
+use super::{Entry, Peer, PeerId, ProposeError, Proposed, Role, Snapshot, Zxid};
 
 /// ZooKeeper's `QuorumCnxManager.PROTOCOL_VERSION_V1` (the initial message's first long).
 const ELECTION_PROTOCOL_VERSION: i64 = -65536;
@@ -230,6 +234,8 @@ pub enum NetError {
     Busy,
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("cannot compact at {0}: not applied, or neither logged nor the snapshot")]
+    BadCompaction(Zxid),
     #[error("propose: {0}")]
     Propose(#[from] ProposeError),
 }
@@ -270,6 +276,7 @@ pub struct Status {
 
 enum Command {
     Propose(Payload, Sender<Result<Proposed, ProposeError>>),
+    Compact(Snapshot, Sender<Result<(), NetError>>),
 }
 
 /// A running peer. Dropping it stops the thread and closes every socket.
@@ -311,6 +318,11 @@ impl Driver {
             }
         }
         let (store, durable) = FileStore::open(&config.data_dir)?;
+        let mut on_apply = on_apply;
+        if durable.snapshot.zxid != Zxid::ZERO {
+            // The state starts from the local snapshot; the peer applies what follows it.
+            on_apply(Apply::Snapshot(durable.snapshot.clone()));
+        }
         let peer = Peer::new(config.zab.clone(), durable, config.seed)?;
         let poll = Poll::new().map_err(|e| NetError::Setup("poll", e))?;
         let waker =
@@ -392,6 +404,29 @@ impl Driver {
         self.waker.wake().map_err(|e| NetError::Setup("wake", e))?;
         match answer.recv_timeout(timeout) {
             Ok(result) => Ok(result?),
+            Err(channel::RecvTimeoutError::Timeout) => Err(NetError::Timeout(timeout)),
+            Err(channel::RecvTimeoutError::Disconnected) => Err(NetError::Stopped),
+        }
+    }
+
+    /// Hands the driver a snapshot of the state applied up to `snapshot.zxid` (which must
+    /// be applied, and be a logged zxid or the current snapshot's): it is persisted, the
+    /// log entries up to it are dropped from the store and the peer, and later SNAP syncs
+    /// send it. Waits at most `timeout` for the answer.
+    ///
+    /// # Errors
+    /// A zxid that cannot be compacted to, the driver stopped, its queue is full, or no
+    /// answer in time.
+    pub fn compact(&self, snapshot: Snapshot, timeout: Duration) -> Result<(), NetError> {
+        let (reply, answer) = channel::bounded(1);
+        match self.commands.try_send(Command::Compact(snapshot, reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(NetError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(NetError::Stopped),
+        }
+        self.waker.wake().map_err(|e| NetError::Setup("wake", e))?;
+        match answer.recv_timeout(timeout) {
+            Ok(result) => result,
             Err(channel::RecvTimeoutError::Timeout) => Err(NetError::Timeout(timeout)),
             Err(channel::RecvTimeoutError::Disconnected) => Err(NetError::Stopped),
         }
@@ -553,7 +588,11 @@ impl Loop {
                 self.read(token);
             }
             self.deliver_inbox();
-            self.take_commands();
+            if let Err(e) = self.take_commands() {
+                tracing::error!(id = self.own.id, error = %e, "zab net: store failed, stopping");
+                fatal = Some(e.to_string());
+                break;
+            }
             let now = Instant::now();
             if now >= next_tick {
                 self.peer.tick();
@@ -587,14 +626,48 @@ impl Loop {
         }
     }
 
-    fn take_commands(&mut self) {
+    fn take_commands(&mut self) -> Result<(), StoreError> {
         for _ in 0..self.limits.commands_per_loop_max {
-            let Ok(Command::Propose(payload, reply)) = self.commands.try_recv() else {
-                return;
-            };
-            let result = self.peer.propose(payload);
-            let _ = reply.try_send(result); // The caller may have timed out.
+            match self.commands.try_recv() {
+                Err(_) => return Ok(()),
+                Ok(Command::Propose(payload, reply)) => {
+                    let result = self.peer.propose(payload);
+                    let _ = reply.try_send(result); // The caller may have timed out.
+                }
+                Ok(Command::Compact(snapshot, reply)) => {
+                    let result = self.compact(snapshot)?;
+                    let _ = reply.try_send(result);
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Persists `snapshot` and drops the entries up to it from the store and the peer.
+    /// The outer error is the store's (fatal), the inner one the caller's.
+    fn compact(&mut self, snapshot: Snapshot) -> Result<Result<(), NetError>, StoreError> {
+        // Every entry the peer holds must be in the store before the log is rewritten.
+        self.drain_ready()?;
+        let zxid = snapshot.zxid;
+        let current = self.peer.snapshot().zxid;
+        let logged = self
+            .peer
+            .entries()
+            .binary_search_by_key(&zxid, |e| e.zxid)
+            .is_ok();
+        if zxid > self.peer.applied_zxid() || zxid < current || !(logged || zxid == current) {
+            return Ok(Err(NetError::BadCompaction(zxid)));
+        }
+        let after: Vec<Entry> = self
+            .peer
+            .entries()
+            .iter()
+            .filter(|e| e.zxid > zxid)
+            .cloned()
+            .collect();
+        self.store.compact(&snapshot, &after)?;
+        self.peer.compact(snapshot);
+        Ok(Ok(()))
     }
 
     fn deliver_inbox(&mut self) {

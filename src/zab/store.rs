@@ -6,9 +6,11 @@
 //!   replaced atomically (tmp → fsync → rename → fsync the directory);
 //! - `keel-zab.snapshot`: `magic | zxid u64 | crc32c u32 | len u64 | data`, replaced atomically;
 //! - `keel-zab.log`: `magic | base zxid u64` then records `len u32 | crc32c u32 | zxid u64 |
-//!   payload`, the crc over `zxid | payload`. `base` is the snapshot the log continues; a log
-//!   whose base is not the snapshot's zxid is stale (a crash inside `install_snapshot`) and is
-//!   dropped on open.
+//!   payload`, the crc over `zxid | payload`. `base` is the snapshot the log continues. On
+//!   open, a log based on an older snapshot that holds the current snapshot's zxid is the
+//!   remains of a `compact` that crashed before rewriting it (its entries after the snapshot
+//!   are kept); any other log older than the snapshot is stale (a crash inside
+//!   `install_snapshot`, which drops the whole log) and is dropped.
 //!
 //! Must not: hand `Peer::new` anything out of order. `open` keeps the longest valid prefix of
 //! the log (a torn or corrupt tail, or a zxid that does not increase, ends it) and cuts the
@@ -82,7 +84,7 @@ impl FileStore {
         let current = read_epoch(&dir.join("currentEpoch"))?;
         let snapshot = read_snapshot(&dir.join("keel-zab.snapshot"))?;
         let log_path = dir.join("keel-zab.log");
-        let (records, entries, len) = read_log(&log_path, snapshot.zxid)?;
+        let (records, mut entries, len) = read_log(&log_path, snapshot.zxid)?;
         let mut store = FileStore {
             log: OpenOptions::new()
                 .create(true)
@@ -95,9 +97,16 @@ impl FileStore {
             records,
             unsynced: false,
         };
-        match len {
-            0 => store.reset_log(snapshot.zxid)?,
-            _ => store.cut_log(len)?,
+        let log_base = read_log_base(&store.log_path);
+        if len == 0 {
+            store.reset_log(snapshot.zxid)?;
+        } else if log_base.is_some_and(|base| base < snapshot.zxid) {
+            // A compaction that wrote its snapshot but not its log: the entries up to the
+            // snapshot are in it, the rest carry on.
+            entries.retain(|e| e.zxid > snapshot.zxid);
+            store.rewrite_log(snapshot.zxid, &entries)?;
+        } else {
+            store.cut_log(len)?;
         }
         // currentEpoch is written after acceptedEpoch; a lost acceptedEpoch file (an empty
         // store) must not leave the peer with currentEpoch ahead.
@@ -131,20 +140,8 @@ impl FileStore {
     /// # Errors
     /// IO errors or an entry over `RECORD_BYTES_MAX`.
     pub fn append(&mut self, entry: &Entry) -> Result<(), StoreError> {
-        let len = entry.payload.len();
-        if len > RECORD_BYTES_MAX {
-            return Err(StoreError::TooLarge {
-                len,
-                max: RECORD_BYTES_MAX,
-            });
-        }
-        let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + len);
-        let mut summed = Vec::with_capacity(8 + len);
-        summed.extend_from_slice(&entry.zxid.0.to_be_bytes());
-        summed.extend_from_slice(&entry.payload);
-        record.extend_from_slice(&(len as u32).to_be_bytes());
-        record.extend_from_slice(&crc32c::crc32c(&summed).to_be_bytes());
-        record.extend_from_slice(&summed);
+        let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + entry.payload.len());
+        encode_record(entry, &mut record)?;
         self.log
             .write_all(&record)
             .map_err(io("append", &self.log_path))?;
@@ -188,13 +185,7 @@ impl FileStore {
     /// # Errors
     /// IO errors.
     pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        let mut bytes = Vec::with_capacity(24 + snapshot.data.len());
-        bytes.extend_from_slice(SNAPSHOT_MAGIC);
-        bytes.extend_from_slice(&snapshot.zxid.0.to_be_bytes());
-        bytes.extend_from_slice(&crc32c::crc32c(&snapshot.data).to_be_bytes());
-        bytes.extend_from_slice(&(snapshot.data.len() as u64).to_be_bytes());
-        bytes.extend_from_slice(&snapshot.data);
-        self.replace("keel-zab.snapshot", &bytes)?;
+        self.replace("keel-zab.snapshot", &snapshot_bytes(snapshot))?;
         self.reset_log(snapshot.zxid)
     }
 
@@ -204,18 +195,44 @@ impl FileStore {
     }
 
     fn reset_log(&mut self, base: Zxid) -> Result<(), StoreError> {
-        let mut header = Vec::with_capacity(LOG_HEADER_BYTES as usize);
-        header.extend_from_slice(LOG_MAGIC);
-        header.extend_from_slice(&base.0.to_be_bytes());
-        self.replace("keel-zab.log", &header)?;
+        self.rewrite_log(base, &[])
+    }
+
+    /// Replaces the log by one based on `base` holding `entries`, atomically.
+    fn rewrite_log(&mut self, base: Zxid, entries: &[Entry]) -> Result<(), StoreError> {
+        let mut bytes = Vec::with_capacity(LOG_HEADER_BYTES as usize);
+        bytes.extend_from_slice(LOG_MAGIC);
+        bytes.extend_from_slice(&base.0.to_be_bytes());
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            records.push(Placed {
+                zxid: entry.zxid,
+                offset_bytes: bytes.len() as u64,
+            });
+            encode_record(entry, &mut bytes)?;
+        }
+        self.replace("keel-zab.log", &bytes)?;
         self.log = OpenOptions::new()
             .append(true)
             .open(&self.log_path)
             .map_err(io("open", &self.log_path))?;
-        self.records.clear();
-        self.log_len_bytes = LOG_HEADER_BYTES;
+        self.records = records;
+        self.log_len_bytes = bytes.len() as u64;
         self.unsynced = false;
         Ok(())
+    }
+
+    /// Compaction: persists `snapshot` (of the applied state at `snapshot.zxid`, which is
+    /// logged or is the current snapshot), then rewrites the log to hold only the entries
+    /// after it. A crash in between leaves the new snapshot with the old log, which `open`
+    /// recognises (the log's base is older and it holds the snapshot's zxid) and finishes.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn compact(&mut self, snapshot: &Snapshot, after: &[Entry]) -> Result<(), StoreError> {
+        self.sync()?;
+        self.replace("keel-zab.snapshot", &snapshot_bytes(snapshot))?;
+        self.rewrite_log(snapshot.zxid, after)
     }
 
     fn cut_log(&mut self, len_bytes: u64) -> Result<(), StoreError> {
@@ -241,6 +258,44 @@ impl FileStore {
             .and_then(|d| d.sync_all())
             .map_err(io("fsync", &self.dir))
     }
+}
+
+/// `magic | zxid u64 | crc32c u32 | len u64 | data`.
+fn snapshot_bytes(snapshot: &Snapshot) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(24 + snapshot.data.len());
+    bytes.extend_from_slice(SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&snapshot.zxid.0.to_be_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&snapshot.data).to_be_bytes());
+    bytes.extend_from_slice(&(snapshot.data.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(&snapshot.data);
+    bytes
+}
+
+/// `len u32 | crc32c u32 | zxid u64 | payload`, the crc over `zxid | payload`.
+fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let len = entry.payload.len();
+    let len_u32 = u32::try_from(len)
+        .ok()
+        .filter(|_| len <= RECORD_BYTES_MAX)
+        .ok_or(StoreError::TooLarge {
+            len,
+            max: RECORD_BYTES_MAX,
+        })?;
+    let mut summed = Vec::with_capacity(8 + len);
+    summed.extend_from_slice(&entry.zxid.0.to_be_bytes());
+    summed.extend_from_slice(&entry.payload);
+    out.extend_from_slice(&len_u32.to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&summed).to_be_bytes());
+    out.extend_from_slice(&summed);
+    Ok(())
+}
+
+/// The base zxid in a log file's header, if it has one.
+fn read_log_base(path: &Path) -> Option<Zxid> {
+    let mut header = [0u8; LOG_HEADER_BYTES as usize];
+    File::open(path).ok()?.read_exact(&mut header).ok()?;
+    let base: [u8; 8] = header.get(4..12)?.try_into().ok()?;
+    (header.get(0..4) == Some(LOG_MAGIC.as_slice())).then(|| Zxid(u64::from_be_bytes(base)))
 }
 
 fn read_epoch(path: &Path) -> Result<u32, StoreError> {
@@ -299,12 +354,13 @@ fn read_log(path: &Path, base: Zxid) -> Result<(Vec<Placed>, Vec<Entry>, u64), S
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], vec![], 0)),
         Err(e) => return Err(io("open", path)(e)),
     }
-    let header_ok = bytes.get(0..4) == Some(LOG_MAGIC.as_slice())
-        && bytes
-            .get(4..12)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-            == Some(base.0);
+    let log_base = bytes
+        .get(4..12)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .map(Zxid);
+    let magic_ok = bytes.get(0..4) == Some(LOG_MAGIC.as_slice());
+    let header_ok = magic_ok && log_base.is_some_and(|b| b <= base);
     if !header_ok {
         if !bytes.is_empty() {
             tracing::warn!(path = %path.display(), "zab store: stale or bad log header, log dropped");
@@ -313,7 +369,8 @@ fn read_log(path: &Path, base: Zxid) -> Result<(Vec<Placed>, Vec<Entry>, u64), S
     }
     let (mut records, mut entries) = (Vec::new(), Vec::new());
     let mut at = LOG_HEADER_BYTES as usize;
-    let mut last = base;
+    let snapshot_zxid = base;
+    let mut last = log_base.unwrap_or(base);
     while let Some(header) = bytes.get(at..at + RECORD_HEADER_BYTES) {
         let be32 = |b: &[u8]| b.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
         let len = be32(header.get(0..4).unwrap_or_default()) as usize;
@@ -346,6 +403,15 @@ fn read_log(path: &Path, base: Zxid) -> Result<(Vec<Placed>, Vec<Entry>, u64), S
             payload: Payload::from(summed.get(8..).unwrap_or_default().to_vec()),
         });
         at += RECORD_HEADER_BYTES + len;
+    }
+    if last < snapshot_zxid
+        || !(log_base == Some(snapshot_zxid)
+            || records.iter().any(|r: &Placed| r.zxid == snapshot_zxid))
+    {
+        // Older than the snapshot and not a log the snapshot was cut from: stale (a crash
+        // inside `install_snapshot`).
+        tracing::warn!(path = %path.display(), "zab store: stale log, dropped");
+        return Ok((vec![], vec![], 0));
     }
     if at < bytes.len() {
         tracing::warn!(path = %path.display(), kept_bytes = at, file_bytes = bytes.len(),
@@ -429,6 +495,59 @@ mod tests {
         let (_, durable) = FileStore::open(&dir).unwrap();
         assert_eq!(durable.snapshot, snapshot);
         assert_eq!(durable.log, vec![entry(3, 3)]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn store_compaction_keeps_the_tail_even_when_it_crashed_halfway() {
+        // compact keeps the entries after the snapshot; a crash after the snapshot but
+        // before the log rewrite (the old log still holds the snapshot's zxid) is finished
+        // on open; a log that does not hold it is stale and dropped.
+        let dir = temp_dir("compact");
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        for counter in 1..=6 {
+            store.append(&entry(1, counter)).unwrap();
+        }
+        store.sync().unwrap();
+        let snapshot = |counter| Snapshot {
+            zxid: Zxid::new(1, counter),
+            data: Payload::from(format!("upto{counter}").into_bytes()),
+        };
+        let tail: Vec<Entry> = (5..=6).map(|c| entry(1, c)).collect();
+        store.compact(&snapshot(4), &tail).unwrap();
+        store.append(&entry(1, 7)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let (store, durable) = FileStore::open(&dir).unwrap();
+        drop(store);
+        assert_eq!(durable.snapshot, snapshot(4));
+        assert_eq!(durable.log, vec![entry(1, 5), entry(1, 6), entry(1, 7)]);
+
+        // The crash: a newer snapshot replaced, the log not rewritten yet.
+        let (store, _) = FileStore::open(&dir).unwrap();
+        store
+            .replace("keel-zab.snapshot", &snapshot_bytes(&snapshot(6)))
+            .unwrap();
+        drop(store);
+        let (store, durable) = FileStore::open(&dir).unwrap();
+        drop(store);
+        assert_eq!(durable.snapshot, snapshot(6));
+        assert_eq!(durable.log, vec![entry(1, 7)]);
+
+        // A snapshot beyond everything the log holds (a SNAP install that crashed before
+        // resetting the log): the log is stale.
+        let (store, _) = FileStore::open(&dir).unwrap();
+        let foreign = Snapshot {
+            zxid: Zxid::new(2, 9),
+            data: Payload::from(b"other".to_vec()),
+        };
+        store
+            .replace("keel-zab.snapshot", &snapshot_bytes(&foreign))
+            .unwrap();
+        drop(store);
+        let (_, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.snapshot, foreign);
+        assert!(durable.log.is_empty());
         fs::remove_dir_all(&dir).unwrap();
     }
 }
