@@ -7,16 +7,18 @@
 //! Must not: interpret payloads (they are opaque; no tree or replica wiring yet), panic on
 //! anything a socket delivers (a decode error closes that connection with a logged reason
 //! and a counter), bind or connect to a non-loopback address in this slice (`start` refuses
-//! with `NotLoopback`; the server's `server.N` mode will lift that), or block on a peer.
+//! with `NotLoopback`; the server's `server.N` mode will lift that), or wait on a peer
+//! longer than `Limits::connect_timeout` (dials are blocking `connect_timeout` calls on the
+//! loop thread; on loopback a refused dial returns at once).
 //!
 //! Threading: one plain std thread per driver runs a mio readiness loop (mio 1, already in
 //! the lockfile through loadgen; it lets the thread sleep in epoll instead of polling). The
 //! owner talks to it through a bounded command channel plus a `mio::Waker` (`propose`,
-//! `stop`) and reads a `Status` snapshot behind a mutex. Committed entries go to the
+//! `compact`, `stop`) and reads a `Status` snapshot behind a mutex. Committed entries go to the
 //! `on_apply` callback, on the driver thread, in order; it must not block.
 //!
 //! Loop: wait for readiness at most until the next tick → read, decode, `step` → commands
-//! (`propose`) → `tick` when due (missed ticks are skipped, never bunched) → drain `Ready`:
+//! (`propose`, `compact`) → `tick` when due (missed ticks are skipped, never bunched) → drain `Ready`:
 //! disk ops in order (epochs, truncations and snapshot installs are synchronous; appends are
 //! written, then one fsync per `Ready`), role change, messages, committed entries, then
 //! `on_persisted(last appended zxid)` — so an ACK never covers what is not durable.
