@@ -63,8 +63,10 @@ mod leader;
 mod learner;
 mod log;
 mod message;
+pub mod net;
 mod peer;
 pub mod rng;
+pub mod store;
 pub mod wire;
 
 #[cfg(test)]

@@ -1,0 +1,1450 @@
+//! net: runs one [`Peer`] over real TCP — election and quorum listeners, outbound
+//! connections, `wire` framing, a logical tick, the durable [`FileStore`], and delivery of
+//! committed entries to a callback (issue 5, the socket slice).
+//!
+//! Owns: the sockets of one server, the mapping from TCP connections to the peer's `Link`s,
+//! the per-connection send queues, the tick timer and the store.
+//! Must not: interpret payloads (they are opaque; no tree or replica wiring yet), panic on
+//! anything a socket delivers (a decode error closes that connection with a logged reason
+//! and a counter), bind or connect to a non-loopback address in this slice (`start` refuses
+//! with `NotLoopback`; the server's `server.N` mode will lift that), or wait on a peer
+//! longer than `Limits::connect_timeout` (dials are blocking `connect_timeout` calls on the
+//! loop thread; on loopback a refused dial returns at once).
+//!
+//! Threading: one plain std thread per driver runs a mio readiness loop (mio 1, already in
+//! the lockfile through loadgen; it lets the thread sleep in epoll instead of polling). The
+//! owner talks to it through a bounded command channel plus a `mio::Waker` (`propose`,
+//! `compact`, `stop`) and reads a `Status` snapshot behind a mutex. Committed entries go to the
+//! `on_apply` callback, on the driver thread, in order; it must not block.
+//!
+//! Loop: wait for readiness at most until the next tick → read, decode, `step` → commands
+//! (`propose`, `compact`) → `tick` when due (missed ticks are skipped, never bunched) → drain `Ready`:
+//! disk ops in order (epochs, truncations and snapshot installs are synchronous; appends are
+//! written, then one fsync per `Ready`), role change, messages, committed entries, then
+//! `on_persisted(last appended zxid)` — so an ACK never covers what is not durable.
+//!
+//! Election port: every server keeps one *outbound* connection to each other server's
+//! election port and only writes on it; it only reads from *inbound* ones. That replaces
+//! ZooKeeper's "the higher myid keeps the one connection" rule with two one-way connections
+//! per pair: no tie-break, no race when both dial at once. The outbound connection starts
+//! with ZooKeeper's initial message (`long -65536`, `long myid`, `int len`, `"host:port"`);
+//! then each notification is `int len` + `wire::encode_notification`. A notification with
+//! no connection (and none allowed yet by the backoff) is dropped: the election resends.
+//!
+//! Quorum port: the learner dials the leader when its peer sends packet 0 (FOLLOWERINFO) of
+//! a new `Link::conn`; QuorumPackets go back to back with no length prefix, as ZooKeeper
+//! writes them. The driver rebuilds each `Link` from the connection: the learner's `conn`
+//! id, the accepting side's connection id, a per-connection `session` stamp and a receive
+//! counter for `seq`. Resends of packet 0 on a live connection are dropped (TCP does not
+//! lose it); a leader that is not leading when a FOLLOWERINFO arrives closes that
+//! connection so the learner's next resend dials again. A leader's connection belongs to
+//! one leadership (`Link::session` of the first packet sent on it); a packet of another
+//! leadership closes it. Role changes close what the new role does not use. A learner must
+//! wait for LEADERINFO before it sends ACKEPOCH, as ZooKeeper's does: what arrives before
+//! the leader's first packet on a connection carries no session and the peer ignores it.
+//!
+//! Limits: `Limits` — bytes queued per connection (overflow closes the connection and is
+//! counted), the largest quorum packet read (`wire::decode_packet`'s data cap), reads per
+//! readiness event, connect timeout and reconnect backoff (25 ms doubling to 500 ms), and
+//! commands per loop. Notifications are capped by `wire::NOTIFICATION_BYTES_MAX`.
+//!
+//! Compaction: `Driver::compact(snapshot)` takes a snapshot of the caller's applied state,
+//! persists it (`FileStore::compact`) and calls `Peer::compact`; later SNAP syncs send it.
+//! On start, a stored snapshot is handed to `on_apply` as `Apply::Snapshot` first.
+//!
+//! A later step must add: replica-core wiring (apply into the tree, snapshots taken by the
+//! replica and a compaction policy), the server's `server.N` mode from `crate::config`
+//! (non-loopback addresses, `multiAddress`, quorum auth/TLS), Mode: leader/follower in
+//! `srvr`/`mntr`, group commit off the loop thread, the learner reacting to a closed leader
+//! connection at once (today it waits for syncLimit), and process-level fault tests
+//! (kill -9, SIGSTOP, network namespaces, disk-full).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{self, Receiver, Sender, TrySendError};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::store::{FileStore, StoreError};
+use super::wire::{self, packet_type, WireError};
+use super::{Apply, Config, ConfigError, DiskOp, Envelope, Link, Message, Packet, Payload};
+use super::{Entry, Peer, PeerId, ProposeError, Proposed, Role, Snapshot, Zxid};
+
+/// ZooKeeper's `QuorumCnxManager.PROTOCOL_VERSION_V1` (the initial message's first long).
+const ELECTION_PROTOCOL_VERSION: i64 = -65536;
+/// The longest `host:port` accepted in an election handshake.
+const HANDSHAKE_ADDR_BYTES_MAX: usize = 1024;
+const LISTEN_ELECTION: Token = Token(0);
+const LISTEN_QUORUM: Token = Token(1);
+const WAKE: Token = Token(2);
+const FIRST_CONN_TOKEN: usize = 16;
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+const ACCEPTS_PER_EVENT_MAX: usize = 64;
+const WRITES_PER_FLUSH_MAX: usize = 64;
+const READY_ROUNDS_MAX: usize = 64;
+
+/// One server's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerAddrs {
+    pub id: PeerId,
+    pub quorum: SocketAddr,
+    pub election: SocketAddr,
+}
+
+/// Bounds of one driver.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes queued for one connection; beyond it the connection is closed (counted).
+    pub send_queue_bytes_max: usize,
+    /// The largest QuorumPacket data buffer read (a SNAP carries the whole snapshot).
+    pub packet_data_bytes_max: usize,
+    /// Reads of `READ_CHUNK_BYTES` per readiness event before the loop moves on.
+    pub reads_per_event_max: usize,
+    /// Commands (proposals) taken per loop iteration.
+    pub commands_per_loop_max: usize,
+    /// The command channel's capacity; `propose` fails with `Busy` beyond it.
+    pub commands_queued_max: usize,
+    pub connect_timeout: Duration,
+    pub reconnect_backoff_min: Duration,
+    pub reconnect_backoff_max: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            send_queue_bytes_max: 64 * 1024 * 1024,
+            packet_data_bytes_max: 32 * 1024 * 1024,
+            reads_per_event_max: 64,
+            commands_per_loop_max: 4096,
+            commands_queued_max: 4096,
+            connect_timeout: Duration::from_millis(100),
+            reconnect_backoff_min: Duration::from_millis(25),
+            reconnect_backoff_max: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Everything one driver needs.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Membership and limits in ticks; `zab.id` is this server.
+    pub zab: Config,
+    /// Every server, this one included.
+    pub servers: Vec<ServerAddrs>,
+    /// One logical tick (ZooKeeper's tickTime).
+    pub tick: Duration,
+    pub data_dir: PathBuf,
+    /// The peer's randomness (election jitter, connection ids).
+    pub seed: u64,
+    pub limits: Limits,
+}
+
+impl NetConfig {
+    /// The driver's view of a parsed zoo.cfg in quorum mode: `myid`, the `server.N` lines
+    /// (their first address; `peerType` from each line), `tickTime`, `initLimit`,
+    /// `syncLimit` and `dataDir`. The leader pings every tick (ZooKeeper: every half tick).
+    /// The election's resend timers stay `zab::Config::new`'s, in ticks; the server mode
+    /// must revisit them for ZooKeeper's 2 s tickTime (ZooKeeper's FLE runs on its own
+    /// 200 ms..60 s clock).
+    ///
+    /// # Errors
+    /// A host that is not `127.0.0.1`/`localhost` (this slice is loopback only), a server
+    /// line without an address, or limits the zab config refuses.
+    pub fn from_server_config(
+        config: &crate::config::Config,
+        seed: u64,
+    ) -> Result<NetConfig, NetError> {
+        use crate::config::PeerType;
+        let (mut voters, mut observers, mut servers) = (vec![], vec![], vec![]);
+        for (id, server) in &config.servers {
+            let address = server
+                .addresses
+                .first()
+                .ok_or(NetError::UnknownServer(*id))?;
+            let ip = match address.host.as_str() {
+                "localhost" => std::net::Ipv4Addr::LOCALHOST,
+                host => host
+                    .parse::<std::net::Ipv4Addr>()
+                    .map_err(|_| NetError::NotLoopbackHost(address.host.clone()))?,
+            };
+            servers.push(ServerAddrs {
+                id: *id,
+                quorum: SocketAddr::from((ip, address.quorum_port)),
+                election: SocketAddr::from((ip, address.election_port)),
+            });
+            match server.role {
+                PeerType::Participant => voters.push(*id),
+                PeerType::Observer => observers.push(*id),
+            }
+        }
+        let mut zab = Config::new(config.server_id, voters, observers);
+        zab.init_limit_ticks = u64::from(config.init_limit_ticks);
+        zab.sync_limit_ticks = u64::from(config.sync_limit_ticks);
+        zab.ping_interval_ticks = 1;
+        zab.validate()?;
+        let tick_ms = u64::try_from(config.tick_time_ms.max(1)).unwrap_or(1);
+        let net = NetConfig {
+            zab,
+            servers,
+            tick: Duration::from_millis(tick_ms),
+            data_dir: config.data_dir.clone(),
+            seed,
+            limits: Limits::default(),
+        };
+        for s in &net.servers {
+            for addr in [s.quorum, s.election] {
+                if addr.ip() != std::net::Ipv4Addr::LOCALHOST {
+                    return Err(NetError::NotLoopback(addr));
+                }
+            }
+        }
+        Ok(net)
+    }
+}
+
+/// Why a driver could not start or a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("zab config: {0}")]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{what} {addr}: {source}")]
+    Io {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}: {1}")]
+    Setup(&'static str, std::io::Error),
+    #[error("{0} is not a 127.0.0.1 address; this driver binds and dials loopback only")]
+    NotLoopback(SocketAddr),
+    #[error("host {0:?} is not 127.0.0.1; this driver binds and dials loopback only")]
+    NotLoopbackHost(String),
+    #[error("server {0} has no addresses")]
+    UnknownServer(PeerId),
+    #[error("the driver has stopped")]
+    Stopped,
+    #[error("the command queue is full")]
+    Busy,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot compact at {0}: not applied, or neither logged nor the snapshot")]
+    BadCompaction(Zxid),
+    #[error("propose: {0}")]
+    Propose(#[from] ProposeError),
+}
+
+/// Counters of what the driver dropped or closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub connections_accepted: u64,
+    pub connects_failed: u64,
+    pub connections_closed: u64,
+    pub send_queue_overflows: u64,
+    pub decode_errors: u64,
+    pub notifications_dropped: u64,
+    pub packets_dropped: u64,
+    /// Learner: how the leaders synced this server (DIFF, TRUNC, SNAP received).
+    pub syncs_diff: u64,
+    pub syncs_trunc: u64,
+    pub syncs_snap: u64,
+}
+
+/// What the driver's peer looks like, refreshed every loop iteration.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub role: Role,
+    /// The epoch this peer leads, once discovery is over.
+    pub leader_epoch: Option<u32>,
+    pub accepted_epoch: u32,
+    pub current_epoch: u32,
+    pub last_zxid: Zxid,
+    pub commit_zxid: Zxid,
+    pub applied_zxid: Zxid,
+    pub violations: u64,
+    pub requests_dropped: u64,
+    pub counters: Counters,
+    /// Set when the loop stopped on a store error (the peer must not go on).
+    pub fatal: Option<String>,
+}
+
+enum Command {
+    Propose(Payload, Sender<Result<Proposed, ProposeError>>),
+    Compact(Snapshot, Sender<Result<(), NetError>>),
+}
+
+/// A running peer. Dropping it stops the thread and closes every socket.
+pub struct Driver {
+    id: PeerId,
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    commands: Sender<Command>,
+    status: Arc<Mutex<Status>>,
+}
+
+impl Driver {
+    /// Opens the store, binds both listeners and starts the loop thread.
+    ///
+    /// # Errors
+    /// A bad config, a non-loopback address, a store that cannot be read, or a port in use.
+    pub fn start(
+        config: NetConfig,
+        on_apply: Box<dyn FnMut(Apply) + Send>,
+    ) -> Result<Driver, NetError> {
+        config.zab.validate()?;
+        for s in &config.servers {
+            for addr in [s.quorum, s.election] {
+                if addr.ip() != std::net::Ipv4Addr::LOCALHOST {
+                    return Err(NetError::NotLoopback(addr));
+                }
+            }
+        }
+        let id = config.zab.id;
+        let own = *config
+            .servers
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or(NetError::UnknownServer(id))?;
+        for other in config.zab.others() {
+            if !config.servers.iter().any(|s| s.id == other) {
+                return Err(NetError::UnknownServer(other));
+            }
+        }
+        let (store, durable) = FileStore::open(&config.data_dir)?;
+        let mut on_apply = on_apply;
+        if durable.snapshot.zxid != Zxid::ZERO {
+            // The state starts from the local snapshot; the peer applies what follows it.
+            on_apply(Apply::Snapshot(durable.snapshot.clone()));
+        }
+        let peer = Peer::new(config.zab.clone(), durable, config.seed)?;
+        let poll = Poll::new().map_err(|e| NetError::Setup("poll", e))?;
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKE).map_err(|e| NetError::Setup("waker", e))?);
+        let mut election = TcpListener::bind(own.election).map_err(|source| NetError::Io {
+            what: "bind election",
+            addr: own.election,
+            source,
+        })?;
+        let mut quorum = TcpListener::bind(own.quorum).map_err(|source| NetError::Io {
+            what: "bind quorum",
+            addr: own.quorum,
+            source,
+        })?;
+        poll.registry()
+            .register(&mut election, LISTEN_ELECTION, Interest::READABLE)
+            .map_err(|e| NetError::Setup("register", e))?;
+        poll.registry()
+            .register(&mut quorum, LISTEN_QUORUM, Interest::READABLE)
+            .map_err(|e| NetError::Setup("register", e))?;
+        let (commands, command_rx) = channel::bounded(config.limits.commands_queued_max);
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(Mutex::new(status_of(&peer, Counters::default(), None)));
+        let mut lp = Loop {
+            addrs: config.servers.iter().map(|s| (s.id, *s)).collect(),
+            own,
+            tick: config.tick,
+            limits: config.limits,
+            peer,
+            store,
+            poll,
+            election,
+            quorum,
+            conns: HashMap::new(),
+            next_token: FIRST_CONN_TOKEN,
+            election_out: HashMap::new(),
+            backoff: HashMap::new(),
+            learner_out: None,
+            leader_in: HashMap::new(),
+            next_conn_id: 1,
+            pending_reads: Vec::new(),
+            inbox: Vec::new(),
+            counters: Counters::default(),
+            commands: command_rx,
+            stop: stop.clone(),
+            status: status.clone(),
+            on_apply,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("zab-net-{id}"))
+            .spawn(move || lp.run())
+            .map_err(|e| NetError::Setup("spawn", e))?;
+        Ok(Driver {
+            id,
+            thread: Some(thread),
+            stop,
+            waker,
+            commands,
+            status,
+        })
+    }
+
+    pub fn id(&self) -> PeerId {
+        self.id
+    }
+
+    /// Proposes `payload` (leader) or forwards it (learner), waiting at most `timeout` for
+    /// the peer's answer (not for the commit: that arrives through `on_apply`).
+    ///
+    /// # Errors
+    /// The peer refused, the driver stopped, its queue is full, or no answer in time.
+    pub fn propose(&self, payload: Payload, timeout: Duration) -> Result<Proposed, NetError> {
+        let (reply, answer) = channel::bounded(1);
+        match self.commands.try_send(Command::Propose(payload, reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(NetError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(NetError::Stopped),
+        }
+        self.waker.wake().map_err(|e| NetError::Setup("wake", e))?;
+        match answer.recv_timeout(timeout) {
+            Ok(result) => Ok(result?),
+            Err(channel::RecvTimeoutError::Timeout) => Err(NetError::Timeout(timeout)),
+            Err(channel::RecvTimeoutError::Disconnected) => Err(NetError::Stopped),
+        }
+    }
+
+    /// Hands the driver a snapshot of the state applied up to `snapshot.zxid` (which must
+    /// be applied, and be a logged zxid or the current snapshot's): it is persisted, the
+    /// log entries up to it are dropped from the store and the peer, and later SNAP syncs
+    /// send it. Waits at most `timeout` for the answer.
+    ///
+    /// # Errors
+    /// A zxid that cannot be compacted to, the driver stopped, its queue is full, or no
+    /// answer in time.
+    pub fn compact(&self, snapshot: Snapshot, timeout: Duration) -> Result<(), NetError> {
+        let (reply, answer) = channel::bounded(1);
+        match self.commands.try_send(Command::Compact(snapshot, reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(NetError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(NetError::Stopped),
+        }
+        self.waker.wake().map_err(|e| NetError::Setup("wake", e))?;
+        match answer.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(channel::RecvTimeoutError::Timeout) => Err(NetError::Timeout(timeout)),
+            Err(channel::RecvTimeoutError::Disconnected) => Err(NetError::Stopped),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match self.status.lock() {
+            Ok(status) => status.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Stops the loop and joins its thread; every socket is closed when this returns.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!(id = self.id, "zab net: driver thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn status_of(peer: &Peer, counters: Counters, fatal: Option<String>) -> Status {
+    Status {
+        role: peer.role(),
+        leader_epoch: peer.leader_epoch(),
+        accepted_epoch: peer.accepted_epoch(),
+        current_epoch: peer.current_epoch(),
+        last_zxid: peer.last_zxid(),
+        commit_zxid: peer.commit_zxid(),
+        applied_zxid: peer.applied_zxid(),
+        violations: peer.violations(),
+        requests_dropped: peer.requests_dropped(),
+        counters,
+        fatal,
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// We dialled `to`'s election port; write-only.
+    ElectionOut { to: PeerId },
+    /// Someone dialled our election port; read-only. `from` once the handshake was read.
+    ElectionIn { from: Option<PeerId> },
+    /// We (a learner) dialled the leader for the peer's connection `conn`.
+    LearnerOut {
+        leader: PeerId,
+        conn: u64,
+        /// The `Link::session` stamped on packets received on this connection.
+        session_stamp: u64,
+        sent_next_seq: u64,
+        recv_seq: u64,
+    },
+    /// A learner dialled us; `conn` is our id for it. `learner` once FOLLOWERINFO was read.
+    LeaderIn {
+        learner: Option<PeerId>,
+        conn: u64,
+        /// The leadership that owns it: the session of the first packet we sent on it.
+        session: Option<u64>,
+        recv_seq: u64,
+    },
+}
+
+struct Conn {
+    stream: TcpStream,
+    kind: Kind,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    output_sent: usize,
+    closing: Option<&'static str>,
+}
+
+impl Conn {
+    fn queued_bytes(&self) -> usize {
+        self.output.len() - self.output_sent
+    }
+}
+
+struct Backoff {
+    next_attempt: Instant,
+    delay: Duration,
+}
+
+struct Loop {
+    addrs: BTreeMap<PeerId, ServerAddrs>,
+    own: ServerAddrs,
+    tick: Duration,
+    limits: Limits,
+    peer: Peer,
+    store: FileStore,
+    poll: Poll,
+    election: TcpListener,
+    quorum: TcpListener,
+    conns: HashMap<Token, Conn>,
+    next_token: usize,
+    election_out: HashMap<PeerId, Token>,
+    backoff: HashMap<PeerId, Backoff>,
+    learner_out: Option<Token>,
+    /// Our connection id → the accepted learner connection.
+    leader_in: HashMap<u64, Token>,
+    next_conn_id: u64,
+    pending_reads: Vec<Token>,
+    /// Decoded messages waiting for `step`.
+    inbox: Vec<(PeerId, Message)>,
+    counters: Counters,
+    commands: Receiver<Command>,
+    stop: Arc<AtomicBool>,
+    status: Arc<Mutex<Status>>,
+    on_apply: Box<dyn FnMut(Apply) + Send>,
+}
+
+impl Loop {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut next_tick = Instant::now() + self.tick;
+        let mut fatal = None;
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            let timeout = if self.pending_reads.is_empty() {
+                next_tick.saturating_duration_since(now).min(self.tick)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    fatal = Some(format!("poll: {e}"));
+                    break;
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTEN_ELECTION => self.accept(true),
+                    LISTEN_QUORUM => self.accept(false),
+                    WAKE => {}
+                    token => {
+                        if event.is_writable() {
+                            self.flush(token);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(token);
+                        }
+                    }
+                }
+            }
+            let pending = std::mem::take(&mut self.pending_reads);
+            for token in pending {
+                self.read(token);
+            }
+            self.deliver_inbox();
+            if let Err(e) = self.take_commands() {
+                tracing::error!(id = self.own.id, error = %e, "zab net: store failed, stopping");
+                fatal = Some(e.to_string());
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.peer.tick();
+                next_tick = if now >= next_tick + self.tick {
+                    now + self.tick // Late: skip the missed ticks.
+                } else {
+                    next_tick + self.tick
+                };
+            }
+            if let Err(e) = self.drain_ready() {
+                tracing::error!(id = self.own.id, error = %e, "zab net: store failed, stopping");
+                fatal = Some(e.to_string());
+                break;
+            }
+            self.reap();
+            self.publish(None);
+        }
+        self.publish(fatal);
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for token in tokens {
+            self.close(token, "driver stopped");
+        }
+        self.reap();
+    }
+
+    fn publish(&self, fatal: Option<String>) {
+        let status = status_of(&self.peer, self.counters, fatal);
+        match self.status.lock() {
+            Ok(mut s) => *s = status,
+            Err(poisoned) => *poisoned.into_inner() = status,
+        }
+    }
+
+    fn take_commands(&mut self) -> Result<(), StoreError> {
+        for _ in 0..self.limits.commands_per_loop_max {
+            match self.commands.try_recv() {
+                Err(_) => return Ok(()),
+                Ok(Command::Propose(payload, reply)) => {
+                    let result = self.peer.propose(payload);
+                    let _ = reply.try_send(result); // The caller may have timed out.
+                }
+                Ok(Command::Compact(snapshot, reply)) => {
+                    let result = self.compact(snapshot)?;
+                    let _ = reply.try_send(result);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Persists `snapshot` and drops the entries up to it from the store and the peer.
+    /// The outer error is the store's (fatal), the inner one the caller's.
+    fn compact(&mut self, snapshot: Snapshot) -> Result<Result<(), NetError>, StoreError> {
+        // Every entry the peer holds must be in the store before the log is rewritten.
+        self.drain_ready()?;
+        let zxid = snapshot.zxid;
+        let current = self.peer.snapshot().zxid;
+        let logged = self
+            .peer
+            .entries()
+            .binary_search_by_key(&zxid, |e| e.zxid)
+            .is_ok();
+        if zxid > self.peer.applied_zxid() || zxid < current || !(logged || zxid == current) {
+            return Ok(Err(NetError::BadCompaction(zxid)));
+        }
+        let after: Vec<Entry> = self
+            .peer
+            .entries()
+            .iter()
+            .filter(|e| e.zxid > zxid)
+            .cloned()
+            .collect();
+        self.store.compact(&snapshot, &after)?;
+        self.peer.compact(snapshot);
+        Ok(Ok(()))
+    }
+
+    fn deliver_inbox(&mut self) {
+        for (from, message) in std::mem::take(&mut self.inbox) {
+            self.peer.step(from, message);
+        }
+    }
+
+    /// Executes `Ready`s until the peer has nothing left (bounded rounds).
+    fn drain_ready(&mut self) -> Result<(), StoreError> {
+        for _ in 0..READY_ROUNDS_MAX {
+            if !self.peer.has_ready() {
+                return Ok(());
+            }
+            let ready = self.peer.take_ready();
+            let mut last_append = None;
+            for op in &ready.disk {
+                match op {
+                    DiskOp::AcceptedEpoch(epoch) => self.store.write_accepted_epoch(*epoch)?,
+                    DiskOp::CurrentEpoch(epoch) => self.store.write_current_epoch(*epoch)?,
+                    DiskOp::InstallSnapshot(snapshot) => self.store.install_snapshot(snapshot)?,
+                    DiskOp::TruncateAfter(zxid) => self.store.truncate_after(*zxid)?,
+                    DiskOp::Append(entry) => {
+                        self.store.append(entry)?;
+                        last_append = Some(entry.zxid);
+                    }
+                }
+            }
+            if last_append.is_some() {
+                self.store.sync()?;
+            }
+            if let Some(role) = ready.role {
+                self.on_role(role);
+            }
+            for envelope in ready.messages {
+                self.send(envelope);
+            }
+            for apply in ready.committed {
+                (self.on_apply)(apply);
+            }
+            if let Some(zxid) = last_append {
+                self.peer.on_persisted(zxid);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_role(&mut self, role: Role) {
+        tracing::info!(id = self.own.id, ?role, "zab net: role");
+        if !matches!(role, Role::Leading { .. }) {
+            let tokens: Vec<Token> = self.leader_in.values().copied().collect();
+            for token in tokens {
+                self.close(token, "no longer leading");
+            }
+        }
+        let learner_of = match role {
+            Role::Following { leader, .. } | Role::Observing { leader, .. } => Some(leader),
+            _ => None,
+        };
+        if let Some(token) = self.learner_out {
+            let keep = matches!(self.conns.get(&token).map(|c| &c.kind),
+                Some(Kind::LearnerOut { leader, .. }) if Some(*leader) == learner_of);
+            if !keep {
+                self.close(token, "no longer following that leader");
+            }
+        }
+    }
+
+    fn send(&mut self, envelope: Envelope) {
+        let to = envelope.to;
+        match envelope.message {
+            Message::Notification(n) => {
+                let body = wire::encode_notification(&wire::WireNotification::from_notification(
+                    &n,
+                    Vec::new(),
+                ));
+                let Some(token) = self.election_conn(to) else {
+                    self.counters.notifications_dropped += 1;
+                    return;
+                };
+                let mut frame = Vec::with_capacity(4 + body.len());
+                frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+                frame.extend_from_slice(&body);
+                self.enqueue(token, &frame);
+            }
+            Message::Quorum { link, packet } => {
+                let mut bytes = Vec::new();
+                wire::encode_packet(&wire::to_quorum_packet(&packet, self.own.id), &mut bytes);
+                if let Some(&token) = self.leader_in.get(&link.conn) {
+                    self.send_as_leader(token, link, &bytes);
+                } else {
+                    self.send_as_learner(to, link, &bytes);
+                }
+            }
+        }
+    }
+
+    fn send_as_leader(&mut self, token: Token, link: Link, bytes: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let mut foreign = false;
+        if let Kind::LeaderIn { session, .. } = &mut conn.kind {
+            match session {
+                None => *session = Some(link.session),
+                Some(s) => foreign = *s != link.session,
+            }
+        }
+        if foreign {
+            self.counters.packets_dropped += 1;
+            self.close(token, "a packet of another leadership");
+            return;
+        }
+        self.enqueue(token, bytes);
+    }
+
+    fn send_as_learner(&mut self, leader: PeerId, link: Link, bytes: &[u8]) {
+        let current = self.learner_out.and_then(|t| match self.conns.get_mut(&t) {
+            Some(Conn {
+                kind:
+                    Kind::LearnerOut {
+                        leader: l,
+                        conn,
+                        sent_next_seq,
+                        ..
+                    },
+                closing: None,
+                ..
+            }) if *l == leader && *conn == link.conn => Some((t, sent_next_seq)),
+            _ => None,
+        });
+        if let Some((token, sent_next_seq)) = current {
+            if link.seq < *sent_next_seq {
+                return; // A resend of FOLLOWERINFO: TCP already carries the first copy.
+            }
+            *sent_next_seq = link.seq + 1;
+            self.enqueue(token, bytes);
+            return;
+        }
+        if link.seq != 0 {
+            self.counters.packets_dropped += 1; // The connection is gone; the peer times out.
+            return;
+        }
+        if let Some(old) = self.learner_out.take() {
+            self.close(old, "the learner started a new connection");
+        }
+        let Some(addr) = self.addrs.get(&leader).map(|a| a.quorum) else {
+            self.counters.packets_dropped += 1;
+            return;
+        };
+        let stamp = self.next_conn_id | (1 << 63);
+        self.next_conn_id += 1;
+        let kind = Kind::LearnerOut {
+            leader,
+            conn: link.conn,
+            session_stamp: stamp,
+            sent_next_seq: 1,
+            recv_seq: 0,
+        };
+        if let Some(token) = self.dial(addr, kind) {
+            self.learner_out = Some(token);
+            self.enqueue(token, bytes);
+        } else {
+            self.counters.packets_dropped += 1;
+        }
+    }
+
+    /// The outbound election connection to `to`, dialling it when the backoff allows.
+    fn election_conn(&mut self, to: PeerId) -> Option<Token> {
+        if let Some(&token) = self.election_out.get(&to) {
+            if self.conns.get(&token).is_some_and(|c| c.closing.is_none()) {
+                return Some(token);
+            }
+        }
+        let now = Instant::now();
+        if self.backoff.get(&to).is_some_and(|b| now < b.next_attempt) {
+            return None;
+        }
+        let addr = self.addrs.get(&to)?.election;
+        match self.dial(addr, Kind::ElectionOut { to }) {
+            Some(token) => {
+                self.backoff.remove(&to);
+                self.election_out.insert(to, token);
+                let own = self.own.election.to_string();
+                let mut hello = Vec::with_capacity(20 + own.len());
+                hello.extend_from_slice(&ELECTION_PROTOCOL_VERSION.to_be_bytes());
+                hello.extend_from_slice(&(self.own.id as i64).to_be_bytes());
+                hello.extend_from_slice(&(own.len() as i32).to_be_bytes());
+                hello.extend_from_slice(own.as_bytes());
+                self.enqueue(token, &hello);
+                Some(token)
+            }
+            None => {
+                let (min, max) = (
+                    self.limits.reconnect_backoff_min,
+                    self.limits.reconnect_backoff_max,
+                );
+                let b = self.backoff.entry(to).or_insert(Backoff {
+                    next_attempt: now,
+                    delay: min / 2,
+                });
+                b.delay = (b.delay * 2).clamp(min, max);
+                b.next_attempt = now + b.delay;
+                None
+            }
+        }
+    }
+
+    fn dial(&mut self, addr: SocketAddr, kind: Kind) -> Option<Token> {
+        let connected = std::net::TcpStream::connect_timeout(&addr, self.limits.connect_timeout)
+            .and_then(|s| {
+                s.set_nodelay(true)?;
+                s.set_nonblocking(true)?;
+                Ok(s)
+            });
+        match connected {
+            Ok(stream) => self.register(TcpStream::from_std(stream), kind),
+            Err(e) => {
+                self.counters.connects_failed += 1;
+                tracing::debug!(id = self.own.id, %addr, error = %e, "zab net: connect failed");
+                None
+            }
+        }
+    }
+
+    fn register(&mut self, mut stream: TcpStream, kind: Kind) -> Option<Token> {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
+            tracing::warn!(id = self.own.id, error = %e, "zab net: register failed");
+            return None;
+        }
+        self.conns.insert(
+            token,
+            Conn {
+                stream,
+                kind,
+                input: Vec::new(),
+                output: Vec::new(),
+                output_sent: 0,
+                closing: None,
+            },
+        );
+        Some(token)
+    }
+
+    fn accept(&mut self, election: bool) {
+        for _ in 0..ACCEPTS_PER_EVENT_MAX {
+            let listener = if election {
+                &self.election
+            } else {
+                &self.quorum
+            };
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!(id = self.own.id, error = %e, "zab net: accept failed");
+                    return;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            self.counters.connections_accepted += 1;
+            let kind = if election {
+                Kind::ElectionIn { from: None }
+            } else {
+                let conn = self.next_conn_id;
+                self.next_conn_id += 1;
+                Kind::LeaderIn {
+                    learner: None,
+                    conn,
+                    session: None,
+                    recv_seq: 0,
+                }
+            };
+            let conn_id = match kind {
+                Kind::LeaderIn { conn, .. } => Some(conn),
+                _ => None,
+            };
+            if let (Some(token), Some(conn)) = (self.register(stream, kind), conn_id) {
+                self.leader_in.insert(conn, token);
+            }
+        }
+        // More may be waiting: mio is edge-triggered, so re-arm and look again next round.
+        self.accept_again(election);
+    }
+
+    /// Accepts left after `ACCEPTS_PER_EVENT_MAX`: reregistering re-arms the edge.
+    fn accept_again(&mut self, election: bool) {
+        let (listener, token) = if election {
+            (&mut self.election, LISTEN_ELECTION)
+        } else {
+            (&mut self.quorum, LISTEN_QUORUM)
+        };
+        let _ = self
+            .poll
+            .registry()
+            .reregister(listener, token, Interest::READABLE);
+    }
+
+    fn enqueue(&mut self, token: Token, bytes: &[u8]) {
+        let max = self.limits.send_queue_bytes_max;
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        if conn.queued_bytes() + bytes.len() > max {
+            self.counters.send_queue_overflows += 1;
+            self.close(token, "send queue overflow");
+            return;
+        }
+        conn.output.extend_from_slice(bytes);
+        self.flush(token);
+    }
+
+    fn flush(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let mut failed = None;
+        for _ in 0..WRITES_PER_FLUSH_MAX {
+            let Some(rest) = conn.output.get(conn.output_sent..) else {
+                break;
+            };
+            if rest.is_empty() {
+                break;
+            }
+            match conn.stream.write(rest) {
+                Ok(0) => {
+                    failed = Some("write returned 0");
+                    break;
+                }
+                Ok(n) => conn.output_sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = Some("write failed");
+                    break;
+                }
+            }
+        }
+        if conn.output_sent == conn.output.len() {
+            conn.output.clear();
+            conn.output_sent = 0;
+        } else if conn.output_sent > conn.output.len() / 2 {
+            conn.output.drain(..conn.output_sent);
+            conn.output_sent = 0;
+        }
+        if let Some(reason) = failed {
+            self.close(token, reason);
+        }
+    }
+
+    fn read(&mut self, token: Token) {
+        let reads_max = self.limits.reads_per_event_max;
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+        let mut outcome = None;
+        let mut drained = false;
+        for _ in 0..reads_max {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => {
+                    outcome = Some("closed by the peer");
+                    break;
+                }
+                Ok(n) => conn
+                    .input
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    outcome = Some("read failed");
+                    break;
+                }
+            }
+        }
+        if let Err(reason) = self.parse(token) {
+            self.counters.decode_errors += 1;
+            self.close(token, reason);
+            return;
+        }
+        if let Some(reason) = outcome {
+            self.close(token, reason);
+        } else if !drained {
+            self.pending_reads.push(token);
+        }
+    }
+
+    /// Decodes every complete frame in the connection's input into the inbox.
+    fn parse(&mut self, token: Token) -> Result<(), &'static str> {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return Ok(());
+        };
+        let mut used = 0;
+        let result = loop {
+            let rest = conn.input.get(used..).unwrap_or_default();
+            let step = match &mut conn.kind {
+                Kind::ElectionOut { .. } => {
+                    used = conn.input.len(); // Write-only: ignore whatever comes back.
+                    break Ok(());
+                }
+                Kind::ElectionIn { from } => parse_election(rest, from, &self.addrs, self.own.id),
+                Kind::LearnerOut {
+                    leader,
+                    conn: conn_id,
+                    session_stamp,
+                    recv_seq,
+                    ..
+                } => parse_packet(rest, self.limits.packet_data_bytes_max).map(|got| {
+                    got.map(|(packet, n)| {
+                        match packet {
+                            Packet::Diff { .. } => self.counters.syncs_diff += 1,
+                            Packet::Trunc { .. } => self.counters.syncs_trunc += 1,
+                            Packet::Snap { .. } => self.counters.syncs_snap += 1,
+                            _ => {}
+                        }
+                        let link = Link {
+                            conn: *conn_id,
+                            session: *session_stamp,
+                            seq: *recv_seq,
+                        };
+                        *recv_seq += 1;
+                        (n, Some((*leader, Message::Quorum { link, packet })))
+                    })
+                }),
+                Kind::LeaderIn {
+                    learner,
+                    conn: conn_id,
+                    session,
+                    recv_seq,
+                } => match parse_packet(rest, self.limits.packet_data_bytes_max) {
+                    Err(e) => Err(e),
+                    Ok(None) => Ok(None),
+                    Ok(Some((packet, n))) => {
+                        let from = match (*learner, &packet) {
+                            (Some(from), _) => Ok(from),
+                            (None, Packet::FollowerInfo { .. }) => {
+                                learner_id(rest).ok_or("FOLLOWERINFO without a server id")
+                            }
+                            (None, _) => Err("the first packet is not FOLLOWERINFO"),
+                        };
+                        match from {
+                            Err(e) => Err(e),
+                            Ok(from) if from == self.own.id || !self.addrs.contains_key(&from) => {
+                                Err("FOLLOWERINFO from an unknown server")
+                            }
+                            Ok(from) => {
+                                *learner = Some(from);
+                                let link = Link {
+                                    conn: *conn_id,
+                                    session: session.unwrap_or(0),
+                                    seq: *recv_seq,
+                                };
+                                *recv_seq += 1;
+                                Ok(Some((n, Some((from, Message::Quorum { link, packet })))))
+                            }
+                        }
+                    }
+                },
+            };
+            match step {
+                Err(e) => break Err(e),
+                Ok(None) => break Ok(()),
+                Ok(Some((n, message))) => {
+                    used += n;
+                    if let Some(m) = message {
+                        self.inbox.push(m);
+                    }
+                }
+            }
+        };
+        conn.input.drain(..used.min(conn.input.len()));
+        if conn.input.len() > self.limits.packet_data_bytes_max + 64 * 1024 {
+            return Err("input beyond the frame limit");
+        }
+        result?;
+        self.after_parse(token);
+        Ok(())
+    }
+
+    /// Connection bookkeeping that needs the whole loop: one learner connection per server.
+    fn after_parse(&mut self, token: Token) {
+        let (leader_in, election_in) = match self.conns.get(&token).map(|c| &c.kind) {
+            Some(Kind::LeaderIn {
+                learner: Some(from),
+                conn,
+                ..
+            }) => (Some((*from, *conn)), None),
+            Some(Kind::ElectionIn { from: Some(from) }) => (None, Some(*from)),
+            _ => (None, None),
+        };
+        if let Some((from, conn_id)) = leader_in {
+            if !matches!(self.peer.role(), Role::Leading { .. }) {
+                // Our peer ignores it; the learner dials again on its next resend.
+                self.close(token, "FOLLOWERINFO while not leading");
+                return;
+            }
+            let older: Vec<Token> = self
+                .leader_in
+                .iter()
+                .filter(|(c, t)| {
+                    **c != conn_id
+                        && matches!(self.conns.get(t).map(|c| &c.kind),
+                            Some(Kind::LeaderIn { learner: Some(l), .. }) if *l == from)
+                })
+                .map(|(_, t)| *t)
+                .collect();
+            for old in older {
+                self.close(old, "the learner connected again");
+            }
+        }
+        if let Some(from) = election_in {
+            let older: Vec<Token> = self
+                .conns
+                .iter()
+                .filter(|(t, c)| {
+                    **t != token
+                        && matches!(c.kind, Kind::ElectionIn { from: Some(f) } if f == from)
+                })
+                .map(|(t, _)| *t)
+                .collect();
+            for old in older {
+                self.close(old, "the server connected again");
+            }
+        }
+    }
+
+    fn close(&mut self, token: Token, reason: &'static str) {
+        if let Some(conn) = self.conns.get_mut(&token) {
+            if conn.closing.is_none() {
+                tracing::debug!(id = self.own.id, kind = ?conn.kind, reason, "zab net: closing");
+                conn.closing = Some(reason);
+            }
+        }
+    }
+
+    /// Drops every closing connection.
+    fn reap(&mut self) {
+        let closing: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing.is_some())
+            .map(|(t, _)| *t)
+            .collect();
+        for token in closing {
+            if let Some(mut conn) = self.conns.remove(&token) {
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+                self.counters.connections_closed += 1;
+                match conn.kind {
+                    Kind::ElectionOut { to } if self.election_out.get(&to) == Some(&token) => {
+                        self.election_out.remove(&to);
+                    }
+                    Kind::LeaderIn { conn: id, .. } => {
+                        self.leader_in.remove(&id);
+                    }
+                    Kind::LearnerOut { .. } if self.learner_out == Some(token) => {
+                        self.learner_out = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+type Parsed = Result<Option<(usize, Option<(PeerId, Message)>)>, &'static str>;
+
+/// The election port: the handshake, then `int len` + notification frames.
+fn parse_election(
+    bytes: &[u8],
+    from: &mut Option<PeerId>,
+    addrs: &BTreeMap<PeerId, ServerAddrs>,
+    own: PeerId,
+) -> Parsed {
+    let be64 = |b: Option<&[u8]>| b.and_then(|b| b.try_into().ok()).map(i64::from_be_bytes);
+    let be32 = |b: Option<&[u8]>| b.and_then(|b| b.try_into().ok()).map(i32::from_be_bytes);
+    let Some(sender) = *from else {
+        let Some(first) = be64(bytes.get(0..8)) else {
+            return Ok(None);
+        };
+        let (sid, used) = if first >= 0 {
+            (first, 8) // ZooKeeper before 3.5: the server id alone.
+        } else {
+            let Some(sid) = be64(bytes.get(8..16)) else {
+                return Ok(None);
+            };
+            let Some(len) = be32(bytes.get(16..20)) else {
+                return Ok(None);
+            };
+            let len = usize::try_from(len).map_err(|_| "negative handshake address length")?;
+            if len > HANDSHAKE_ADDR_BYTES_MAX {
+                return Err("handshake address too long");
+            }
+            if bytes.len() < 20 + len {
+                return Ok(None);
+            }
+            (sid, 20 + len)
+        };
+        let sid = sid as u64;
+        if sid == own || !addrs.contains_key(&sid) {
+            return Err("election handshake from an unknown server");
+        }
+        *from = Some(sid);
+        return Ok(Some((used, None)));
+    };
+    let Some(len) = be32(bytes.get(0..4)) else {
+        return Ok(None);
+    };
+    let len = usize::try_from(len).map_err(|_| "negative notification length")?;
+    if len > wire::NOTIFICATION_BYTES_MAX {
+        return Err("notification over the size limit");
+    }
+    let Some(body) = bytes.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let notification = wire::decode_notification(body)
+        .and_then(|n| n.to_notification())
+        .map_err(|e| wire_reason(&e))?;
+    Ok(Some((
+        4 + len,
+        Some((sender, Message::Notification(notification))),
+    )))
+}
+
+fn parse_packet(
+    bytes: &[u8],
+    data_bytes_max: usize,
+) -> Result<Option<(Packet, usize)>, &'static str> {
+    match wire::decode_packet(bytes, data_bytes_max) {
+        Ok(None) => Ok(None),
+        Ok(Some((q, used))) => {
+            let packet = wire::from_quorum_packet(&q).map_err(|e| wire_reason(&e))?;
+            Ok(Some((packet, used)))
+        }
+        Err(e) => Err(wire_reason(&e)),
+    }
+}
+
+/// The server id in a FOLLOWERINFO/OBSERVERINFO at the start of `bytes` (LearnerInfo's sid).
+fn learner_id(bytes: &[u8]) -> Option<PeerId> {
+    let kind = i32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?);
+    if kind != packet_type::FOLLOWERINFO && kind != packet_type::OBSERVERINFO {
+        return None;
+    }
+    // type i32, zxid i64, data length i32, then LearnerInfo { long serverid; ... }.
+    let len = i32::from_be_bytes(bytes.get(12..16)?.try_into().ok()?);
+    if len < 8 {
+        return None;
+    }
+    let sid = i64::from_be_bytes(bytes.get(16..24)?.try_into().ok()?);
+    u64::try_from(sid).ok()
+}
+
+fn wire_reason(e: &WireError) -> &'static str {
+    match e {
+        WireError::ShortNotification(_) => "short notification",
+        WireError::TooLarge { .. } => "message over the size limit",
+        WireError::UnknownState(_) => "unknown server state",
+        WireError::BadLength(_) => "bad length",
+        WireError::UnknownType(_) => "unknown packet type",
+        WireError::BadPayload { reason, .. } => reason,
+        WireError::Trailing(_) => "trailing bytes",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "keel-zab-net-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn net_config_comes_from_zoo_cfg_server_lines() {
+        // myid, server.N (participants and an observer), tickTime and the limits map onto
+        // the driver's config; a non-loopback host is refused in this slice.
+        let dir = temp_dir("cfg");
+        std::fs::write(dir.join("myid"), "2\n").unwrap();
+        let text = |host: &str| {
+            format!(
+                "dataDir={}\ntickTime=50\ninitLimit=10\nsyncLimit=5\n\
+                 server.1=127.0.0.1:2888:3888\nserver.2=localhost:2889:3889\n\
+                 server.3=127.0.0.1:2890:3890\nserver.4={host}:2891:3891:observer\n",
+                dir.display()
+            )
+        };
+        let config = crate::config::Config::parse_str(&text("127.0.0.1"), &dir).unwrap();
+        let net = NetConfig::from_server_config(&config, 7).unwrap();
+        assert_eq!(net.zab.id, 2);
+        assert_eq!(net.zab.voters, vec![1, 2, 3]);
+        assert_eq!(net.zab.observers, vec![4]);
+        assert_eq!(
+            (net.zab.init_limit_ticks, net.zab.sync_limit_ticks),
+            (10, 5)
+        );
+        assert_eq!(net.tick, Duration::from_millis(50));
+        assert_eq!(net.servers[1].quorum, "127.0.0.1:2889".parse().unwrap());
+        assert_eq!(net.servers[3].election, "127.0.0.1:3891".parse().unwrap());
+        let remote = crate::config::Config::parse_str(&text("10.0.0.4"), &dir).unwrap();
+        assert!(matches!(
+            NetConfig::from_server_config(&remote, 7),
+            Err(NetError::NotLoopback(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn election_handshake_and_learner_id_are_parsed_without_panics() {
+        // Partial input asks for more bytes; unknown ids and bad lengths are errors; every
+        // prefix of a valid stream and some garbage decode without a panic.
+        let addrs: BTreeMap<PeerId, ServerAddrs> = (1..=3)
+            .map(|id| {
+                let a = SocketAddr::from(([127, 0, 0, 1], 1000 + id as u16));
+                (
+                    id,
+                    ServerAddrs {
+                        id,
+                        quorum: a,
+                        election: a,
+                    },
+                )
+            })
+            .collect();
+        let mut hello = ELECTION_PROTOCOL_VERSION.to_be_bytes().to_vec();
+        hello.extend_from_slice(&3i64.to_be_bytes());
+        hello.extend_from_slice(&4i32.to_be_bytes());
+        hello.extend_from_slice(b"a:10");
+        for cut in 0..hello.len() {
+            let mut from = None;
+            assert_eq!(
+                parse_election(&hello[..cut], &mut from, &addrs, 1),
+                Ok(None)
+            );
+        }
+        let mut from = None;
+        assert_eq!(
+            parse_election(&hello, &mut from, &addrs, 1),
+            Ok(Some((24, None)))
+        );
+        assert_eq!(from, Some(3));
+        let mut own = None;
+        assert!(parse_election(&hello, &mut own, &addrs, 3).is_err());
+        for garbage in [vec![0xff; 64], vec![0x7f; 64], vec![0; 3]] {
+            let mut from = Some(2);
+            let _ = parse_election(&garbage, &mut from, &addrs, 1);
+            let _ = learner_id(&garbage);
+        }
+        let mut info = Vec::new();
+        let packet = Packet::FollowerInfo {
+            accepted_epoch: 4,
+            observer: false,
+        };
+        wire::encode_packet(&wire::to_quorum_packet(&packet, 3), &mut info);
+        assert_eq!(learner_id(&info), Some(3));
+        assert_eq!(learner_id(&info[..20]), None);
+    }
+}

@@ -1,0 +1,553 @@
+//! store: a small durable store for one `zab::Peer` in its dataDir, used by the socket driver
+//! (`net`) until the replica's write-ahead log (`crate::log`) is wired to ZAB.
+//!
+//! Owns, under `<dataDir>/version-2/`:
+//! - `acceptedEpoch`, `currentEpoch`: decimal text and a newline, as ZooKeeper writes them,
+//!   replaced atomically (tmp → fsync → rename → fsync the directory);
+//! - `keel-zab.snapshot`: `magic | zxid u64 | crc32c u32 | len u64 | data`, replaced atomically;
+//! - `keel-zab.log`: `magic | base zxid u64` then records `len u32 | crc32c u32 | zxid u64 |
+//!   payload`, the crc over `zxid | payload`. `base` is the snapshot the log continues. On
+//!   open, a log based on an older snapshot that holds the current snapshot's zxid is the
+//!   remains of a `compact` that crashed before rewriting it (its entries after the snapshot
+//!   are kept); any other log older than the snapshot is stale (a crash inside
+//!   `install_snapshot`, which drops the whole log) and is dropped.
+//!
+//! Must not: hand `Peer::new` anything out of order. `open` keeps the longest valid prefix of
+//! the log (a torn or corrupt tail, or a zxid that does not increase, ends it) and cuts the
+//! file there. Epoch and snapshot files that exist but do not parse are errors (they are
+//! written atomically, so that is not a crash artefact).
+//! Not ZooKeeper's on-disk format beyond the epoch files (no `log.<zxid>` / `snapshot.<zxid>`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Durable, Entry, Payload, Snapshot, Zxid};
+
+const LOG_MAGIC: &[u8; 4] = b"KZL1";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"KZS1";
+const LOG_HEADER_BYTES: u64 = 12;
+const RECORD_HEADER_BYTES: usize = 16;
+/// The largest record or snapshot this store reads back (bounds allocation on a corrupt file).
+pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A storage failure: the driver stops, it never continues on a store it cannot trust.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Corrupt { path: PathBuf, reason: &'static str },
+    #[error("an append of {len} bytes exceeds the record limit {max}")]
+    TooLarge { len: usize, max: usize },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One record's place in the log file.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    zxid: Zxid,
+    offset_bytes: u64,
+}
+
+/// The durable store of one peer.
+#[derive(Debug)]
+pub struct FileStore {
+    dir: PathBuf,
+    log: File,
+    log_path: PathBuf,
+    log_len_bytes: u64,
+    records: Vec<Placed>,
+    unsynced: bool,
+}
+
+impl FileStore {
+    /// Opens (creating if needed) `<data_dir>/version-2` and reads what survived.
+    ///
+    /// # Errors
+    /// IO errors, or an epoch/snapshot file that exists but does not parse.
+    pub fn open(data_dir: &Path) -> Result<(FileStore, Durable), StoreError> {
+        let dir = data_dir.join("version-2");
+        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let accepted = read_epoch(&dir.join("acceptedEpoch"))?;
+        let current = read_epoch(&dir.join("currentEpoch"))?;
+        let snapshot = read_snapshot(&dir.join("keel-zab.snapshot"))?;
+        let log_path = dir.join("keel-zab.log");
+        let (records, mut entries, len) = read_log(&log_path, snapshot.zxid)?;
+        let mut store = FileStore {
+            log: OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(io("open", &log_path))?,
+            dir,
+            log_path,
+            log_len_bytes: len,
+            records,
+            unsynced: false,
+        };
+        let log_base = read_log_base(&store.log_path);
+        if len == 0 {
+            store.reset_log(snapshot.zxid)?;
+        } else if log_base.is_some_and(|base| base < snapshot.zxid) {
+            // A compaction that wrote its snapshot but not its log: the entries up to the
+            // snapshot are in it, the rest carry on.
+            entries.retain(|e| e.zxid > snapshot.zxid);
+            store.rewrite_log(snapshot.zxid, &entries)?;
+        } else {
+            store.cut_log(len)?;
+        }
+        // currentEpoch is written after acceptedEpoch; a lost acceptedEpoch file (an empty
+        // store) must not leave the peer with currentEpoch ahead.
+        let durable = Durable {
+            accepted_epoch: accepted.max(current),
+            current_epoch: current,
+            snapshot,
+            log: entries,
+        };
+        Ok((store, durable))
+    }
+
+    /// Writes `acceptedEpoch` durably.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn write_accepted_epoch(&mut self, epoch: u32) -> Result<(), StoreError> {
+        self.replace("acceptedEpoch", format!("{epoch}\n").as_bytes())
+    }
+
+    /// Writes `currentEpoch` durably.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn write_current_epoch(&mut self, epoch: u32) -> Result<(), StoreError> {
+        self.replace("currentEpoch", format!("{epoch}\n").as_bytes())
+    }
+
+    /// Appends one entry (not durable until `sync`).
+    ///
+    /// # Errors
+    /// IO errors or an entry over `RECORD_BYTES_MAX`.
+    pub fn append(&mut self, entry: &Entry) -> Result<(), StoreError> {
+        let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + entry.payload.len());
+        encode_record(entry, &mut record)?;
+        self.log
+            .write_all(&record)
+            .map_err(io("append", &self.log_path))?;
+        self.records.push(Placed {
+            zxid: entry.zxid,
+            offset_bytes: self.log_len_bytes,
+        });
+        self.log_len_bytes += record.len() as u64;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes every append durable.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.unsynced {
+            self.log.sync_data().map_err(io("fsync", &self.log_path))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Drops every record above `zxid`, durably.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn truncate_after(&mut self, zxid: Zxid) -> Result<(), StoreError> {
+        let keep = self.records.partition_point(|r| r.zxid <= zxid);
+        if let Some(first_dropped) = self.records.get(keep) {
+            let offset = first_dropped.offset_bytes;
+            self.records.truncate(keep);
+            self.cut_log(offset)?;
+        }
+        Ok(())
+    }
+
+    /// Persists `snapshot`, then starts an empty log based on it.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.replace("keel-zab.snapshot", &snapshot_bytes(snapshot))?;
+        self.reset_log(snapshot.zxid)
+    }
+
+    /// The log's path (tests tear it).
+    pub fn log_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("version-2").join("keel-zab.log")
+    }
+
+    fn reset_log(&mut self, base: Zxid) -> Result<(), StoreError> {
+        self.rewrite_log(base, &[])
+    }
+
+    /// Replaces the log by one based on `base` holding `entries`, atomically.
+    fn rewrite_log(&mut self, base: Zxid, entries: &[Entry]) -> Result<(), StoreError> {
+        let mut bytes = Vec::with_capacity(LOG_HEADER_BYTES as usize);
+        bytes.extend_from_slice(LOG_MAGIC);
+        bytes.extend_from_slice(&base.0.to_be_bytes());
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            records.push(Placed {
+                zxid: entry.zxid,
+                offset_bytes: bytes.len() as u64,
+            });
+            encode_record(entry, &mut bytes)?;
+        }
+        self.replace("keel-zab.log", &bytes)?;
+        self.log = OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .map_err(io("open", &self.log_path))?;
+        self.records = records;
+        self.log_len_bytes = bytes.len() as u64;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Compaction: persists `snapshot` (of the applied state at `snapshot.zxid`, which is
+    /// logged or is the current snapshot), then rewrites the log to hold only the entries
+    /// after it. A crash in between leaves the new snapshot with the old log, which `open`
+    /// recognises (the log's base is older and it holds the snapshot's zxid) and finishes.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn compact(&mut self, snapshot: &Snapshot, after: &[Entry]) -> Result<(), StoreError> {
+        self.sync()?;
+        self.replace("keel-zab.snapshot", &snapshot_bytes(snapshot))?;
+        self.rewrite_log(snapshot.zxid, after)
+    }
+
+    fn cut_log(&mut self, len_bytes: u64) -> Result<(), StoreError> {
+        self.log
+            .set_len(len_bytes)
+            .map_err(io("truncate", &self.log_path))?;
+        self.log.sync_all().map_err(io("fsync", &self.log_path))?;
+        self.log_len_bytes = len_bytes;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// tmp → fsync → rename → fsync the directory.
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+        file.write_all(bytes).map_err(io("write", &tmp))?;
+        file.sync_all().map_err(io("fsync", &tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", &self.dir))
+    }
+}
+
+/// `magic | zxid u64 | crc32c u32 | len u64 | data`.
+fn snapshot_bytes(snapshot: &Snapshot) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(24 + snapshot.data.len());
+    bytes.extend_from_slice(SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&snapshot.zxid.0.to_be_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&snapshot.data).to_be_bytes());
+    bytes.extend_from_slice(&(snapshot.data.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(&snapshot.data);
+    bytes
+}
+
+/// `len u32 | crc32c u32 | zxid u64 | payload`, the crc over `zxid | payload`.
+fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let len = entry.payload.len();
+    let len_u32 = u32::try_from(len)
+        .ok()
+        .filter(|_| len <= RECORD_BYTES_MAX)
+        .ok_or(StoreError::TooLarge {
+            len,
+            max: RECORD_BYTES_MAX,
+        })?;
+    let mut summed = Vec::with_capacity(8 + len);
+    summed.extend_from_slice(&entry.zxid.0.to_be_bytes());
+    summed.extend_from_slice(&entry.payload);
+    out.extend_from_slice(&len_u32.to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&summed).to_be_bytes());
+    out.extend_from_slice(&summed);
+    Ok(())
+}
+
+/// The base zxid in a log file's header, if it has one.
+fn read_log_base(path: &Path) -> Option<Zxid> {
+    let mut header = [0u8; LOG_HEADER_BYTES as usize];
+    File::open(path).ok()?.read_exact(&mut header).ok()?;
+    let base: [u8; 8] = header.get(4..12)?.try_into().ok()?;
+    (header.get(0..4) == Some(LOG_MAGIC.as_slice())).then(|| Zxid(u64::from_be_bytes(base)))
+}
+
+fn read_epoch(path: &Path) -> Result<u32, StoreError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("read", path)(e)),
+    };
+    text.trim().parse().map_err(|_| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: "not an epoch number",
+    })
+}
+
+fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Snapshot::empty()),
+        Err(e) => return Err(io("read", path)(e)),
+    };
+    let corrupt = |reason| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (Some(magic), Some(zxid), Some(crc), Some(len), Some(data)) = (
+        bytes.get(0..4),
+        bytes.get(4..12),
+        bytes.get(12..16),
+        bytes.get(16..24),
+        bytes.get(24..),
+    ) else {
+        return Err(corrupt("short snapshot"));
+    };
+    let be64 = |b: &[u8]| b.try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+    if magic != SNAPSHOT_MAGIC || be64(len) != data.len() as u64 {
+        return Err(corrupt("bad snapshot header"));
+    }
+    let crc = crc.try_into().map(u32::from_be_bytes).unwrap_or(0);
+    if crc32c::crc32c(data) != crc {
+        return Err(corrupt("snapshot checksum mismatch"));
+    }
+    Ok(Snapshot {
+        zxid: Zxid(be64(zxid)),
+        data: Payload::from(data.to_vec()),
+    })
+}
+
+/// The valid records of the log, their entries, and the file length to keep (0: rewrite the
+/// log from scratch, it is missing, stale or has no valid header).
+fn read_log(path: &Path, base: Zxid) -> Result<(Vec<Placed>, Vec<Entry>, u64), StoreError> {
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        Ok(mut file) => {
+            file.read_to_end(&mut bytes).map_err(io("read", path))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], vec![], 0)),
+        Err(e) => return Err(io("open", path)(e)),
+    }
+    let log_base = bytes
+        .get(4..12)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .map(Zxid);
+    let magic_ok = bytes.get(0..4) == Some(LOG_MAGIC.as_slice());
+    let header_ok = magic_ok && log_base.is_some_and(|b| b <= base);
+    if !header_ok {
+        if !bytes.is_empty() {
+            tracing::warn!(path = %path.display(), "zab store: stale or bad log header, log dropped");
+        }
+        return Ok((vec![], vec![], 0));
+    }
+    let (mut records, mut entries) = (Vec::new(), Vec::new());
+    let mut at = LOG_HEADER_BYTES as usize;
+    let snapshot_zxid = base;
+    let mut last = log_base.unwrap_or(base);
+    while let Some(header) = bytes.get(at..at + RECORD_HEADER_BYTES) {
+        let be32 = |b: &[u8]| b.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
+        let len = be32(header.get(0..4).unwrap_or_default()) as usize;
+        let crc = be32(header.get(4..8).unwrap_or_default());
+        if len > RECORD_BYTES_MAX {
+            break;
+        }
+        let Some(summed) = bytes.get(at + 8..at + RECORD_HEADER_BYTES + len) else {
+            break; // A torn tail.
+        };
+        if crc32c::crc32c(summed) != crc {
+            break;
+        }
+        let zxid = Zxid(
+            summed
+                .get(0..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes),
+        );
+        if zxid <= last {
+            break;
+        }
+        last = zxid;
+        records.push(Placed {
+            zxid,
+            offset_bytes: at as u64,
+        });
+        entries.push(Entry {
+            zxid,
+            payload: Payload::from(summed.get(8..).unwrap_or_default().to_vec()),
+        });
+        at += RECORD_HEADER_BYTES + len;
+    }
+    if last < snapshot_zxid
+        || !(log_base == Some(snapshot_zxid)
+            || records.iter().any(|r: &Placed| r.zxid == snapshot_zxid))
+    {
+        // Older than the snapshot and not a log the snapshot was cut from: stale (a crash
+        // inside `install_snapshot`).
+        tracing::warn!(path = %path.display(), "zab store: stale log, dropped");
+        return Ok((vec![], vec![], 0));
+    }
+    if at < bytes.len() {
+        tracing::warn!(path = %path.display(), kept_bytes = at, file_bytes = bytes.len(),
+            "zab store: torn or corrupt log tail cut");
+    }
+    Ok((records, entries, at as u64))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        std::env::temp_dir().join(format!(
+            "keel-zab-store-{name}-{}-{nanos}",
+            std::process::id()
+        ))
+    }
+
+    fn entry(epoch: u32, counter: u32) -> Entry {
+        Entry {
+            zxid: Zxid::new(epoch, counter),
+            payload: Payload::from(format!("e{epoch}.{counter}").into_bytes()),
+        }
+    }
+
+    #[test]
+    fn store_survives_reopen_truncate_torn_tail_and_snapshot() {
+        // What was synced comes back in order; truncation and a torn tail cut the log; a
+        // snapshot install drops the log and survives a reopen.
+        let dir = temp_dir("reopen");
+        let (mut store, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable, Durable::empty());
+        store.write_accepted_epoch(3).unwrap();
+        store.write_current_epoch(2).unwrap();
+        for counter in 1..=5 {
+            store.append(&entry(2, counter)).unwrap();
+        }
+        store.sync().unwrap();
+        store.truncate_after(Zxid::new(2, 3)).unwrap();
+        store.append(&entry(3, 1)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let (store, durable) = FileStore::open(&dir).unwrap();
+        drop(store);
+        assert_eq!((durable.accepted_epoch, durable.current_epoch), (3, 2));
+        let zxids: Vec<Zxid> = durable.log.iter().map(|e| e.zxid).collect();
+        let expected = vec![
+            Zxid::new(2, 1),
+            Zxid::new(2, 2),
+            Zxid::new(2, 3),
+            Zxid::new(3, 1),
+        ];
+        assert_eq!(zxids, expected);
+        assert_eq!(durable.log[3], entry(3, 1));
+
+        let path = FileStore::log_path(&dir);
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let (mut store, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.log.len(), 3, "the torn record is dropped");
+        store.append(&entry(3, 2)).unwrap();
+        store.sync().unwrap();
+        let snapshot = Snapshot {
+            zxid: Zxid::new(3, 2),
+            data: Payload::from(b"state".to_vec()),
+        };
+        store.install_snapshot(&snapshot).unwrap();
+        store.append(&entry(3, 3)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let (_, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.snapshot, snapshot);
+        assert_eq!(durable.log, vec![entry(3, 3)]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn store_compaction_keeps_the_tail_even_when_it_crashed_halfway() {
+        // compact keeps the entries after the snapshot; a crash after the snapshot but
+        // before the log rewrite (the old log still holds the snapshot's zxid) is finished
+        // on open; a log that does not hold it is stale and dropped.
+        let dir = temp_dir("compact");
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        for counter in 1..=6 {
+            store.append(&entry(1, counter)).unwrap();
+        }
+        store.sync().unwrap();
+        let snapshot = |counter| Snapshot {
+            zxid: Zxid::new(1, counter),
+            data: Payload::from(format!("upto{counter}").into_bytes()),
+        };
+        let tail: Vec<Entry> = (5..=6).map(|c| entry(1, c)).collect();
+        store.compact(&snapshot(4), &tail).unwrap();
+        store.append(&entry(1, 7)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let (store, durable) = FileStore::open(&dir).unwrap();
+        drop(store);
+        assert_eq!(durable.snapshot, snapshot(4));
+        assert_eq!(durable.log, vec![entry(1, 5), entry(1, 6), entry(1, 7)]);
+
+        // The crash: a newer snapshot replaced, the log not rewritten yet.
+        let (store, _) = FileStore::open(&dir).unwrap();
+        store
+            .replace("keel-zab.snapshot", &snapshot_bytes(&snapshot(6)))
+            .unwrap();
+        drop(store);
+        let (store, durable) = FileStore::open(&dir).unwrap();
+        drop(store);
+        assert_eq!(durable.snapshot, snapshot(6));
+        assert_eq!(durable.log, vec![entry(1, 7)]);
+
+        // A snapshot beyond everything the log holds (a SNAP install that crashed before
+        // resetting the log): the log is stale.
+        let (store, _) = FileStore::open(&dir).unwrap();
+        let foreign = Snapshot {
+            zxid: Zxid::new(2, 9),
+            data: Payload::from(b"other".to_vec()),
+        };
+        store
+            .replace("keel-zab.snapshot", &snapshot_bytes(&foreign))
+            .unwrap();
+        drop(store);
+        let (_, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.snapshot, foreign);
+        assert!(durable.log.is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
