@@ -20,28 +20,32 @@ const RUN_BOUND: Duration = Duration::from_secs(20);
 /// (every session comes from 127.0.0.1).
 fn server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| {
-        let mut config = Config::embedded_default();
-        for pair in [
-            "clientPort=0",
-            "keel.unpinned=true",
-            "keel.shards=1",
-            "maxClientCnxns=0",
-            "preAllocSize=4096",
-        ] {
-            config.apply_override(pair).expect("override");
-        }
-        // A fresh data directory: the server writes its log there.
-        let data_dir = std::env::temp_dir().join(format!("keel-loadgen-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        config
-            .apply_override(&format!("dataDir={}", data_dir.display()))
-            .expect("dataDir");
-        let server = keel::server::start(config).expect("server starts");
-        let addr = server.client_addr;
-        std::thread::spawn(move || server.join());
-        addr
-    })
+    *ADDR.get_or_init(|| start_in_process(1, "keel-loadgen"))
+}
+
+/// Starts an in-process Keel with `shards` client shards and a fresh data directory named
+/// `<tag>-<pid>` under the temp dir (the server writes its log there); returns its address.
+fn start_in_process(shards: usize, tag: &str) -> SocketAddr {
+    let mut config = Config::embedded_default();
+    let shards = format!("keel.shards={shards}");
+    for pair in [
+        "clientPort=0",
+        "keel.unpinned=true",
+        shards.as_str(),
+        "maxClientCnxns=0",
+        "preAllocSize=4096",
+    ] {
+        config.apply_override(pair).expect("override");
+    }
+    let data_dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    config
+        .apply_override(&format!("dataDir={}", data_dir.display()))
+        .expect("dataDir");
+    let server = keel::server::start(config).expect("server starts");
+    let addr = server.client_addr;
+    std::thread::spawn(move || server.join());
+    addr
 }
 
 struct Outcome<T = Summary> {
@@ -792,27 +796,7 @@ fn a_bad_workload_file_is_refused_as_a_bad_flag() {
 /// from different copies of the tree.
 fn second_server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| {
-        let mut config = Config::embedded_default();
-        for pair in [
-            "clientPort=0",
-            "keel.unpinned=true",
-            "keel.shards=2",
-            "maxClientCnxns=0",
-            "preAllocSize=4096",
-        ] {
-            config.apply_override(pair).expect("override");
-        }
-        let data_dir = std::env::temp_dir().join(format!("keel-loadgen-b-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        config
-            .apply_override(&format!("dataDir={}", data_dir.display()))
-            .expect("dataDir");
-        let server = keel::server::start(config).expect("server starts");
-        let addr = server.client_addr;
-        std::thread::spawn(move || server.join());
-        addr
-    })
+    *ADDR.get_or_init(|| start_in_process(2, "keel-loadgen-b"))
 }
 
 #[test]
