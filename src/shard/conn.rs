@@ -445,12 +445,43 @@ fn is_busy(shard: &Shard, conn: &Conn) -> bool {
         || (global_full && !state.queue.is_empty())
 }
 
-/// Handles every complete frame in `buf`; returns how many bytes were used.
+/// Handles every complete frame in `buf`; returns how many bytes were used. What must go to
+/// the replica core is sent as one message per call (see `Inbound::Batch`), in frame order.
 async fn process_frames(
     shard: &Shard,
     conn: &Conn,
     buf: &[u8],
     frame_max: u32,
+) -> Result<usize, String> {
+    let mut outbox = Vec::new();
+    let result = decode_frames(shard, conn, buf, frame_max, &mut outbox).await;
+    send_outbox(shard, &mut outbox).await?;
+    result
+}
+
+/// Sends what `decode_frames` collected: one message, or one `Inbound::Batch` of several.
+async fn send_outbox(shard: &Shard, outbox: &mut Vec<Inbound>) -> Result<(), String> {
+    let message = match outbox.len() {
+        0 => return Ok(()),
+        1 => outbox.pop(),
+        _ => Some(Inbound::Batch(std::mem::take(outbox))),
+    };
+    if let Some(message) = message {
+        if shard.to_replica.send(message).await.is_err() {
+            return Err("replica core is gone".into());
+        }
+    }
+    Ok(())
+}
+
+/// `process_frames`'s loop: decodes, serves reads, and collects replica-core messages in
+/// `outbox` (bounded by `outstanding_max` per connection and by the buffer's frames).
+async fn decode_frames(
+    shard: &Shard,
+    conn: &Conn,
+    buf: &[u8],
+    frame_max: u32,
+    outbox: &mut Vec<Inbound>,
 ) -> Result<usize, String> {
     let mut consumed = 0;
     loop {
@@ -471,8 +502,12 @@ async fn process_frames(
                 if conn.state.borrow().queue.len() >= shard.limits.outstanding_max {
                     return Ok(consumed);
                 }
-                // A request never sees an older state than another shard has shown.
-                shard.catch_up().await;
+                // A request never sees an older state than another shard has shown; what
+                // was collected goes out before waiting.
+                if shard.is_lagging() {
+                    send_outbox(shard, outbox).await?;
+                    shard.catch_up().await;
+                }
             }
         }
         let range = match split_frame(rest, frame_max) {
@@ -487,11 +522,7 @@ async fn process_frames(
         } else {
             handle_request(shard, conn, payload)?
         };
-        if let Some(message) = forward {
-            if shard.to_replica.send(message).await.is_err() {
-                return Err("replica core is gone".into());
-            }
-        }
+        outbox.extend(forward);
     }
 }
 
