@@ -224,13 +224,9 @@ fn files(dir: &Path) -> (Vec<i64>, Vec<i64>) {
             .file_name()
             .into_string()
             .expect("utf-8");
-        let hex = |prefix: &str| {
-            let hex = name.strip_prefix(prefix)?;
-            i64::from_str_radix(hex, 16).ok()
-        };
-        if let Some(zxid) = hex("snapshot.") {
+        if let Some(zxid) = keel::snapshot::parse_snapshot_name(&name) {
             snapshots.push(zxid);
-        } else if let Some(zxid) = hex("log.") {
+        } else if let Some(zxid) = keel::log::segment::parse_segment_name(&name) {
             segments.push(zxid);
         }
     }

@@ -237,7 +237,7 @@ async fn replica_main(start: ReplicaStart) {
     } = start;
     let replica = Rc::new(RefCell::new(replica));
     let storage = Rc::new(RefCell::new(storage));
-    publish_stats(&stats, &replica.borrow().tree().clone(), &replica.borrow());
+    publish_stats(&stats, replica.borrow().tree(), &replica.borrow());
     let flush = Signal::new();
     for receiver in inbound {
         let replica = replica.clone();

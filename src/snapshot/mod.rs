@@ -42,7 +42,7 @@
 mod tests;
 
 use crate::proto::Acl;
-use crate::tree::{DataTree, NodeKind, RestoreError, StoredStat, TreeBuilder};
+use crate::tree::{DataTree, NodeKind, PathCursor, RestoreError, StoredStat, TreeBuilder};
 use bytemuck::{Pod, Zeroable};
 use std::collections::HashMap;
 use std::fs::File;
@@ -648,14 +648,9 @@ impl<'a> Sections<'a> {
 
     fn tree(&self, acls: &[Vec<Acl>], last_zxid: i64) -> Result<DataTree, LoadError> {
         let mut builder = TreeBuilder::new();
-        let mut path = String::new();
-        // path.len() after each open depth: index d holds the length of the depth-d path.
-        let mut path_lengths: Vec<usize> = Vec::new();
+        let mut cursor = PathCursor::default();
         for record in self.nodes {
             let depth = usize::try_from(record.depth).unwrap_or(usize::MAX);
-            if depth > path_lengths.len() || (depth == 0) != path_lengths.is_empty() {
-                return Err(LoadError::Corrupt("node depth out of pre-order"));
-            }
             let name = self
                 .heap_bytes(record.name_offset, u64::from(record.name_bytes))
                 .and_then(|bytes| std::str::from_utf8(bytes).ok())
@@ -671,13 +666,6 @@ impl<'a> Sections<'a> {
                 .and_then(|index| acls.get(index))
                 .ok_or(LoadError::Corrupt("node ACL index out of range"))?;
             let kind = kind_from_code(record.kind).ok_or(LoadError::Corrupt("bad node kind"))?;
-            if depth > 0 {
-                path_lengths.truncate(depth);
-                path.truncate(path_lengths.last().copied().unwrap_or(0));
-                path.push('/');
-                path.push_str(name);
-            }
-            path_lengths.push(path.len());
             let stat = StoredStat {
                 czxid: record.czxid,
                 mzxid: record.mzxid,
@@ -690,9 +678,11 @@ impl<'a> Sections<'a> {
                 aversion: record.aversion,
                 kind,
             };
-            let shown = if depth == 0 { "/" } else { path.as_str() };
+            let path = cursor
+                .enter(depth, name)
+                .ok_or(LoadError::Corrupt("node depth out of pre-order"))?;
             builder
-                .add(shown, stat, data, acl)
+                .add(path, stat, data, acl)
                 .map_err(LoadError::Tree)?;
         }
         builder.finish(last_zxid).map_err(LoadError::Tree)

@@ -9,7 +9,7 @@
 //! same batch mutate in place.
 
 use super::node::{ChildIter, Name, Node, NodeKind};
-use super::path::{java_length, split_parent, validate_path, watch_path};
+use super::path::{java_length, split_parent, validate_path, watch_path, PathCursor};
 use super::quota::{quota_path_unregistered_by_delete, LIMIT_NODE, STAT_NODE};
 use super::quota::{stat_path, trie_spelling, trim_quota_path, QuotaTrie, StatsTrack};
 use super::restore::StoredStat;
@@ -218,16 +218,8 @@ impl DataTree {
     /// READ_ACL_UNSAFE and aversion -1 (ZooKeeper sets its ACL with version -1 at startup).
     pub fn new() -> DataTree {
         let mut tree = DataTree {
-            root: Arc::new(system_node(Arc::from(Vec::new()))),
             node_count_distinct: 4,
-            data_size_approximate: 0,
-            quota_stats_bytes_unseen: 0,
-            quotas: QuotaTrie::default(),
-            last_zxid: 0,
-            ephemerals: OrdSet::new(),
-            ephemeral_counts: OrdMap::new(),
-            reapables: OrdSet::new(),
-            acls: OrdMap::new(),
+            ..DataTree::empty()
         };
         let open = open_acl_unsafe();
         let mut config = system_node(tree.intern_acl(&read_acl_unsafe()));
@@ -249,6 +241,23 @@ impl DataTree {
             .map(|path| java_length(path))
             .sum();
         tree
+    }
+
+    /// A bare root with empty indexes and counts of zero: the start of `new` and of
+    /// `TreeBuilder`, which fill in nodes and counts themselves.
+    pub(super) fn empty() -> DataTree {
+        DataTree {
+            root: Arc::new(system_node(Arc::from(Vec::new()))),
+            node_count_distinct: 0,
+            data_size_approximate: 0,
+            quota_stats_bytes_unseen: 0,
+            quotas: QuotaTrie::default(),
+            last_zxid: 0,
+            ephemerals: OrdSet::new(),
+            ephemeral_counts: OrdMap::new(),
+            reapables: OrdSet::new(),
+            acls: OrdMap::new(),
+        }
     }
 
     /// The node at `path`; `""` is ZooKeeper's alias of the root. Paths are looked up as they
@@ -356,20 +365,12 @@ impl DataTree {
 
     /// Visits every node in pre-order (parent before children, children in name order).
     pub fn walk(&self, mut visit: impl FnMut(&str, NodeRef<'_>)) {
-        let mut stack: Vec<(String, &Node)> = vec![("/".to_string(), &*self.root)];
-        while let Some((path, node)) = stack.pop() {
-            visit(&path, NodeRef { node });
-            let Some(children) = &node.children else {
-                continue;
-            };
-            let base = if path == "/" { "" } else { path.as_str() };
-            let start = stack.len();
-            for (name, child) in children.iter() {
-                stack.push((format!("{base}/{}", name.as_str()), &**child));
+        let mut cursor = PathCursor::default();
+        self.walk_names(|depth, name, node| {
+            if let Some(path) = cursor.enter(depth, name) {
+                visit(path, node);
             }
-            // Reverse so that popping yields children in name order.
-            stack[start..].reverse();
-        }
+        });
     }
 
     /// Visits every node in pre-order with its depth (the root is 0) and name (`""` for the

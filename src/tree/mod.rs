@@ -56,7 +56,7 @@ pub use acl::{check_acl, digest_id, fixup_acl, fixup_acl_reason, mask_digest_acl
 pub use data_tree::{ChildNames, DataTree, NodeRef};
 pub use data_tree::{CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MARK, TTL_MS_MAX};
 pub use node::NodeKind;
-pub use path::{validate_path, SPECIAL_PATHS};
+pub use path::{validate_path, PathCursor, SPECIAL_PATHS};
 pub use prep::{prep, PrepContext, WriteOp};
 pub use restore::{RestoreError, StoredStat, TreeBuilder};
 pub use txn::{CreateKind, OpResult, Txn, TxnHeader, TxnResult, WatchTrigger};

@@ -90,6 +90,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn path_cursor_rebuilds_pre_order_paths_and_refuses_jumps() {
+        let mut cursor = PathCursor::default();
+        let walked: Vec<Option<String>> = [(0, ""), (1, "a"), (2, "b"), (1, "c"), (2, "d")]
+            .iter()
+            .map(|&(depth, name)| cursor.enter(depth, name).map(str::to_string))
+            .collect();
+        let expected = ["/", "/a", "/a/b", "/c", "/c/d"].map(|p| Some(p.to_string()));
+        assert_eq!(walked, expected);
+        assert_eq!(cursor.enter(4, "x"), None, "two levels down at once");
+        assert_eq!(cursor.enter(0, ""), None, "a second root");
+        assert_eq!(PathCursor::default().enter(1, "a"), None, "no root first");
+    }
+
+    #[test]
     fn valid_paths_pass() {
         // Ordinary, dotted-but-not-relative and BMP non-ASCII paths are accepted.
         for path in [
@@ -154,5 +168,34 @@ mod tests {
         assert_eq!(java_length("/abc"), 4);
         assert_eq!(java_length("/é"), 2);
         assert_eq!(java_length("/\u{1F600}"), 3);
+    }
+}
+
+/// Full paths rebuilt from a pre-order walk of (depth, name) pairs — the root at depth 0 with
+/// any name, each later node one level at most below the previous one — as `walk_names`
+/// yields them and a snapshot stores them.
+#[derive(Debug, Default)]
+pub struct PathCursor {
+    path: String,
+    /// `path.len()` of the open node at each depth (index 0: the root's, 0).
+    lengths: Vec<usize>,
+}
+
+impl PathCursor {
+    /// The path of the node at `depth` named `name`, or `None` if the pair does not follow
+    /// the pre-order of the pairs before it.
+    pub fn enter(&mut self, depth: usize, name: &str) -> Option<&str> {
+        if depth > self.lengths.len() || (depth == 0) != self.lengths.is_empty() {
+            return None;
+        }
+        if depth > 0 {
+            self.lengths.truncate(depth);
+            self.path
+                .truncate(self.lengths.last().copied().unwrap_or(0));
+            self.path.push('/');
+            self.path.push_str(name);
+        }
+        self.lengths.push(self.path.len());
+        Some(if depth == 0 { "/" } else { &self.path })
     }
 }

@@ -18,10 +18,9 @@
 use super::data_tree::system_node;
 use super::node::{ChildMap, Name, Node, NodeKind};
 use super::path::{split_parent, validate_path};
-use super::quota::{trim_quota_path, QuotaTrie, LIMIT_NODE};
+use super::quota::{trim_quota_path, LIMIT_NODE};
 use super::DataTree;
 use crate::proto::{open_acl_unsafe, read_acl_unsafe, Acl};
-use imbl::{OrdMap, OrdSet};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -86,20 +85,8 @@ impl Default for TreeBuilder {
 
 impl TreeBuilder {
     pub fn new() -> TreeBuilder {
-        let empty_acl: Arc<[Acl]> = Arc::from(Vec::new());
         TreeBuilder {
-            tree: DataTree {
-                root: Arc::new(system_node(empty_acl)),
-                node_count_distinct: 0,
-                data_size_approximate: 0,
-                quota_stats_bytes_unseen: 0,
-                quotas: QuotaTrie::default(),
-                last_zxid: 0,
-                ephemerals: OrdSet::new(),
-                ephemeral_counts: OrdMap::new(),
-                reapables: OrdSet::new(),
-                acls: OrdMap::new(),
-            },
+            tree: DataTree::empty(),
             frames: Vec::new(),
             path: String::new(),
             acls: BTreeMap::new(),
