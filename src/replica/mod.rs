@@ -2,19 +2,64 @@
 //! state machine.
 //!
 //! Owns: the authoritative data tree, the session table, the zxid counter and the batch of
-//! committed work not yet handed to the shards.
+//! committed work not yet handed to the shards; in an ensemble also the learner's requests
+//! waiting for their commits and the leader's undo record of speculative session changes.
 //! Must not: do IO or read clocks. The driver (`server`) feeds it `Inbound` messages and ticks
-//! with the time, and ships each sealed `CommitBatch` to every shard. When the write-ahead log
-//! lands, the driver makes a batch durable between `seal_batch` and shipping it; nothing here
-//! changes shape for that.
-//! Invariants: zxids handed out increase by one per txn; a batch's view is the tree after its
-//! last entry; every write gets exactly one reply entry, in the order it arrived from its shard.
+//! with the time, and ships each sealed `CommitBatch` to every shard once it is durable
+//! (standalone: the write-ahead log; ensemble: a ZAB commit).
+//! Roles (`Role`): standalone and a serving leader prepare, number and apply writes here (a
+//! leader speculatively: `reset_to` rolls back what a lost leadership did not commit); a
+//! learner forwards writes (`take_forwards`) and applies only committed txns
+//! (`apply_committed`), answering its own clients' requests when their txns arrive.
+//! Invariants: zxids handed out increase (by one per txn, or to a new epoch's first); a
+//! batch's view is the tree after its last entry; every write gets exactly one reply entry, in
+//! the order it arrived from its shard.
+
+pub mod forward;
 
 use crate::proto::{op, ErrorCode, Id};
 use crate::session::{session_password, SessionTable};
 use crate::tree::{prep, DataTree, OpResult, PrepContext, Txn, TxnHeader, WatchTrigger, WriteOp};
-use std::collections::HashMap;
+use forward::{Forwarded, ForwardedBody};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
+/// How this server takes part in an ensemble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// No ensemble: every write is prepared, numbered and applied here.
+    Standalone,
+    /// A serving leader: writes are prepared and applied speculatively, numbered from
+    /// `next_zxid` on, in the order the driver proposes them.
+    Leader { next_zxid: i64 },
+    /// A serving follower or observer: writes are forwarded; only commits are applied.
+    Learner,
+    /// Not serving (electing or syncing): new sessions are refused, requests dropped (the
+    /// driver closes every client connection when serving stops).
+    Looking,
+}
+
+/// A learner's client request waiting for its txn to commit.
+#[derive(Debug, Clone)]
+enum Pending {
+    Write {
+        cxid: i32,
+        route: Route,
+        op_code: i32,
+    },
+    Sync {
+        cxid: i32,
+        route: Route,
+        path: String,
+    },
+}
+
+/// A leader's speculative session change, undone by `reset_to` if not committed.
+#[derive(Debug, Clone, Copy)]
+enum SessionChange {
+    Added { id: i64 },
+    Removed { id: i64, timeout_ms: i32 },
+}
 
 /// Where a reply goes: a shard and a connection on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,6 +138,9 @@ pub enum CommitEntry {
         xid: i32,
         path: String,
     },
+    /// The server stopped serving or changed its ensemble role: every client connection is
+    /// closed (clients reconnect, here or elsewhere).
+    Disconnect,
 }
 
 /// Everything committed since the previous batch, with the tree as of its last entry.
@@ -140,6 +188,17 @@ pub struct Replica {
     container_check_due_ms: i64,
     /// Count of transactions committed since start, for `mntr`.
     pub txn_count: u64,
+    role: Role,
+    /// Learner: requests for the leader, oldest first.
+    forwards: Vec<Forwarded>,
+    /// Learner: each session's requests waiting for their commits, in order.
+    pending: HashMap<i64, VecDeque<Pending>>,
+    /// Learner: sessions it numbered, waiting for their createSession to commit.
+    pending_connects: HashMap<i64, Route>,
+    /// Learner: sessions with traffic since the last PING reply, with their timeouts.
+    touched: HashMap<i64, i32>,
+    /// Leader: speculative session changes by zxid, oldest first.
+    session_changes: VecDeque<(i64, SessionChange)>,
 }
 
 impl Replica {
@@ -156,7 +215,97 @@ impl Replica {
             batch_txns: Vec::new(),
             container_check_due_ms,
             txn_count: 0,
+            role: Role::Standalone,
+            forwards: Vec::new(),
+            pending: HashMap::new(),
+            pending_connects: HashMap::new(),
+            touched: HashMap::new(),
+            session_changes: VecDeque::new(),
         }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Takes a new role. Leaving `Learner` forgets the requests waiting for commits (their
+    /// connections are closed by the driver); a leader numbers from `next_zxid`.
+    ///
+    /// # Panics
+    /// A leader's `next_zxid` at or below the tree's last zxid.
+    pub fn set_role(&mut self, role: Role) {
+        if let Role::Leader { next_zxid } = role {
+            assert!(
+                next_zxid > self.tree.last_zxid(),
+                "a leader numbers forward"
+            );
+        }
+        if role != Role::Learner {
+            self.forwards.clear();
+            self.pending.clear();
+            self.pending_connects.clear();
+            self.touched.clear();
+        }
+        if !matches!(role, Role::Leader { .. }) {
+            self.session_changes.clear();
+        }
+        self.owners.clear();
+        self.role = role;
+    }
+
+    /// Learner: the requests to forward to the leader since the last call.
+    pub fn take_forwards(&mut self) -> Vec<Forwarded> {
+        std::mem::take(&mut self.forwards)
+    }
+
+    /// Learner: the sessions touched since the last call, for the PING reply.
+    pub fn take_touches(&mut self) -> Vec<(i64, i32)> {
+        self.touched.drain().collect()
+    }
+
+    /// Leader: the txns up to `zxid` are committed; their session changes stay.
+    pub fn committed_through(&mut self, zxid: i64) {
+        while self
+            .session_changes
+            .front()
+            .is_some_and(|(z, _)| *z <= zxid)
+        {
+            self.session_changes.pop_front();
+        }
+    }
+
+    /// Leader stepping down: goes back to `view` (the committed tree) and undoes the session
+    /// changes after it. The batch being built is dropped: its clients are disconnected.
+    pub fn reset_to(&mut self, view: DataTree, now: Now) {
+        let zxid = view.last_zxid();
+        while let Some((change_zxid, change)) = self.session_changes.pop_back() {
+            if change_zxid <= zxid {
+                break;
+            }
+            match change {
+                SessionChange::Added { id } => {
+                    self.sessions.remove(id);
+                }
+                SessionChange::Removed { id, timeout_ms } => {
+                    self.sessions.add(id, timeout_ms, now.mono_ms);
+                }
+            }
+        }
+        self.session_changes.clear();
+        self.tree = view;
+        self.batch.clear();
+        self.batch_txns.clear();
+    }
+
+    /// Replaces the whole state by a snapshot's (a SNAP from the leader, or the start).
+    pub fn install(&mut self, tree: DataTree, sessions: &[(i64, i32)], now: Now) {
+        self.tree = tree;
+        self.sessions = SessionTable::new(self.config.server_id, self.config.tick_ms, now.wall_ms);
+        for (id, timeout_ms) in sessions {
+            self.sessions.add(*id, *timeout_ms, now.mono_ms);
+        }
+        self.batch.clear();
+        self.batch_txns.clear();
     }
 
     pub fn tree(&self) -> &DataTree {
@@ -191,7 +340,13 @@ impl Replica {
                 session_id,
                 password,
                 timeout_ms,
-            } => self.connect(route, session_id, password, timeout_ms, now),
+            } => match self.role {
+                Role::Standalone | Role::Leader { .. } => {
+                    self.connect(route, session_id, password, timeout_ms, now);
+                }
+                Role::Learner => self.learner_connect(route, session_id, password, timeout_ms),
+                Role::Looking => self.batch.push(CommitEntry::SessionRejected { route }),
+            },
             Inbound::Write {
                 route,
                 session_id,
@@ -199,19 +354,67 @@ impl Replica {
                 op_code,
                 op,
                 auth_ids,
-            } => self.write(route, session_id, xid, op_code, &op, &auth_ids, now),
+            } => match self.role {
+                Role::Standalone | Role::Leader { .. } => {
+                    self.write(Some(route), session_id, xid, op_code, &op, &auth_ids, now);
+                }
+                Role::Learner => {
+                    self.learner_touch(session_id);
+                    self.pending
+                        .entry(session_id)
+                        .or_default()
+                        .push_back(Pending::Write {
+                            cxid: xid,
+                            route,
+                            op_code,
+                        });
+                    self.forwards.push(Forwarded {
+                        session_id,
+                        cxid: xid,
+                        op_code,
+                        body: ForwardedBody::Write {
+                            op,
+                            auth_ids: auth_ids.iter().cloned().collect(),
+                        },
+                    });
+                }
+                Role::Looking => {}
+            },
             Inbound::Sync {
                 route,
                 session_id,
                 xid,
                 path,
-            } => {
-                self.sessions.touch(session_id, now.mono_ms);
-                self.batch.push(CommitEntry::Synced { route, xid, path });
-            }
+            } => match self.role {
+                Role::Standalone | Role::Leader { .. } => {
+                    self.sessions.touch(session_id, now.mono_ms);
+                    self.batch.push(CommitEntry::Synced { route, xid, path });
+                }
+                Role::Learner => {
+                    self.learner_touch(session_id);
+                    self.forwards.push(Forwarded {
+                        session_id,
+                        cxid: xid,
+                        op_code: op::SYNC,
+                        body: ForwardedBody::Sync { path: path.clone() },
+                    });
+                    self.pending
+                        .entry(session_id)
+                        .or_default()
+                        .push_back(Pending::Sync {
+                            cxid: xid,
+                            route,
+                            path,
+                        });
+                }
+                Role::Looking => {}
+            },
             Inbound::Touch { session_ids } => {
                 for id in session_ids {
                     self.sessions.touch(id, now.mono_ms);
+                    if self.role == Role::Learner {
+                        self.learner_touch(id);
+                    }
                 }
             }
             Inbound::Batch(messages) => {
@@ -220,6 +423,180 @@ impl Replica {
                 }
             }
         }
+    }
+
+    fn learner_touch(&mut self, session_id: i64) {
+        if let Some(session) = self.sessions.get(session_id) {
+            self.touched.insert(session_id, session.timeout_ms);
+        }
+    }
+
+    /// A learner numbers a new session itself (its myid is in the id) and forwards the
+    /// createSession; a resumed session is checked against the committed session table.
+    fn learner_connect(&mut self, route: Route, id: i64, password: [u8; 16], timeout_ms: i32) {
+        let timeout_ms = self.negotiate_timeout(timeout_ms);
+        if id == 0 {
+            let id = self.sessions.next_session_id();
+            self.pending_connects.insert(id, route);
+            self.forwards.push(Forwarded {
+                session_id: id,
+                cxid: 0,
+                op_code: op::CREATE_SESSION,
+                body: ForwardedBody::CreateSession { timeout_ms },
+            });
+            return;
+        }
+        let known = self.sessions.get(id).filter(|s| !s.closing);
+        let Some(timeout_ms) = known.map(|s| s.timeout_ms) else {
+            self.batch.push(CommitEntry::SessionRejected { route });
+            return;
+        };
+        if password != session_password(id) {
+            self.batch.push(CommitEntry::SessionRejected { route });
+            return;
+        }
+        self.touched.insert(id, timeout_ms);
+        self.resume(route, id, timeout_ms, password);
+    }
+
+    /// Leader: a request a learner forwarded. Anything else drops it (the learner's client
+    /// is disconnected when that learner's leadership ends).
+    pub fn step_forwarded(&mut self, request: Forwarded, now: Now) {
+        if !matches!(self.role, Role::Leader { .. }) {
+            return;
+        }
+        let Forwarded {
+            session_id,
+            cxid,
+            op_code,
+            body,
+        } = request;
+        match body {
+            ForwardedBody::CreateSession { timeout_ms } => {
+                if self.sessions.get(session_id).is_some() {
+                    return; // A duplicate: the learner numbered it once.
+                }
+                let timeout_ms = self.negotiate_timeout(timeout_ms);
+                self.sessions.add(session_id, timeout_ms, now.mono_ms);
+                self.commit(
+                    session_id,
+                    0,
+                    op::CREATE_SESSION,
+                    Txn::CreateSession { timeout_ms },
+                    now,
+                );
+            }
+            ForwardedBody::Write { op, auth_ids } => {
+                self.write(None, session_id, cxid, op_code, &op, &auth_ids, now);
+            }
+            ForwardedBody::Sync { .. } => {
+                // A marker txn: when the learner applies it, everything committed before
+                // the sync is applied there too.
+                self.sessions.touch(session_id, now.mono_ms);
+                let txn = Txn::Error { err: ErrorCode::Ok };
+                self.commit(session_id, cxid, op::ERROR, txn, now);
+            }
+        }
+    }
+
+    /// Leader: sessions a learner's clients touched (its PING reply).
+    pub fn touch_sessions(&mut self, touches: &[(i64, i32)], now: Now) {
+        for (id, _) in touches {
+            self.sessions.touch(*id, now.mono_ms);
+        }
+    }
+
+    /// A committed txn this replica did not prepare (learner; a new leader's backlog):
+    /// applied, and answered if one of this server's clients is waiting for it.
+    ///
+    /// # Panics
+    /// `header.zxid` does not follow the tree's last zxid: commits arrive in order.
+    pub fn apply_committed(&mut self, header: &TxnHeader, txn: Txn, now: Now) {
+        assert!(
+            header.zxid > self.tree.last_zxid(),
+            "committed zxids must increase"
+        );
+        let session_id = header.session_id;
+        let result = self.tree.apply(header, &txn);
+        self.txn_count += 1;
+        let mut reply = None;
+        let mut synced = None;
+        match &txn {
+            Txn::CreateSession { timeout_ms } => {
+                self.sessions.add(session_id, *timeout_ms, now.mono_ms);
+                if let Some(route) = self.pending_connects.remove(&session_id) {
+                    self.owners.insert(session_id, route);
+                    self.batch.push(CommitEntry::SessionOpened {
+                        route,
+                        session_id,
+                        timeout_ms: *timeout_ms,
+                        password: session_password(session_id),
+                    });
+                }
+            }
+            Txn::CloseSession { .. } => {
+                self.sessions.remove(session_id);
+            }
+            _ => {}
+        }
+        let waiting = self.pending.get_mut(&session_id);
+        let matches = waiting
+            .as_ref()
+            .and_then(|q| q.front())
+            .is_some_and(|p| match p {
+                Pending::Write { cxid, .. } | Pending::Sync { cxid, .. } => *cxid == header.cxid,
+            });
+        if matches {
+            match waiting.and_then(VecDeque::pop_front) {
+                Some(Pending::Write {
+                    cxid,
+                    route,
+                    op_code,
+                }) => {
+                    reply = Some(Reply {
+                        route,
+                        xid: cxid,
+                        op_code,
+                        result: result.result,
+                    });
+                }
+                Some(Pending::Sync { cxid, route, path }) => {
+                    synced = Some(CommitEntry::Synced {
+                        route,
+                        xid: cxid,
+                        path,
+                    });
+                }
+                None => {}
+            }
+        }
+        let closed_session = matches!(txn, Txn::CloseSession { .. }).then_some(session_id);
+        if closed_session.is_some() {
+            self.pending.remove(&session_id);
+            self.owners.remove(&session_id);
+        }
+        self.batch.push(CommitEntry::Txn {
+            zxid: header.zxid,
+            triggers: result.triggers,
+            reply,
+            closed_session,
+        });
+        self.batch.extend(synced);
+    }
+
+    /// A known session attaches to `route`; a connection it had elsewhere is closed.
+    fn resume(&mut self, route: Route, id: i64, timeout_ms: i32, password: [u8; 16]) {
+        if let Some(old) = self.owners.insert(id, route) {
+            if old != route {
+                self.batch.push(CommitEntry::SessionMoved { old });
+            }
+        }
+        self.batch.push(CommitEntry::SessionOpened {
+            route,
+            session_id: id,
+            timeout_ms,
+            password,
+        });
     }
 
     fn negotiate_timeout(&self, requested_ms: i32) -> i32 {
@@ -256,23 +633,13 @@ impl Replica {
             return;
         }
         let timeout_ms = self.sessions.get(id).map_or(timeout_ms, |s| s.timeout_ms);
-        if let Some(old) = self.owners.insert(id, route) {
-            if old != route {
-                self.batch.push(CommitEntry::SessionMoved { old });
-            }
-        }
-        self.batch.push(CommitEntry::SessionOpened {
-            route,
-            session_id: id,
-            timeout_ms,
-            password,
-        });
+        self.resume(route, id, timeout_ms, password);
     }
 
     #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
-        route: Route,
+        route: Option<Route>,
         session_id: i64,
         xid: i32,
         op_code: i32,
@@ -300,13 +667,13 @@ impl Replica {
         if closes {
             self.sessions.set_closing(session_id);
         }
-        let reply = Reply {
+        let reply = route.map(|route| Reply {
             route,
             xid,
             op_code,
             result: OpResult::Ok,
-        };
-        self.commit_with_reply(session_id, xid, op_code, txn, Some(reply), now);
+        });
+        self.commit_with_reply(session_id, xid, op_code, txn, reply, now);
         if closes {
             self.finish_close(session_id);
         }
@@ -326,7 +693,28 @@ impl Replica {
         reply: Option<Reply>,
         now: Now,
     ) {
-        let zxid = self.tree.last_zxid() + 1;
+        let zxid = match &mut self.role {
+            Role::Leader { next_zxid } => {
+                let zxid = *next_zxid;
+                *next_zxid += 1;
+                match &txn {
+                    Txn::CreateSession { .. } => self
+                        .session_changes
+                        .push_back((zxid, SessionChange::Added { id: session_id })),
+                    Txn::CloseSession { .. } => {
+                        let timeout_ms = self.sessions.get(session_id).map_or(0, |s| s.timeout_ms);
+                        let change = SessionChange::Removed {
+                            id: session_id,
+                            timeout_ms,
+                        };
+                        self.session_changes.push_back((zxid, change));
+                    }
+                    _ => {}
+                }
+                zxid
+            }
+            _ => self.tree.last_zxid() + 1,
+        };
         let header = TxnHeader {
             session_id,
             cxid,
@@ -387,7 +775,11 @@ impl Replica {
     }
 
     /// Expires sessions and reaps empty containers and TTL nodes. Call about once a tick.
+    /// Only a standalone server or a leader decides these; learners apply its txns.
     pub fn tick(&mut self, now: Now) {
+        if !matches!(self.role, Role::Standalone | Role::Leader { .. }) {
+            return;
+        }
         for session_id in self.sessions.expire(now.mono_ms) {
             let txn = prep(
                 &self.tree,

@@ -13,6 +13,9 @@ use std::sync::atomic::Ordering::Relaxed;
 /// ZooKeeper version, so it leads.
 pub const VERSION: &str = concat!("3.8.0-keel-", env!("CARGO_PKG_VERSION"), ", built on keel");
 
+/// What ZooKeeper answers to most commands while it has no quorum.
+const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving requests\n";
+
 /// Every command Keel answers.
 pub const COMMANDS: [&str; 15] = [
     "ruok", "srvr", "stat", "conf", "cons", "crst", "srst", "mntr", "wchs", "wchc", "wchp", "dump",
@@ -23,6 +26,10 @@ pub const COMMANDS: [&str; 15] = [
 pub fn run(command: &str, shard: &Shard) -> String {
     if !shard.config.four_letter_word_allowed(command) {
         return format!("{command} is not executed because it is not in the whitelist.\n");
+    }
+    let needs_serving = !matches!(command, "ruok" | "conf" | "envi" | "dirs" | "isro");
+    if needs_serving && shard.stats.not_serving.load(Relaxed) {
+        return NOT_SERVING.to_owned();
     }
     match command {
         "ruok" => "imok".to_owned(),
@@ -79,7 +86,8 @@ fn stats_text(shard: &Shard, with_clients: bool) -> String {
         stats.outstanding.load(Relaxed).max(0)
     );
     let _ = writeln!(out, "Zxid: {:#x}", stats.last_zxid.load(Relaxed));
-    out.push_str("Mode: standalone\n");
+    let state = super::quorum::state_name(stats.server_state.load(Relaxed));
+    let _ = writeln!(out, "Mode: {state}");
     let _ = writeln!(out, "Node count: {}", stats.node_count.load(Relaxed));
     out
 }
@@ -121,7 +129,10 @@ fn mntr(shard: &Shard) -> String {
     // keys Keel has; tools that diff mntr output keep working.
     let lines: Vec<(&str, String)> = vec![
         ("zk_version", VERSION.to_owned()),
-        ("zk_server_state", "standalone".to_owned()),
+        (
+            "zk_server_state",
+            super::quorum::state_name(stats.server_state.load(Relaxed)).to_owned(),
+        ),
         (
             "zk_ephemerals_count",
             stats.ephemerals_count.load(Relaxed).to_string(),

@@ -7,6 +7,7 @@
 //! with one CPU, the replica core and one shard are two executors on that CPU.
 
 pub mod fourlw;
+pub mod quorum;
 pub mod stats;
 mod storage;
 
@@ -102,7 +103,19 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
     };
     let started = Instant::now();
     let stats = Arc::new(ServerStats::default());
-    let (storage, replica) = Storage::open(&config, started, &stats)?;
+    let (backend, replica) = if config.is_quorum() {
+        let ensemble = quorum::Ensemble::start(&config)?;
+        let replica = Replica::new(replica_config(&config), DataTree::new(), now(started));
+        (Backend::Ensemble(ensemble), replica)
+    } else {
+        let (storage, replica) = Storage::open(&config, started, &stats)?;
+        (Backend::Standalone(Box::new(storage)), replica)
+    };
+    let mode = if matches!(backend, Backend::Ensemble(_)) {
+        "ensemble"
+    } else {
+        "standalone"
+    };
     let mut to_replica_receivers = Vec::new();
     let mut to_shard_senders = Vec::new();
     let mut handles = Vec::new();
@@ -146,13 +159,23 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         inbound: to_replica_receivers,
         outbound: to_shard_senders,
         replica,
-        storage,
         started,
         tick_ms: u64::try_from(config.tick_time_ms).unwrap_or(2000),
     };
-    let handle = io::spawn_executor("keel-replica", replica_pin, move || {
-        replica_main(replica_context)
-    })
+    // An ensemble's replica core keeps one blocking thread waiting on the zab driver's
+    // events; snapshots need another.
+    let blocking_threads = matches!(backend, Backend::Ensemble(_)).then_some(2);
+    let handle = io::spawn_executor_with_pool(
+        "keel-replica",
+        replica_pin,
+        blocking_threads,
+        move || async move {
+            match backend {
+                Backend::Standalone(storage) => replica_main(replica_context, *storage).await,
+                Backend::Ensemble(ensemble) => ensemble_main(replica_context, ensemble).await,
+            }
+        },
+    )
     .map_err(|source| ServerError::Executor {
         name: "keel-replica".into(),
         source,
@@ -167,7 +190,8 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         %client_addr,
         shards = shard_pins.len(),
         replica = ?replica_pin,
-        "keel serving (standalone)"
+        mode,
+        "keel serving"
     );
     Ok(RunningServer {
         client_addr,
@@ -203,9 +227,16 @@ struct ReplicaStart {
     inbound: Vec<SharedReceiver<Inbound>>,
     outbound: Vec<SharedSender<Arc<CommitBatch>>>,
     replica: Replica,
-    storage: Storage,
     started: Instant,
     tick_ms: u64,
+}
+
+/// What makes the replica core's batches durable.
+enum Backend {
+    /// The write-ahead log and snapshots of one server.
+    Standalone(Box<Storage>),
+    /// ZAB: a batch is durable once a quorum of the ensemble has it.
+    Ensemble(quorum::Ensemble),
 }
 
 fn replica_config(config: &Config) -> ReplicaConfig {
@@ -225,13 +256,12 @@ fn replica_config(config: &Config) -> ReplicaConfig {
 
 /// The replica core: drains every shard's queue into the state machine, ticks it, and ships
 /// each batch to all shards.
-async fn replica_main(start: ReplicaStart) {
+async fn replica_main(start: ReplicaStart, storage: Storage) {
     let ReplicaStart {
         stats,
         inbound,
         outbound,
         replica,
-        storage,
         started,
         tick_ms,
     } = start;
@@ -239,24 +269,9 @@ async fn replica_main(start: ReplicaStart) {
     let storage = Rc::new(RefCell::new(storage));
     publish_stats(&stats, replica.borrow().tree(), &replica.borrow());
     let flush = Signal::new();
-    for receiver in inbound {
-        let replica = replica.clone();
-        let flush = flush.clone();
-        io::spawn_local(async move {
-            let receiver = receiver.connect().await;
-            while let Some(message) = receiver.recv().await {
-                replica.borrow_mut().step(message, now(started));
-                flush.notify();
-            }
-        })
-        .detach();
-    }
-    // Shards connect their sender before their receiver; connect ours in the same order
-    // (inbound tasks above are already waiting) or both sides wait on each other.
-    let mut connected = Vec::new();
-    for sender in outbound {
-        connected.push(sender.connect().await);
-    }
+    let stepped = replica.clone();
+    let step = move |message| stepped.borrow_mut().step(message, now(started));
+    let connected = connect_shards(inbound, outbound, step, &flush).await;
     {
         let replica = replica.clone();
         let flush = flush.clone();
@@ -295,6 +310,143 @@ async fn replica_main(start: ReplicaStart) {
             if sender.send(batch.clone()).await.is_err() {
                 tracing::error!("a shard stopped; the replica core stops");
                 return;
+            }
+        }
+    }
+}
+
+/// Starts a task per shard queue that hands each message to `step` and notifies `flush`,
+/// then connects the queues to the shards.
+async fn connect_shards<S>(
+    inbound: Vec<SharedReceiver<Inbound>>,
+    outbound: Vec<SharedSender<Arc<CommitBatch>>>,
+    step: S,
+    flush: &Signal,
+) -> Vec<io::ConnectedSender<Arc<CommitBatch>>>
+where
+    S: Fn(Inbound) + Clone + 'static,
+{
+    for receiver in inbound {
+        let step = step.clone();
+        let flush = flush.clone();
+        io::spawn_local(async move {
+            let receiver = receiver.connect().await;
+            while let Some(message) = receiver.recv().await {
+                step(message);
+                flush.notify();
+            }
+        })
+        .detach();
+    }
+    // Shards connect their sender before their receiver; connect ours in the same order
+    // (inbound tasks above are already waiting) or both sides wait on each other.
+    let mut connected = Vec::new();
+    for sender in outbound {
+        connected.push(sender.connect().await);
+    }
+    connected
+}
+
+/// The replica core of a server in an ensemble: shards' requests and the zab driver's
+/// events step the `QuorumCore`; committed batches go to every shard.
+async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
+    let ReplicaStart {
+        stats,
+        inbound,
+        outbound,
+        replica,
+        started,
+        tick_ms,
+    } = start;
+    let core = Rc::new(RefCell::new(quorum::QuorumCore::new(
+        &ensemble,
+        replica,
+        stats.clone(),
+    )));
+    core.borrow().publish();
+    let flush = Signal::new();
+    let stepped = core.clone();
+    let step = move |message| stepped.borrow_mut().replica.step(message, now(started));
+    let connected = connect_shards(inbound, outbound, step, &flush).await;
+    {
+        let core = core.clone();
+        let flush = flush.clone();
+        let events = ensemble.events().clone();
+        io::spawn_local(async move {
+            loop {
+                let taken = quorum::next_events(&events).await;
+                if taken.is_empty() {
+                    tracing::error!("the ensemble driver stopped; this server no longer serves");
+                    return;
+                }
+                let now = now(started);
+                let mut core = core.borrow_mut();
+                for event in taken {
+                    core.on_event(event, now);
+                }
+                drop(core);
+                flush.notify();
+            }
+        })
+        .detach();
+    }
+    {
+        let core = core.clone();
+        let flush = flush.clone();
+        let stats = stats.clone();
+        io::spawn_local(async move {
+            loop {
+                io::sleep(Duration::from_millis((tick_ms / 2).max(10))).await;
+                let now = now(started);
+                let job = {
+                    let mut core = core.borrow_mut();
+                    core.replica.tick(now);
+                    core.report_touches();
+                    publish_session_sets(&stats, &core.replica, now);
+                    core.snapshot_due()
+                };
+                if let Some(job) = job {
+                    let core = core.clone();
+                    let stats = stats.clone();
+                    io::spawn_local(async move {
+                        let began = Instant::now();
+                        match io::spawn_blocking(move || job.run()).await {
+                            Ok(bytes) => {
+                                stats.snapshot_time_ms.record(
+                                    u64::try_from(began.elapsed().as_millis()).unwrap_or(0),
+                                );
+                                stats.last_snapshot_bytes.store(bytes, Relaxed);
+                            }
+                            Err(error) => tracing::warn!(%error, "ensemble snapshot failed"),
+                        }
+                        core.borrow_mut().snapshot_done();
+                    })
+                    .detach();
+                }
+                flush.notify();
+            }
+        })
+        .detach();
+    }
+    loop {
+        flush.wait().await;
+        futures_lite::future::yield_now().await;
+        let batches = {
+            let mut core = core.borrow_mut();
+            core.seal_and_release();
+            core.take_outgoing()
+        };
+        if batches.is_empty() {
+            continue;
+        }
+        core.borrow().publish();
+        for batch in batches {
+            let batch = Arc::new(batch);
+            for sender in &connected {
+                if sender.send(batch.clone()).await.is_err() {
+                    tracing::error!("a shard stopped; the replica core stops");
+                    return;
+                }
             }
         }
     }

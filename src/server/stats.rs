@@ -1,7 +1,7 @@
 //! Server-wide counters read by the four-letter words. Updated with relaxed atomics: they are
 //! statistics, never used to make a decision.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -45,6 +45,11 @@ pub struct ServerStats {
     pub sync_batch_bytes: Summary,
     pub last_snapshot_bytes: AtomicU64,
     pub last_snapshot_zxid: AtomicI64,
+    /// The ensemble role for `srvr`'s Mode and mntr (`server::quorum::STATE_*`).
+    pub server_state: AtomicU8,
+    /// Set while a server of an ensemble has no quorum: new connections are refused and the
+    /// four-letter words say so, as ZooKeeper's do.
+    pub not_serving: AtomicBool,
 }
 
 /// ZooKeeper's `AvgMinMaxCounter`: count, sum, min, max of recorded values.
@@ -123,6 +128,8 @@ impl Default for ServerStats {
             sync_batch_bytes: Summary::default(),
             last_snapshot_bytes: AtomicU64::new(0),
             last_snapshot_zxid: AtomicI64::new(0),
+            server_state: AtomicU8::new(0),
+            not_serving: AtomicBool::new(false),
         }
     }
 }

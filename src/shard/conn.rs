@@ -528,6 +528,15 @@ async fn decode_frames(
 
 fn greet(shard: &Shard, conn: &Conn, payload: &[u8]) -> Result<Inbound, String> {
     let connect = ConnectRequest::decode(payload).map_err(|e| format!("bad connect: {e}"))?;
+    if shard
+        .stats
+        .not_serving
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        // ZooKeeper closes the connection too ("ZooKeeperServer not running"); the client
+        // tries its next server.
+        return Err("not serving: this server has no quorum".to_owned());
+    }
     let last_zxid = shard.view.borrow().last_zxid();
     if connect.last_zxid_seen > last_zxid {
         return Err(format!(

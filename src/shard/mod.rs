@@ -214,6 +214,12 @@ impl Shard {
                     conn.complete_sync(self, *xid, path);
                 }
             }
+            CommitEntry::Disconnect => {
+                let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
+                for conn in conns {
+                    conn.close();
+                }
+            }
             _ => {}
         }
     }

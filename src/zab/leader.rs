@@ -60,7 +60,7 @@ pub(crate) struct LeaderState {
     learners: BTreeMap<PeerId, Handle>,
     /// The leader's last zxid when it started syncing: its history to commit first.
     initial_last_zxid: Zxid,
-    next_counter: u32,
+    pub(crate) next_counter: u32,
     last_ping_tick: u64,
     /// This leadership's id on every link (never 0).
     session: u64,
@@ -192,7 +192,7 @@ impl Peer {
                 last_zxid,
             } => self.leader_on_ack_epoch(from, current_epoch, last_zxid),
             Packet::Ack { zxid } => self.leader_on_ack(from, zxid),
-            Packet::Request { payload } => self.leader_on_request(payload),
+            Packet::Request { payload } => self.leader_on_request(from, payload),
             Packet::Ping { payload } if !payload.is_empty() => {
                 self.ready.session_touches.push((from, payload));
             }
@@ -505,7 +505,15 @@ impl Peer {
         }
     }
 
-    fn leader_on_request(&mut self, payload: Payload) {
+    fn leader_on_request(&mut self, from: PeerId, payload: Payload) {
+        if self.config.requests_to_driver {
+            if self.leader().is_serving() {
+                self.ready.requests.push((from, payload));
+            } else {
+                self.requests_dropped += 1;
+            }
+            return;
+        }
         if self.leader_propose(payload).is_err() {
             self.requests_dropped += 1;
         }

@@ -134,6 +134,11 @@ pub struct Config {
     /// The last usable zxid counter in an epoch; reaching it forces a new election.
     /// ZooKeeper's value is 0xffff_fffe (0xffff_ffff is never used); tests use small ones.
     pub zxid_counter_max: u32,
+    /// What a leader does with a learner's REQUEST: propose its payload as it is (the
+    /// simulator's opaque writes), or hand it to the driver in `Ready::requests`, whose state
+    /// machine prepares a txn from it and proposes that (Keel's server: a request must be
+    /// validated against the leader's tree before it becomes a txn).
+    pub requests_to_driver: bool,
 }
 
 /// A configuration that cannot run.
@@ -165,6 +170,7 @@ impl Config {
             ping_interval_ticks: 2,
             proposals_in_flight_max: 1000,
             zxid_counter_max: 0xffff_fffe,
+            requests_to_driver: false,
         }
     }
 

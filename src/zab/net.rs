@@ -90,6 +90,12 @@ const ACCEPTS_PER_EVENT_MAX: usize = 64;
 const WRITES_PER_FLUSH_MAX: usize = 64;
 const READY_ROUNDS_MAX: usize = 64;
 
+/// The longest zab tick in a server's ensemble: finer than tickTime so that elections run
+/// on ZooKeeper's 200 ms scale.
+const ZAB_TICK_MS_MAX: u64 = 100;
+/// The longest interval between a LOOKING server's notification resends.
+const ELECTION_RESEND_MS_MAX: u64 = 6_400;
+
 /// One server's addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerAddrs {
@@ -149,10 +155,8 @@ pub struct NetConfig {
 impl NetConfig {
     /// The driver's view of a parsed zoo.cfg in quorum mode: `myid`, the `server.N` lines
     /// (their first address; `peerType` from each line), `tickTime`, `initLimit`,
-    /// `syncLimit` and `dataDir`. The leader pings every tick (ZooKeeper: every half tick).
-    /// The election's resend timers stay `zab::Config::new`'s, in ticks; the server mode
-    /// must revisit them for ZooKeeper's 2 s tickTime (ZooKeeper's FLE runs on its own
-    /// 200 ms..60 s clock).
+    /// `syncLimit` and `dataDir`. The leader pings every half tickTime, as ZooKeeper does;
+    /// forwarded requests go to the driver's owner (`Config::requests_to_driver`).
     ///
     /// # Errors
     /// A host that is not `127.0.0.1`/`localhost` (this slice is loopback only), a server
@@ -184,12 +188,26 @@ impl NetConfig {
                 PeerType::Observer => observers.push(*id),
             }
         }
+        // ZooKeeper's election runs on its own clock (finalizeWait 200 ms, resends doubling
+        // up to 60 s) and its quorum timers on tickTime. One zab tick here is at most
+        // ZAB_TICK_MS_MAX; initLimit and syncLimit are scaled to it.
+        let tick_time_ms = u64::try_from(config.tick_time_ms.max(1)).unwrap_or(1);
+        let zab_tick_ms = tick_time_ms.min(ZAB_TICK_MS_MAX);
+        let per_tick = tick_time_ms.div_ceil(zab_tick_ms);
+        let ms_to_ticks = |ms: u64| ms.div_ceil(zab_tick_ms).max(1);
         let mut zab = Config::new(config.server_id, voters, observers);
-        zab.init_limit_ticks = u64::from(config.init_limit_ticks);
-        zab.sync_limit_ticks = u64::from(config.sync_limit_ticks);
-        zab.ping_interval_ticks = 1;
+        zab.init_limit_ticks = u64::from(config.init_limit_ticks) * per_tick;
+        zab.sync_limit_ticks = u64::from(config.sync_limit_ticks) * per_tick;
+        zab.ping_interval_ticks = (per_tick / 2).max(1);
+        zab.election_timeout_ticks = ms_to_ticks(200);
+        zab.election_timeout_ticks_max = ms_to_ticks(ELECTION_RESEND_MS_MAX);
+        zab.election_jitter_ticks = ms_to_ticks(100);
+        zab.finalize_wait_ticks = ms_to_ticks(200);
+        // The replica core bounds what is in flight (sessions x outstanding requests).
+        zab.proposals_in_flight_max = 1 << 20;
+        zab.requests_to_driver = true;
         zab.validate()?;
-        let tick_ms = u64::try_from(config.tick_time_ms.max(1)).unwrap_or(1);
+        let tick_ms = zab_tick_ms;
         let net = NetConfig {
             zab,
             servers,
@@ -276,9 +294,31 @@ pub struct Status {
     pub fatal: Option<String>,
 }
 
+/// What the driver tells its owner, on the driver thread, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A committed entry or a snapshot to apply (a leader's own proposals included).
+    Apply(Apply),
+    /// The role changed, after the applies that came before the change. `next_zxid` is a
+    /// serving leader's first proposal zxid ([`Peer::next_zxid`]).
+    Role { role: Role, next_zxid: Option<Zxid> },
+    /// Leader with `Config::requests_to_driver`: a learner's forwarded write.
+    Request { from: PeerId, payload: Payload },
+    /// Leader: a learner's PING payload (the sessions its clients touched).
+    Touches { from: PeerId, payload: Payload },
+}
+
 enum Command {
     Propose(Payload, Sender<Result<Proposed, ProposeError>>),
+    /// Learner: client requests for the leader (REQUEST), without waiting.
+    Forward(Vec<Payload>),
+    /// Proposals whose zxids the caller already assigned, from `first` on.
+    ProposeAt {
+        first: Zxid,
+        payloads: Vec<Payload>,
+    },
     Compact(Snapshot, Sender<Result<(), NetError>>),
+    PingReply(Payload),
 }
 
 /// A running peer. Dropping it stops the thread and closes every socket.
@@ -298,7 +338,23 @@ impl Driver {
     /// A bad config, a non-loopback address, a store that cannot be read, or a port in use.
     pub fn start(
         config: NetConfig,
-        on_apply: Box<dyn FnMut(Apply) + Send>,
+        mut on_apply: Box<dyn FnMut(Apply) + Send>,
+    ) -> Result<Driver, NetError> {
+        let on_event = Box::new(move |event: Event| {
+            if let Event::Apply(apply) = event {
+                on_apply(apply);
+            }
+        });
+        Driver::start_with_events(config, on_event)
+    }
+
+    /// [`Driver::start`] with every [`Event`], not only the applies.
+    ///
+    /// # Errors
+    /// As [`Driver::start`].
+    pub fn start_with_events(
+        config: NetConfig,
+        on_event: Box<dyn FnMut(Event) + Send>,
     ) -> Result<Driver, NetError> {
         config.zab.validate()?;
         for s in &config.servers {
@@ -320,10 +376,10 @@ impl Driver {
             }
         }
         let (store, durable) = FileStore::open(&config.data_dir)?;
-        let mut on_apply = on_apply;
+        let mut on_event = on_event;
         if durable.snapshot.zxid != Zxid::ZERO {
             // The state starts from the local snapshot; the peer applies what follows it.
-            on_apply(Apply::Snapshot(durable.snapshot.clone()));
+            on_event(Event::Apply(Apply::Snapshot(durable.snapshot.clone())));
         }
         let peer = Peer::new(config.zab.clone(), durable, config.seed)?;
         let poll = Poll::new().map_err(|e| NetError::Setup("poll", e))?;
@@ -371,7 +427,7 @@ impl Driver {
             commands: command_rx,
             stop: stop.clone(),
             status: status.clone(),
-            on_apply,
+            on_event,
         };
         let thread = std::thread::Builder::new()
             .name(format!("zab-net-{id}"))
@@ -432,6 +488,44 @@ impl Driver {
             Err(channel::RecvTimeoutError::Timeout) => Err(NetError::Timeout(timeout)),
             Err(channel::RecvTimeoutError::Disconnected) => Err(NetError::Stopped),
         }
+    }
+
+    /// Proposes `payloads` as the zxids `first`, `first + 1`, … without waiting. The caller
+    /// assigned them (its state machine already applied them speculatively); if the peer
+    /// cannot propose exactly these, it steps down: the caller sees a `Role` event, after
+    /// which it must discard what was not committed.
+    ///
+    /// # Errors
+    /// The driver stopped or its queue is full (nothing was proposed).
+    pub fn propose_at(&self, first: Zxid, payloads: Vec<Payload>) -> Result<(), NetError> {
+        self.command(Command::ProposeAt { first, payloads })
+    }
+
+    /// Learner: forwards `payloads` to the leader without waiting. A learner that is not
+    /// serving drops them (counted in `Status::requests_dropped`'s log line); its clients are
+    /// disconnected by the role change that stopped it.
+    ///
+    /// # Errors
+    /// The driver stopped or its queue is full.
+    pub fn forward(&self, payloads: Vec<Payload>) -> Result<(), NetError> {
+        self.command(Command::Forward(payloads))
+    }
+
+    /// The payload of this learner's next PING replies (its clients' session touches).
+    ///
+    /// # Errors
+    /// The driver stopped or its queue is full.
+    pub fn set_ping_reply(&self, payload: Payload) -> Result<(), NetError> {
+        self.command(Command::PingReply(payload))
+    }
+
+    fn command(&self, command: Command) -> Result<(), NetError> {
+        match self.commands.try_send(command) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(NetError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(NetError::Stopped),
+        }
+        self.waker.wake().map_err(|e| NetError::Setup("wake", e))
     }
 
     pub fn status(&self) -> Status {
@@ -549,7 +643,7 @@ struct Loop {
     commands: Receiver<Command>,
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<Status>>,
-    on_apply: Box<dyn FnMut(Apply) + Send>,
+    on_event: Box<dyn FnMut(Event) + Send>,
 }
 
 impl Loop {
@@ -636,13 +730,45 @@ impl Loop {
                     let result = self.peer.propose(payload);
                     let _ = reply.try_send(result); // The caller may have timed out.
                 }
+                Ok(Command::ProposeAt { first, payloads }) => self.propose_at(first, payloads),
+                Ok(Command::Forward(payloads)) => {
+                    for payload in payloads {
+                        if let Err(error) = self.peer.propose(payload) {
+                            tracing::debug!(id = self.own.id, %error, "zab net: forward dropped");
+                        }
+                    }
+                }
                 Ok(Command::Compact(snapshot, reply)) => {
                     let result = self.compact(snapshot)?;
                     let _ = reply.try_send(result);
                 }
+                Ok(Command::PingReply(payload)) => self.peer.set_ping_reply(payload),
             }
         }
         Ok(())
+    }
+
+    fn propose_at(&mut self, first: Zxid, payloads: Vec<Payload>) {
+        let mut expected = first;
+        for payload in payloads {
+            let result = match self.peer.next_zxid() {
+                Some(next) if next == expected => self.peer.propose(payload),
+                _ => Err(ProposeError::NotServing),
+            };
+            match result {
+                Ok(Proposed::Local(zxid)) if zxid == expected => {
+                    expected = Zxid(zxid.0 + 1);
+                }
+                other => {
+                    // The caller's state machine holds txns the log will not: only a new
+                    // leadership (and the caller's reset on the role change) repairs that.
+                    tracing::warn!(id = self.own.id, zxid = %expected, ?other,
+                        "zab net: a prepared proposal could not be proposed; stepping down");
+                    self.peer.step_down();
+                    return;
+                }
+            }
+        }
     }
 
     /// Persists `snapshot` and drops the entries up to it from the store and the peer.
@@ -708,7 +834,17 @@ impl Loop {
                 self.send(envelope);
             }
             for apply in ready.committed {
-                (self.on_apply)(apply);
+                (self.on_event)(Event::Apply(apply));
+            }
+            if let Some(role) = ready.role {
+                let next_zxid = self.peer.next_zxid();
+                (self.on_event)(Event::Role { role, next_zxid });
+            }
+            for (from, payload) in ready.requests {
+                (self.on_event)(Event::Request { from, payload });
+            }
+            for (from, payload) in ready.session_touches {
+                (self.on_event)(Event::Touches { from, payload });
             }
             if let Some(zxid) = last_append {
                 self.peer.on_persisted(zxid);
@@ -1236,8 +1372,21 @@ impl Loop {
                     Kind::LeaderIn { conn: id, .. } => {
                         self.leader_in.remove(&id);
                     }
-                    Kind::LearnerOut { .. } if self.learner_out == Some(token) => {
+                    Kind::LearnerOut { leader, .. } if self.learner_out == Some(token) => {
                         self.learner_out = None;
+                        // ZooKeeper's learner goes LOOKING as soon as its leader's socket
+                        // fails; waiting for syncLimit would stretch every fail-over.
+                        let following = matches!(self.peer.role(),
+                            Role::Following { leader: l, .. } | Role::Observing { leader: l, .. }
+                                if l == leader);
+                        if following {
+                            tracing::info!(
+                                id = self.own.id,
+                                leader,
+                                "zab net: the connection to the leader closed; looking"
+                            );
+                            self.peer.step_down();
+                        }
                     }
                     _ => {}
                 }

@@ -71,6 +71,8 @@ pub struct Ready {
     pub role: Option<Role>,
     /// Leader only: the non-empty PING payloads learners sent (ZooKeeper: session touches).
     pub session_touches: Vec<(PeerId, Payload)>,
+    /// Leader with `Config::requests_to_driver`: learners' forwarded REQUEST payloads.
+    pub requests: Vec<(PeerId, Payload)>,
 }
 
 impl Ready {
@@ -80,6 +82,7 @@ impl Ready {
             && self.committed.is_empty()
             && self.role.is_none()
             && self.session_touches.is_empty()
+            && self.requests.is_empty()
     }
 
     /// True when some appends need an fsync before `on_persisted`.
@@ -286,6 +289,13 @@ impl Peer {
         self.log.install(snapshot);
     }
 
+    /// Leaves any role for a new election (the driver could not do what the role needs).
+    pub fn step_down(&mut self) {
+        if !matches!(self.state, State::Looking) {
+            self.become_looking();
+        }
+    }
+
     /// The payload the next PING reply carries (ZooKeeper: the session touch table).
     pub fn set_ping_reply(&mut self, payload: Payload) {
         self.ping_reply = payload;
@@ -327,6 +337,14 @@ impl Peer {
                 leader: l.leader,
                 serving: l.is_serving(),
             },
+        }
+    }
+
+    /// The zxid the next successful `propose` gets: a serving leader's only.
+    pub fn next_zxid(&self) -> Option<Zxid> {
+        match &self.state {
+            State::Leading(l) if l.is_serving() => Some(Zxid::new(l.epoch?, l.next_counter)),
+            _ => None,
         }
     }
 

@@ -1,0 +1,448 @@
+//! quorum: the replica core of a server in an ensemble (`server.N` lines): the `Replica`
+//! driven by ZAB (`zab::net`) instead of the standalone write-ahead log.
+//!
+//! Owns: the zab driver, the bridge of its events into the replica core, a leader's sealed
+//! batches waiting for their commit, the committed view, the ensemble role shown to `srvr`
+//! and `mntr`, and the snapshot (compaction) policy.
+//! Must not: ship a batch to the shards before ZAB committed every txn in it (a leader's tree
+//! runs ahead: it prepares and applies speculatively), or keep speculative state when the
+//! leadership ends (`rollback`: back to the committed view, every client disconnected).
+//! Durability: the zab driver's store (`zab::store`, one fsync per batch of proposals) holds
+//! the epochs, the log and the last snapshot in `<dataDir>/version-2/`.
+//!
+//! Flow on a leader: shard → `Replica::step` (prep + speculative apply, zxid from the epoch)
+//! → `seal_batch` → `Driver::propose_at` with the batch's txns → the batch waits in `waiting`
+//! → ZAB commits (Event::Apply of our own zxids) → the batch goes to the shards. On a
+//! learner: shard → `Replica::step` (forward) → `Driver::forward` → the leader → commit →
+//! Event::Apply → `Replica::apply_committed` (replies to our own waiting clients) → shards.
+
+use super::stats::ServerStats;
+use super::{publish_stats, ServerError};
+use crate::config::Config;
+use crate::io;
+use crate::log::record::{decode_txn, encode_txn};
+use crate::replica::forward::{decode_touches, encode_touches, Forwarded};
+use crate::replica::{CommitBatch, CommitEntry, Now, Replica, Role as ReplicaRole};
+use crate::tree::{DataTree, Txn, TxnHeader};
+use crate::zab::net::{Driver, Event, NetConfig};
+use crate::zab::{Apply, Payload, Role, Snapshot, Zxid};
+use crossbeam::channel::{self, Receiver};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events the zab driver may queue for the replica core before it blocks (backpressure on
+/// the driver thread, which then stops reading its sockets).
+const EVENTS_QUEUED_MAX: usize = 65_536;
+/// Events taken per wake-up of the replica core.
+const EVENTS_PER_WAKE_MAX: usize = 4096;
+/// How long a compaction may wait for the driver's answer.
+const COMPACT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `srvr`'s Mode and mntr's zk_server_state, as `ServerStats::server_state` holds them.
+pub const STATE_STANDALONE: u8 = 0;
+pub const STATE_LEADER: u8 = 1;
+pub const STATE_FOLLOWER: u8 = 2;
+pub const STATE_OBSERVER: u8 = 3;
+pub const STATE_LOOKING: u8 = 4;
+
+/// ZooKeeper's name of a `ServerStats::server_state` value.
+pub fn state_name(state: u8) -> &'static str {
+    match state {
+        STATE_LEADER => "leader",
+        STATE_FOLLOWER => "follower",
+        STATE_OBSERVER => "observer",
+        STATE_LOOKING => "looking",
+        _ => "standalone",
+    }
+}
+
+/// The running zab driver and the receiving end of its events.
+pub(super) struct Ensemble {
+    driver: Arc<Driver>,
+    events: Receiver<Event>,
+    snapshot_dir: PathBuf,
+    snap_count: u64,
+}
+
+impl Ensemble {
+    /// Starts the zab driver for `config`'s `server.N` lines.
+    ///
+    /// # Errors
+    /// The configuration cannot run (e.g. a non-loopback address), the store cannot be
+    /// read, or a port is in use.
+    pub(super) fn start(config: &Config) -> Result<Ensemble, ServerError> {
+        let error = |reason: String| ServerError::Log {
+            dir: config.data_dir.display().to_string(),
+            reason,
+        };
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            ^ config.server_id;
+        let net = NetConfig::from_server_config(config, seed)
+            .map_err(|e| error(format!("ensemble configuration: {e}")))?;
+        let (sender, events) = channel::bounded(EVENTS_QUEUED_MAX);
+        let on_event = Box::new(move |event: Event| {
+            // The receiver is gone only when the replica core stopped; so does the server.
+            let _ = sender.send(event);
+        });
+        let driver = Driver::start_with_events(net, on_event)
+            .map_err(|e| error(format!("starting the ensemble driver: {e}")))?;
+        Ok(Ensemble {
+            driver: Arc::new(driver),
+            events,
+            snapshot_dir: config.data_dir.join("keel-ensemble"),
+            snap_count: u64::from(config.snap_count.max(2)),
+        })
+    }
+}
+
+/// A leader's sealed batch waiting for ZAB to commit its last txn.
+struct Waiting {
+    batch: CommitBatch,
+    txns: Vec<(TxnHeader, Txn)>,
+}
+
+/// The replica core's ensemble state, stepped on the replica core's executor.
+pub(super) struct QuorumCore {
+    pub replica: Replica,
+    driver: Arc<Driver>,
+    stats: Arc<ServerStats>,
+    waiting: VecDeque<Waiting>,
+    /// The last zxid ZAB committed (and this server applied or confirmed).
+    committed_zxid: i64,
+    /// The tree the shards were last given: committed everywhere.
+    committed_view: DataTree,
+    /// Batches ready for the shards, in order.
+    outgoing: Vec<CommitBatch>,
+    snapshot_dir: PathBuf,
+    snap_count: u64,
+    txns_since_snapshot: u64,
+    snapshot_running: bool,
+}
+
+impl QuorumCore {
+    pub(super) fn new(
+        ensemble: &Ensemble,
+        replica: Replica,
+        stats: Arc<ServerStats>,
+    ) -> QuorumCore {
+        stats.server_state.store(STATE_LOOKING, Relaxed);
+        stats.not_serving.store(true, Relaxed);
+        let committed_view = replica.tree().clone();
+        let mut replica = replica;
+        replica.set_role(ReplicaRole::Looking);
+        QuorumCore {
+            committed_zxid: committed_view.last_zxid(),
+            committed_view,
+            replica,
+            driver: ensemble.driver.clone(),
+            stats,
+            waiting: VecDeque::new(),
+            outgoing: Vec::new(),
+            snapshot_dir: ensemble.snapshot_dir.clone(),
+            snap_count: ensemble.snap_count,
+            txns_since_snapshot: 0,
+            snapshot_running: false,
+        }
+    }
+
+    /// Handles one event of the zab driver.
+    pub(super) fn on_event(&mut self, event: Event, now: Now) {
+        match event {
+            Event::Apply(Apply::Entry(entry)) => {
+                let zxid = i64::try_from(entry.zxid.0).unwrap_or(i64::MAX);
+                self.on_commit(zxid, &entry.payload, now);
+            }
+            Event::Apply(Apply::Snapshot(snapshot)) => self.install(&snapshot, now),
+            Event::Role { role, next_zxid } => self.on_role(role, next_zxid, now),
+            Event::Request { from, payload } => match Forwarded::decode(&payload) {
+                Ok(request) => self.replica.step_forwarded(request, now),
+                Err(error) => {
+                    tracing::warn!(from, %error, "dropping a malformed forwarded request")
+                }
+            },
+            Event::Touches { from, payload } => match decode_touches(&payload) {
+                Ok(touches) => self.replica.touch_sessions(&touches, now),
+                Err(error) => tracing::warn!(from, %error, "dropping malformed session touches"),
+            },
+        }
+    }
+
+    fn on_commit(&mut self, zxid: i64, payload: &[u8], now: Now) {
+        self.txns_since_snapshot += 1;
+        if zxid <= self.replica.tree().last_zxid() {
+            // One of this leader's own proposals: already applied, now committed.
+            self.committed_zxid = zxid;
+            self.replica.committed_through(zxid);
+            return;
+        }
+        let (header, txn) = match decode_txn(payload) {
+            Ok(decoded) => decoded,
+            // Going on would make this server's state differ from the ensemble's.
+            Err(error) => panic!("committed txn {zxid:#x} cannot be decoded: {error}"),
+        };
+        assert_eq!(header.zxid, zxid, "a committed txn's header names its zxid");
+        self.replica.apply_committed(&header, txn, now);
+        self.committed_zxid = zxid;
+    }
+
+    fn install(&mut self, snapshot: &Snapshot, now: Now) {
+        let loaded = match load_snapshot_bytes(&self.snapshot_dir, snapshot) {
+            Ok(loaded) => loaded,
+            Err(error) => panic!(
+                "the snapshot at {} cannot be loaded: {error}",
+                snapshot.zxid
+            ),
+        };
+        tracing::info!(
+            zxid = %snapshot.zxid,
+            nodes = loaded.tree.node_count(),
+            sessions = loaded.sessions.len(),
+            "installed the leader's snapshot"
+        );
+        self.replica.install(loaded.tree, &loaded.sessions, now);
+        self.waiting.clear();
+        self.committed_zxid = self.replica.tree().last_zxid();
+        self.outgoing.push(CommitBatch {
+            view: self.replica.tree().clone(),
+            entries: vec![CommitEntry::Disconnect],
+            txns: Vec::new(),
+        });
+    }
+
+    fn on_role(&mut self, role: Role, next_zxid: Option<Zxid>, now: Now) {
+        tracing::info!(?role, ?next_zxid, "ensemble role");
+        if matches!(self.replica.role(), ReplicaRole::Leader { .. }) {
+            self.rollback(now);
+        }
+        let (replica_role, state) = match role {
+            Role::Leading { serving: true } => match next_zxid {
+                Some(next) => (
+                    ReplicaRole::Leader {
+                        next_zxid: i64::try_from(next.0).unwrap_or(i64::MAX),
+                    },
+                    STATE_LEADER,
+                ),
+                None => (ReplicaRole::Looking, STATE_LOOKING),
+            },
+            Role::Following { serving: true, .. } => (ReplicaRole::Learner, STATE_FOLLOWER),
+            Role::Observing { serving: true, .. } => (ReplicaRole::Learner, STATE_OBSERVER),
+            Role::Leading { .. } | Role::Following { .. } | Role::Observing { .. } => {
+                (ReplicaRole::Looking, STATE_LOOKING)
+            }
+            Role::Looking => (ReplicaRole::Looking, STATE_LOOKING),
+        };
+        // ZooKeeper closes every client connection when a server's role changes; the
+        // clients reconnect (to this server once it serves again, or another one).
+        self.seal_and_release();
+        self.outgoing.push(CommitBatch {
+            view: self.committed_view.clone(),
+            entries: vec![CommitEntry::Disconnect],
+            txns: Vec::new(),
+        });
+        self.replica.set_role(replica_role);
+        self.stats.server_state.store(state, Relaxed);
+        self.stats
+            .not_serving
+            .store(replica_role == ReplicaRole::Looking, Relaxed);
+    }
+
+    /// A leadership ended: back to what ZAB committed. The txns of waiting batches that did
+    /// commit are applied again on the committed view; the others are dropped.
+    fn rollback(&mut self, now: Now) {
+        let mut tree = self.committed_view.clone();
+        for waiting in self.waiting.drain(..) {
+            for (header, txn) in &waiting.txns {
+                if header.zxid <= self.committed_zxid {
+                    tree.apply(header, txn);
+                }
+            }
+        }
+        let dropped = self.replica.tree().last_zxid() - tree.last_zxid();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                committed = format_args!("{:#x}", tree.last_zxid()),
+                "leadership ended with uncommitted proposals; they are dropped"
+            );
+        }
+        self.replica.reset_to(tree.clone(), now);
+        self.committed_view = tree;
+        self.committed_zxid = self.committed_view.last_zxid();
+    }
+
+    /// Seals what the replica core did since the last call: a leader proposes it and holds
+    /// it until committed; anything else is committed already. Then moves committed batches
+    /// to `outgoing`.
+    pub(super) fn seal_and_release(&mut self) {
+        let forwards = self.replica.take_forwards();
+        if !forwards.is_empty() {
+            let payloads = forwards.iter().map(|f| Payload::from(f.encode())).collect();
+            if let Err(error) = self.driver.forward(payloads) {
+                tracing::warn!(%error, "could not forward requests to the leader");
+            }
+        }
+        if let Some(mut batch) = self.replica.seal_batch() {
+            if matches!(self.replica.role(), ReplicaRole::Leader { .. }) {
+                let txns = std::mem::take(&mut batch.txns);
+                if let Some((first, _)) = txns.first() {
+                    let payloads = txns
+                        .iter()
+                        .map(|(header, txn)| {
+                            let mut bytes = Vec::with_capacity(64);
+                            encode_txn(header, txn, &mut bytes);
+                            Payload::from(bytes)
+                        })
+                        .collect();
+                    let first = Zxid(u64::try_from(first.zxid).unwrap_or(0));
+                    if let Err(error) = self.driver.propose_at(first, payloads) {
+                        // The driver's next proposal will not follow on: it steps down and
+                        // the role change rolls this back.
+                        tracing::error!(%error, "could not hand proposals to the zab driver");
+                    }
+                }
+                self.waiting.push_back(Waiting { batch, txns });
+            } else {
+                self.committed_zxid = self.committed_zxid.max(batch.view.last_zxid());
+                self.committed_view = batch.view.clone();
+                self.outgoing.push(batch);
+            }
+        }
+        while self
+            .waiting
+            .front()
+            .is_some_and(|w| w.batch.view.last_zxid() <= self.committed_zxid)
+        {
+            let Some(waiting) = self.waiting.pop_front() else {
+                break;
+            };
+            self.committed_view = waiting.batch.view.clone();
+            self.outgoing.push(waiting.batch);
+        }
+    }
+
+    pub(super) fn take_outgoing(&mut self) -> Vec<CommitBatch> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// Learner: hands the driver the sessions touched since the last call for its PINGs.
+    pub(super) fn report_touches(&mut self) {
+        let touches = self.replica.take_touches();
+        if touches.is_empty() {
+            return;
+        }
+        if let Err(error) = self
+            .driver
+            .set_ping_reply(Payload::from(encode_touches(&touches)))
+        {
+            tracing::warn!(%error, "could not report session touches");
+        }
+    }
+
+    /// A snapshot of the committed view is due (every ~snapCount txns): returns what to
+    /// write, and marks one running until `snapshot_done`.
+    pub(super) fn snapshot_due(&mut self) -> Option<SnapshotJob> {
+        let zxid = self.committed_view.last_zxid();
+        if self.snapshot_running || self.txns_since_snapshot < self.snap_count || zxid <= 0 {
+            return None;
+        }
+        self.snapshot_running = true;
+        self.txns_since_snapshot = 0;
+        let sessions = self
+            .replica
+            .sessions()
+            .iter()
+            .filter(|s| !s.closing)
+            .map(|s| (s.id, s.timeout_ms))
+            .collect();
+        Some(SnapshotJob {
+            tree: self.committed_view.clone(),
+            sessions,
+            dir: self.snapshot_dir.clone(),
+            driver: self.driver.clone(),
+        })
+    }
+
+    pub(super) fn snapshot_done(&mut self) {
+        self.snapshot_running = false;
+    }
+
+    pub(super) fn publish(&self) {
+        publish_stats(&self.stats, &self.committed_view, &self.replica);
+    }
+}
+
+/// A snapshot to write off the replica core and hand to the driver for compaction.
+pub(super) struct SnapshotJob {
+    tree: DataTree,
+    sessions: Vec<(i64, i32)>,
+    dir: PathBuf,
+    driver: Arc<Driver>,
+}
+
+impl SnapshotJob {
+    /// Writes the snapshot in Keel's format, hands its bytes to the driver (which persists
+    /// them, drops the log before them, and sends them to learners that need a SNAP), and
+    /// removes the file. Runs on a blocking thread.
+    pub(super) fn run(self) -> Result<u64, String> {
+        let info = crate::snapshot::write_snapshot(&self.dir, &self.tree, &self.sessions)
+            .map_err(|e| e.to_string())?;
+        let bytes = std::fs::read(&info.path).map_err(|e| format!("{}: {e}", info.path.display()));
+        let _ = std::fs::remove_file(&info.path);
+        let bytes = bytes?;
+        let len = bytes.len() as u64;
+        let snapshot = Snapshot {
+            zxid: Zxid(u64::try_from(info.zxid).unwrap_or(0)),
+            data: Payload::from(bytes),
+        };
+        self.driver
+            .compact(snapshot, COMPACT_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        Ok(len)
+    }
+}
+
+/// Loads a snapshot received (or stored) as bytes: written to a file in `dir`, loaded with
+/// the snapshot module's checks, removed.
+fn load_snapshot_bytes(
+    dir: &std::path::Path,
+    snapshot: &Snapshot,
+) -> Result<crate::snapshot::LoadedSnapshot, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("received.{:x}", snapshot.zxid.0));
+    std::fs::write(&path, &snapshot.data[..]).map_err(|e| format!("{}: {e}", path.display()))?;
+    let loaded = crate::snapshot::load_snapshot(&path).map_err(|e| e.to_string());
+    let _ = std::fs::remove_file(&path);
+    loaded
+}
+
+/// Waits on the driver's events off the replica core (a blocking pool thread) and returns
+/// those queued, at most `EVENTS_PER_WAKE_MAX`; empty once the driver is gone.
+pub(super) async fn next_events(ensemble_events: &Receiver<Event>) -> Vec<Event> {
+    let events = ensemble_events.clone();
+    io::spawn_blocking(move || {
+        let mut taken = Vec::new();
+        let Ok(first) = events.recv() else {
+            return taken;
+        };
+        taken.push(first);
+        while taken.len() < EVENTS_PER_WAKE_MAX {
+            match events.try_recv() {
+                Ok(event) => taken.push(event),
+                Err(_) => break,
+            }
+        }
+        taken
+    })
+    .await
+}
+
+impl Ensemble {
+    pub(super) fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+}
