@@ -1372,14 +1372,18 @@ impl Loop {
                     Kind::LeaderIn { conn: id, .. } => {
                         self.leader_in.remove(&id);
                     }
-                    Kind::LearnerOut { leader, .. } if self.learner_out == Some(token) => {
+                    Kind::LearnerOut {
+                        leader, recv_seq, ..
+                    } if self.learner_out == Some(token) => {
                         self.learner_out = None;
-                        // ZooKeeper's learner goes LOOKING as soon as its leader's socket
-                        // fails; waiting for syncLimit would stretch every fail-over.
+                        // ZooKeeper's learner goes LOOKING as soon as an established link to
+                        // its leader fails; waiting for syncLimit would stretch every
+                        // fail-over. A leader that closed before it spoke (it was not
+                        // leading yet) gets the learner's next resend instead.
                         let following = matches!(self.peer.role(),
                             Role::Following { leader: l, .. } | Role::Observing { leader: l, .. }
                                 if l == leader);
-                        if following {
+                        if following && recv_seq > 0 {
                             tracing::info!(
                                 id = self.own.id,
                                 leader,

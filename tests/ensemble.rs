@@ -1,0 +1,423 @@
+//! Process-level fault tests of Keel ensembles (issue 5 item 6): real `keel` processes on
+//! 127.0.0.1 in 3- and 5-server ensembles; kill -9 of the leader, SIGSTOP/SIGCONT of a
+//! follower and of the leader, restarts, and loss of the quorum. Meanwhile keel-loadgen's
+//! checker records a history through every server (reads after `sync`, so followers count
+//! too); it must be linearizable. A separate writer records which creates were acknowledged;
+//! after the faults every server must hold each of them.
+//!
+//! Every process is stopped by PID (`faults::Server` kills on drop), every loop is bounded
+//! in count and time. `KEEL_ENSEMBLE_SEED` picks the checker's seed.
+
+mod faults;
+
+use faults::{free_port, temp_dir, Conn, Server, OK};
+use keel_loadgen::checker::{self, CheckerSummary};
+use keel_loadgen::linearizability::Verdict;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an ensemble may take to elect and sync a leader.
+const QUORUM_WAIT: Duration = Duration::from_secs(30);
+
+struct Member {
+    id: u64,
+    client_port: u16,
+    config: PathBuf,
+    stderr: PathBuf,
+    server: Option<Server>,
+}
+
+struct Ensemble {
+    members: Vec<Member>,
+}
+
+impl Ensemble {
+    /// Writes the configs of `voters + observers` servers and starts them all.
+    fn start(tag: &str, voters: usize, observers: usize) -> Ensemble {
+        let dir = temp_dir(tag);
+        let count = voters + observers;
+        let ports: Vec<(u16, u16, u16)> = (0..count)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let mut lines = String::new();
+        for (index, (_, quorum, election)) in ports.iter().enumerate() {
+            let role = if index >= voters { ":observer" } else { "" };
+            lines += &format!("server.{}=127.0.0.1:{quorum}:{election}{role}\n", index + 1);
+        }
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(index, (client_port, _, _))| {
+                let id = index as u64 + 1;
+                let data_dir = dir.join(format!("s{id}"));
+                std::fs::create_dir_all(&data_dir).expect("data dir");
+                std::fs::write(data_dir.join("myid"), format!("{id}\n")).expect("myid");
+                let config = dir.join(format!("s{id}.cfg"));
+                // faults::write_config sets tickTime=500: syncLimit is 2.5 s.
+                let mut extra = format!("initLimit=10\nsyncLimit=5\nkeel.shards=1\n{lines}");
+                if index >= voters {
+                    extra += "peerType=observer\n";
+                }
+                faults::write_config(&config, &data_dir, *client_port, &extra);
+                Member {
+                    id,
+                    client_port: *client_port,
+                    config,
+                    stderr: dir.join(format!("s{id}.log")),
+                    server: None,
+                }
+            })
+            .collect();
+        let mut ensemble = Ensemble { members };
+        for index in 0..count {
+            ensemble.restart(index);
+        }
+        ensemble
+    }
+
+    fn restart(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        assert!(member.server.is_none(), "server {} runs already", member.id);
+        member.server = Some(Server::start(
+            &member.config,
+            member.client_port,
+            &member.stderr,
+        ));
+    }
+
+    fn kill_9(&mut self, index: usize) {
+        let server = self.members[index].server.take().expect("a running server");
+        assert!(server.kill_9().is_none(), "server exited before the kill");
+    }
+
+    fn signal(&self, index: usize, signal: i32) {
+        let pid = self.members[index].server.as_ref().expect("running").pid();
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    fn addr(&self, index: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.members[index].client_port))
+    }
+
+    fn servers_arg(&self) -> String {
+        (0..self.members.len())
+            .map(|i| self.addr(i).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `srvr`'s Mode of every running server (None: not serving or not answering).
+    fn modes(&self) -> Vec<Option<String>> {
+        (0..self.members.len())
+            .map(|i| {
+                self.members[i].server.as_ref()?;
+                srvr_field(self.addr(i), "Mode")
+            })
+            .collect()
+    }
+
+    /// Waits until the servers in `expected` serve, with one leader among them; returns it.
+    fn wait_serving(&self, expected: &[usize], context: &str) -> usize {
+        let deadline = Instant::now() + QUORUM_WAIT;
+        loop {
+            let modes = self.modes();
+            let serving = expected.iter().all(|&i| modes[i].is_some());
+            let leaders: Vec<usize> = (0..modes.len())
+                .filter(|&i| modes[i].as_deref() == Some("leader"))
+                .collect();
+            if serving && leaders.len() == 1 && expected.contains(&leaders[0]) {
+                return leaders[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{context}: no quorum with one leader among {expected:?} within {QUORUM_WAIT:?}: \
+                 {modes:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until no running server in `which` serves (they lost their quorum).
+    fn wait_not_serving(&self, which: &[usize], context: &str) {
+        let deadline = Instant::now() + QUORUM_WAIT;
+        loop {
+            let modes = self.modes();
+            if which.iter().all(|&i| modes[i].is_none()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{context}: still serving without a quorum: {modes:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("--- server {} ---\n{}", m.id, faults::tail_of(&m.stderr)))
+            .collect()
+    }
+}
+
+/// One field of `srvr` from `addr`, None if the server does not serve.
+fn srvr_field(addr: SocketAddr, field: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"srvr").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}: ")))
+        .map(str::to_owned)
+}
+
+/// keel-loadgen's checker in the background: `sessions` clients on 3 keys, reads after sync.
+fn checker_in_background(servers: &str, ops: u32, duration_s: u32) -> JoinHandle<CheckerSummary> {
+    let seed = std::env::var("KEEL_ENSEMBLE_SEED").unwrap_or_else(|_| "11".to_owned());
+    let args: Vec<String> = [
+        "keel-loadgen",
+        "--servers",
+        servers,
+        "--workload",
+        "checker",
+        "--sync-reads",
+        "--sessions",
+        "6",
+        "--keys",
+        "3",
+        "--seed",
+        &seed,
+        "--ops",
+        &ops.to_string(),
+        "--duration",
+        &format!("{duration_s}s"),
+        "--time-limit",
+        &format!("{}s", duration_s + 30),
+        "--request-timeout",
+        "4s",
+        "--session-timeout",
+        "6s",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    std::thread::spawn(move || {
+        use clap::Parser;
+        let cli = keel_loadgen::cli::Cli::parse_from(args);
+        let plan = cli.load.into_plan().expect("a checker plan");
+        checker::run(plan).expect("the checker ran")
+    })
+}
+
+fn assert_linearizable(summary: &CheckerSummary, ops_min: usize, context: &str) {
+    eprintln!("{context}:\n{}", summary.render_text());
+    // The fault must have reached the clients (every role change disconnects them), or the
+    // test proved nothing about it.
+    assert!(
+        !summary.errors_by_cause.is_empty(),
+        "{context}: no client saw the fault"
+    );
+    assert_eq!(
+        summary.report.verdict,
+        Verdict::Linearizable,
+        "{context}:\n{}",
+        summary.render_text()
+    );
+    assert!(
+        summary.recorded_ops >= ops_min,
+        "{context}: only {} ops recorded:\n{}",
+        summary.recorded_ops,
+        summary.render_text()
+    );
+}
+
+/// Creates `/acked/n<i>` one at a time through any server, moving on after a failure, and
+/// keeps the names of those acknowledged.
+struct AckWriter {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AckWriter {
+    fn start(addrs: Vec<SocketAddr>) -> AckWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let mut next = 0usize;
+                let mut conn: Option<Conn> = None;
+                let mut target = 0usize;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let Some(c) = conn.as_mut() else {
+                        conn = Conn::connect(addrs[target % addrs.len()], 6000).ok();
+                        if conn.is_none() {
+                            target += 1;
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        continue;
+                    };
+                    if next == 0 {
+                        // The parent; an existing one (a retry) is as good.
+                        if c.create("/acked", b"", 0).is_err() {
+                            conn = None;
+                            target += 1;
+                            continue;
+                        }
+                    }
+                    let path = format!("/acked/n{next}");
+                    match c.create(&path, b"x", 0) {
+                        Ok((OK, _)) => {
+                            acked.lock().expect("lock").push(path);
+                            next += 1;
+                        }
+                        Ok((_, _)) => next += 1, // NodeExists after an unknown outcome.
+                        Err(_) => {
+                            conn = None;
+                            target += 1;
+                        }
+                    }
+                    if next == 0 {
+                        next = 1;
+                    }
+                }
+            })
+        };
+        AckWriter {
+            stop,
+            acked,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the writer thread");
+        }
+        let acked = self.acked.lock().expect("lock").clone();
+        acked
+    }
+}
+
+/// Every acknowledged create is on every server in `which`.
+fn assert_acked_everywhere(ensemble: &Ensemble, which: &[usize], acked: &[String]) {
+    assert!(
+        !acked.is_empty(),
+        "the writer got no acknowledgement at all"
+    );
+    for &index in which {
+        let mut conn = Conn::connect(ensemble.addr(index), 6000).expect("connect to verify");
+        // A sync makes this server apply everything committed before it.
+        let (err, _) = conn
+            .call(keel::proto::op::SYNC, |w| w.write_string("/acked"))
+            .map(|reply| (reply.err, reply.body))
+            .expect("sync");
+        assert_eq!(err, OK, "sync on server {}", index + 1);
+        let (err, children) = conn.get_children("/acked").expect("getChildren");
+        assert_eq!(err, OK);
+        let present: std::collections::HashSet<String> = children
+            .into_iter()
+            .map(|c| format!("/acked/{c}"))
+            .collect();
+        let missing: Vec<&String> = acked.iter().filter(|p| !present.contains(*p)).collect();
+        assert!(
+            missing.is_empty(),
+            "server {} lost {} acknowledged creates, e.g. {:?}",
+            index + 1,
+            missing.len(),
+            missing.first()
+        );
+    }
+}
+
+#[test]
+fn three_servers_survive_kill_9_of_the_leader_and_its_restart() {
+    let mut ensemble = Ensemble::start("ens-kill", 3, 0);
+    let leader = ensemble.wait_serving(&[0, 1, 2], "start");
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| ensemble.addr(i)).collect();
+    let writer = AckWriter::start(addrs);
+    let checker = checker_in_background(&ensemble.servers_arg(), 50_000, 8);
+    std::thread::sleep(Duration::from_millis(1500));
+    ensemble.kill_9(leader);
+    let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader = ensemble.wait_serving(&rest, "after kill -9 of the leader");
+    assert_ne!(new_leader, leader);
+    std::thread::sleep(Duration::from_millis(1500));
+    ensemble.restart(leader);
+    ensemble.wait_serving(&[0, 1, 2], "after the old leader's restart");
+    std::thread::sleep(Duration::from_millis(1000));
+    let acked = writer.finish();
+    let summary = checker.join().expect("checker thread");
+    assert_linearizable(&summary, 500, "kill -9 of the leader");
+    assert_acked_everywhere(&ensemble, &[0, 1, 2], &acked);
+}
+
+#[test]
+fn sigstop_of_a_follower_and_of_the_leader_keeps_the_history_linearizable() {
+    let ensemble = Ensemble::start("ens-stop", 3, 0);
+    let leader = ensemble.wait_serving(&[0, 1, 2], "start");
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| ensemble.addr(i)).collect();
+    let writer = AckWriter::start(addrs);
+    let checker = checker_in_background(&ensemble.servers_arg(), 50_000, 12);
+    std::thread::sleep(Duration::from_millis(1000));
+    // A follower frozen for less than syncLimit: the ensemble keeps its leader.
+    ensemble.signal(follower, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(1500));
+    ensemble.signal(follower, libc::SIGCONT);
+    // The leader frozen past syncLimit: the others elect a new one; the old one rejoins.
+    std::thread::sleep(Duration::from_millis(1000));
+    ensemble.signal(leader, libc::SIGSTOP);
+    let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader = ensemble.wait_serving(&rest, "while the leader is stopped");
+    assert_ne!(new_leader, leader);
+    std::thread::sleep(Duration::from_millis(1000));
+    ensemble.signal(leader, libc::SIGCONT);
+    ensemble.wait_serving(&[0, 1, 2], "after SIGCONT of the old leader");
+    let acked = writer.finish();
+    let summary = checker.join().expect("checker thread");
+    assert_linearizable(&summary, 500, "SIGSTOP of a follower and of the leader");
+    assert_acked_everywhere(&ensemble, &[0, 1, 2], &acked);
+}
+
+#[test]
+fn five_servers_serve_with_three_and_stop_serving_with_two() {
+    let mut ensemble = Ensemble::start("ens-five", 5, 1);
+    let leader = ensemble.wait_serving(&[0, 1, 2, 3, 4, 5], "start");
+    let addrs: Vec<SocketAddr> = (0..6).map(|i| ensemble.addr(i)).collect();
+    let writer = AckWriter::start(addrs);
+    std::thread::sleep(Duration::from_millis(800));
+    // Two voters down (the leader among them): three of five still make a quorum.
+    let second = (0..5).find(|&i| i != leader).expect("another voter");
+    ensemble.kill_9(leader);
+    ensemble.kill_9(second);
+    let rest: Vec<usize> = (0..6).filter(|&i| i != leader && i != second).collect();
+    ensemble.wait_serving(&rest, "three of five voters");
+    std::thread::sleep(Duration::from_millis(800));
+    // A third voter down: no quorum, nobody serves (the observer neither).
+    let third = *rest.iter().find(|&&i| i < 5).expect("a voter");
+    ensemble.kill_9(third);
+    let left: Vec<usize> = rest.iter().copied().filter(|&i| i != third).collect();
+    ensemble.wait_not_serving(&left, "two of five voters");
+    // One back: three voters again, and the observer serves again.
+    ensemble.restart(leader);
+    let mut serving = left.clone();
+    serving.push(leader);
+    ensemble.wait_serving(&serving, "a voter back");
+    std::thread::sleep(Duration::from_millis(800));
+    let acked = writer.finish();
+    assert_acked_everywhere(&ensemble, &serving, &acked);
+}
