@@ -39,6 +39,11 @@ struct Ensemble {
 impl Ensemble {
     /// Writes the configs of `voters + observers` servers and starts them all.
     fn start(tag: &str, voters: usize, observers: usize) -> Ensemble {
+        Ensemble::start_with(tag, voters, observers, "")
+    }
+
+    /// `start` with `extra` zoo.cfg lines for every server.
+    fn start_with(tag: &str, voters: usize, observers: usize, extra_cfg: &str) -> Ensemble {
         let dir = temp_dir(tag);
         let count = voters + observers;
         let ports: Vec<(u16, u16, u16)> = (0..count)
@@ -59,7 +64,8 @@ impl Ensemble {
                 std::fs::write(data_dir.join("myid"), format!("{id}\n")).expect("myid");
                 let config = dir.join(format!("s{id}.cfg"));
                 // faults::write_config sets tickTime=500: syncLimit is 2.5 s.
-                let mut extra = format!("initLimit=10\nsyncLimit=5\nkeel.shards=1\n{lines}");
+                let mut extra =
+                    format!("initLimit=10\nsyncLimit=5\nkeel.shards=1\n{extra_cfg}{lines}");
                 if index >= voters {
                     extra += "peerType=observer\n";
                 }
@@ -169,15 +175,29 @@ impl Ensemble {
     }
 }
 
-/// One field of `srvr` from `addr`, None if the server does not serve.
-fn srvr_field(addr: SocketAddr, field: &str) -> Option<String> {
+/// A four-letter word's answer from `addr` (None: no answer).
+fn four_letter_word(addr: SocketAddr, command: &str) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"srvr").ok()?;
+    stream.write_all(command.as_bytes()).ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
-    text.lines()
+    Some(text)
+}
+
+/// One field of `srvr` from `addr`, None if the server does not serve.
+fn srvr_field(addr: SocketAddr, field: &str) -> Option<String> {
+    four_letter_word(addr, "srvr")?
+        .lines()
         .find_map(|line| line.strip_prefix(&format!("{field}: ")))
+        .map(str::to_owned)
+}
+
+/// One key of `mntr` from `addr`.
+fn mntr_value(addr: SocketAddr, key: &str) -> Option<String> {
+    four_letter_word(addr, "mntr")?
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}\t")))
         .map(str::to_owned)
 }
 
@@ -347,6 +367,32 @@ fn assert_acked_everywhere(ensemble: &Ensemble, which: &[usize], acked: &[String
 fn three_servers_survive_kill_9_of_the_leader_and_its_restart() {
     let mut ensemble = Ensemble::start("ens-kill", 3, 0);
     let leader = ensemble.wait_serving(&[0, 1, 2], "start");
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    // mntr's quorum keys, as ZooKeeper names them (published once per half tick).
+    std::thread::sleep(Duration::from_millis(600));
+    let leader_addr = ensemble.addr(leader);
+    assert_eq!(
+        mntr_value(leader_addr, "zk_server_state").as_deref(),
+        Some("leader")
+    );
+    assert_eq!(
+        mntr_value(leader_addr, "zk_peer_state").as_deref(),
+        Some("leading - broadcast")
+    );
+    assert_eq!(
+        mntr_value(leader_addr, "zk_synced_followers").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        mntr_value(leader_addr, "zk_quorum_size").as_deref(),
+        Some("2")
+    );
+    let follower_addr = ensemble.addr(follower);
+    assert_eq!(
+        mntr_value(follower_addr, "zk_peer_state").as_deref(),
+        Some("following - broadcast")
+    );
+    assert_eq!(mntr_value(follower_addr, "zk_synced_followers"), None);
     let addrs: Vec<SocketAddr> = (0..3).map(|i| ensemble.addr(i)).collect();
     let writer = AckWriter::start(addrs);
     let checker = checker_in_background(&ensemble.servers_arg(), 50_000, 8);
@@ -420,4 +466,46 @@ fn five_servers_serve_with_three_and_stop_serving_with_two() {
     std::thread::sleep(Duration::from_millis(800));
     let acked = writer.finish();
     assert_acked_everywhere(&ensemble, &serving, &acked);
+}
+
+#[test]
+fn a_follower_that_missed_compacted_history_catches_up_by_snap() {
+    // snapCount=200: the leader snapshots and compacts its log while a follower is down, so
+    // the follower's restart needs the leader's snapshot (SNAP), not a DIFF.
+    let mut ensemble = Ensemble::start_with("ens-snap", 3, 0, "snapCount=200\n");
+    let leader = ensemble.wait_serving(&[0, 1, 2], "start");
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    ensemble.kill_9(follower);
+    let mut conn = Conn::connect(ensemble.addr(leader), 10_000).expect("connect");
+    let (err, _) = conn.create("/snap", b"", 0).expect("create /snap");
+    assert_eq!(err, OK);
+    let count = 1500;
+    for i in 0..count {
+        let (err, _) = conn
+            .create(&format!("/snap/n{i}"), format!("v{i}").as_bytes(), 0)
+            .expect("create");
+        assert_eq!(err, OK);
+    }
+    ensemble.restart(follower);
+    ensemble.wait_serving(&[0, 1, 2], "after the follower's restart");
+    let addr = ensemble.addr(follower);
+    // mntr's figures are published once per half tick.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let snapped = || {
+        mntr_value(addr, "keel_learner_syncs_snap").and_then(|v| v.parse::<u64>().ok()) >= Some(1)
+    };
+    while !snapped() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        snapped(),
+        "the follower was not synced by SNAP:\n{}",
+        ensemble.logs()
+    );
+    let mut reader = Conn::connect(addr, 10_000).expect("connect to the follower");
+    let (err, children) = reader.get_children("/snap").expect("getChildren");
+    assert_eq!(err, OK);
+    assert_eq!(children.len(), count);
+    let (err, data, _) = reader.get_data("/snap/n1234").expect("getData");
+    assert_eq!((err, data), (OK, b"v1234".to_vec()));
 }

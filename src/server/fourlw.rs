@@ -187,6 +187,10 @@ fn mntr(shard: &Shard) -> String {
             stats.bytes_received.load(Relaxed).to_string(),
         ),
     ];
+    let mut lines = lines;
+    if stats.server_state.load(Relaxed) != super::quorum::STATE_STANDALONE {
+        lines.splice(2..2, quorum_lines(stats));
+    }
     let mut out = String::new();
     for (key, value) in lines {
         let _ = writeln!(out, "{key}\t{value}");
@@ -223,6 +227,34 @@ fn mntr(shard: &Shard) -> String {
 }
 
 /// A ZooKeeper `AvgMinMaxCounter` summary: `<prefix>_{avg,min,max,cnt,sum}_<name>`.
+/// An ensemble member's mntr keys: zk_peer_state right after zk_server_state, as ZooKeeper
+/// prints it, then the quorum size and a leader's learner counts. Keel keeps no pending
+/// SYNC requests on the leader (a follower's sync is a marker txn), so zk_pending_syncs is 0.
+fn quorum_lines(stats: &super::stats::ServerStats) -> Vec<(&'static str, String)> {
+    let figures = match stats.quorum.lock() {
+        Ok(figures) => figures.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let [diff, trunc, snap] = figures.syncs;
+    let mut lines = vec![
+        ("zk_peer_state", figures.peer_state.to_owned()),
+        ("zk_quorum_size", figures.quorum_size.to_string()),
+        ("keel_learner_syncs_diff", diff.to_string()),
+        ("keel_learner_syncs_trunc", trunc.to_string()),
+        ("keel_learner_syncs_snap", snap.to_string()),
+    ];
+    if let Some(counts) = figures.learners {
+        lines.extend([
+            ("zk_learners", counts.learners.to_string()),
+            ("zk_synced_followers", counts.synced_followers.to_string()),
+            ("zk_synced_non_voting_followers", "0".to_owned()),
+            ("zk_synced_observers", counts.synced_observers.to_string()),
+            ("zk_pending_syncs", "0".to_owned()),
+        ]);
+    }
+    lines
+}
+
 fn counter_lines(out: &mut String, prefix: &str, name: &str, summary: &super::stats::Summary) {
     let (count, sum, min, max) = summary.read();
     let avg = if count == 0 {

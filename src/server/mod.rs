@@ -402,6 +402,7 @@ async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
                     let mut core = core.borrow_mut();
                     core.replica.tick(now);
                     core.report_touches();
+                    core.publish_quorum();
                     publish_session_sets(&stats, &core.replica, now);
                     core.snapshot_due()
                 };

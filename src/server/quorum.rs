@@ -371,6 +371,33 @@ impl QuorumCore {
         self.snapshot_running = false;
     }
 
+    /// Copies the driver's role and learner counts into the mntr figures.
+    pub(super) fn publish_quorum(&self) {
+        let status = self.driver.status();
+        let peer_state = match status.role {
+            Role::Looking => "looking - election",
+            Role::Leading { serving: true } => "leading - broadcast",
+            Role::Leading { serving: false } => "leading - synchronization",
+            Role::Following { serving: true, .. } => "following - broadcast",
+            Role::Following { serving: false, .. } => "following - synchronization",
+            Role::Observing { serving: true, .. } => "observing - broadcast",
+            Role::Observing { serving: false, .. } => "observing - synchronization",
+        };
+        let figures = super::stats::QuorumFigures {
+            peer_state,
+            quorum_size: status.quorum_size,
+            learners: status.learners,
+            syncs: [
+                status.counters.syncs_diff,
+                status.counters.syncs_trunc,
+                status.counters.syncs_snap,
+            ],
+        };
+        if let Ok(mut stored) = self.stats.quorum.lock() {
+            *stored = figures;
+        }
+    }
+
     pub(super) fn publish(&self) {
         publish_stats(&self.stats, &self.committed_view, &self.replica);
     }

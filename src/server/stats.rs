@@ -50,6 +50,19 @@ pub struct ServerStats {
     /// Set while a server of an ensemble has no quorum: new connections are refused and the
     /// four-letter words say so, as ZooKeeper's do.
     pub not_serving: AtomicBool,
+    /// An ensemble's figures for mntr, published by the replica core each tick.
+    pub quorum: Mutex<QuorumFigures>,
+}
+
+/// mntr's quorum keys (ZooKeeper's names): zk_peer_state, zk_quorum_size and, on a leader,
+/// zk_learners, zk_synced_followers, zk_synced_observers.
+#[derive(Debug, Clone, Default)]
+pub struct QuorumFigures {
+    pub peer_state: &'static str,
+    pub quorum_size: usize,
+    pub learners: Option<crate::zab::LearnerCounts>,
+    /// Keel's own: how leaders synced this server since it started (DIFF, TRUNC, SNAP).
+    pub syncs: [u64; 3],
 }
 
 /// ZooKeeper's `AvgMinMaxCounter`: count, sum, min, max of recorded values.
@@ -130,6 +143,7 @@ impl Default for ServerStats {
             last_snapshot_zxid: AtomicI64::new(0),
             server_state: AtomicU8::new(0),
             not_serving: AtomicBool::new(false),
+            quorum: Mutex::new(QuorumFigures::default()),
         }
     }
 }

@@ -52,6 +52,31 @@ struct Handle {
     last_heard_tick: u64,
 }
 
+/// A leader's learners by how far they got, for `mntr` (ZooKeeper's learners,
+/// synced_followers, synced_observers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LearnerCounts {
+    pub learners: usize,
+    pub synced_followers: usize,
+    pub synced_observers: usize,
+}
+
+impl LeaderState {
+    pub(crate) fn learner_counts(&self) -> LearnerCounts {
+        let synced = |observer: bool| {
+            self.learners
+                .values()
+                .filter(|h| h.observer == observer && h.stage >= Stage::NewLeaderAcked)
+                .count()
+        };
+        LearnerCounts {
+            learners: self.learners.len(),
+            synced_followers: synced(false),
+            synced_observers: synced(true),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct LeaderState {
     pub(crate) epoch: Option<u32>,

@@ -74,6 +74,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
+pub use leader::LearnerCounts;
 pub use message::{Entry, Link, Message, Notification, Packet, ServerState, Snapshot, Vote};
 pub use peer::{Apply, DiskOp, Durable, Envelope, Peer, ProposeError, Proposed, Ready, Role};
 

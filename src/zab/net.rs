@@ -93,6 +93,8 @@ const READY_ROUNDS_MAX: usize = 64;
 /// The longest zab tick in a server's ensemble: finer than tickTime so that elections run
 /// on ZooKeeper's 200 ms scale.
 const ZAB_TICK_MS_MAX: u64 = 100;
+/// The largest snapshot a server's ensemble sends or accepts in one SNAP.
+const SNAP_BYTES_MAX: usize = 1 << 30;
 /// The longest interval between a LOOKING server's notification resends.
 const ELECTION_RESEND_MS_MAX: u64 = 6_400;
 
@@ -208,13 +210,19 @@ impl NetConfig {
         zab.requests_to_driver = true;
         zab.validate()?;
         let tick_ms = zab_tick_ms;
+        // A SNAP carries the whole snapshot in one packet (1M znodes of 100 B: ~200 MB).
+        let limits = Limits {
+            send_queue_bytes_max: SNAP_BYTES_MAX + (64 << 20),
+            packet_data_bytes_max: SNAP_BYTES_MAX,
+            ..Limits::default()
+        };
         let net = NetConfig {
             zab,
             servers,
             tick: Duration::from_millis(tick_ms),
             data_dir: config.data_dir.clone(),
             seed,
-            limits: Limits::default(),
+            limits,
         };
         for s in &net.servers {
             for addr in [s.quorum, s.election] {
@@ -292,6 +300,10 @@ pub struct Status {
     pub counters: Counters,
     /// Set when the loop stopped on a store error (the peer must not go on).
     pub fatal: Option<String>,
+    /// A leader's learners by stage.
+    pub learners: Option<super::LearnerCounts>,
+    /// Voters that make a quorum.
+    pub quorum_size: usize,
 }
 
 /// What the driver tells its owner, on the driver thread, in the order it happened.
@@ -570,6 +582,8 @@ fn status_of(peer: &Peer, counters: Counters, fatal: Option<String>) -> Status {
         requests_dropped: peer.requests_dropped(),
         counters,
         fatal,
+        learners: peer.learner_counts(),
+        quorum_size: peer.config.quorum(),
     }
 }
 

@@ -348,6 +348,14 @@ impl Peer {
         }
     }
 
+    /// A leader's learners by stage; None on any other role.
+    pub fn learner_counts(&self) -> Option<super::leader::LearnerCounts> {
+        match &self.state {
+            State::Leading(l) => Some(l.learner_counts()),
+            _ => None,
+        }
+    }
+
     /// The epoch this peer leads, once a quorum acked it (discovery is over).
     pub fn leader_epoch(&self) -> Option<u32> {
         match &self.state {
