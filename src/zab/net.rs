@@ -1,15 +1,14 @@
 //! net: runs one [`Peer`] over real TCP — election and quorum listeners, outbound
 //! connections, `wire` framing, a logical tick, the durable [`FileStore`], and delivery of
-//! committed entries to a callback (issue 5, the socket slice).
+//! what the peer decided to its owner as [`Event`]s (the server's `server::quorum`).
 //!
 //! Owns: the sockets of one server, the mapping from TCP connections to the peer's `Link`s,
 //! the per-connection send queues, the tick timer and the store.
-//! Must not: interpret payloads (they are opaque; no tree or replica wiring yet), panic on
-//! anything a socket delivers (a decode error closes that connection with a logged reason
-//! and a counter), bind or connect to a non-loopback address in this slice (`start` refuses
-//! with `NotLoopback`; the server's `server.N` mode will lift that), or wait on a peer
-//! longer than `Limits::connect_timeout` (dials are blocking `connect_timeout` calls on the
-//! loop thread; on loopback a refused dial returns at once).
+//! Must not: interpret payloads (they are opaque to it), panic on anything a socket delivers
+//! (a decode error closes that connection with a logged reason and a counter), resolve host
+//! names (IPv4 literals and `localhost` only), or wait on a peer longer than
+//! `Limits::connect_timeout` (dials are blocking `connect_timeout` calls on the loop thread;
+//! a refused dial returns at once, an unreachable peer costs up to that timeout).
 //!
 //! Threading: one plain std thread per driver runs a mio readiness loop (mio 1, already in
 //! the lockfile through loadgen; it lets the thread sleep in epoll instead of polling). The
@@ -52,12 +51,11 @@
 //! persists it (`FileStore::compact`) and calls `Peer::compact`; later SNAP syncs send it.
 //! On start, a stored snapshot is handed to `on_apply` as `Apply::Snapshot` first.
 //!
-//! A later step must add: replica-core wiring (apply into the tree, snapshots taken by the
-//! replica and a compaction policy), the server's `server.N` mode from `crate::config`
-//! (non-loopback addresses, `multiAddress`, quorum auth/TLS), Mode: leader/follower in
-//! `srvr`/`mntr`, group commit off the loop thread, the learner reacting to a closed leader
-//! connection at once (today it waits for syncLimit), and process-level fault tests
-//! (kill -9, SIGSTOP, network namespaces, disk-full).
+//! A learner whose established link to its leader closes goes LOOKING at once, as
+//! ZooKeeper's does (a leader that closes before it spoke gets the learner's next resend).
+//!
+//! Not yet: `multiAddress`, quorum auth/TLS, and the fsync off the loop thread (one fsync
+//! per `Ready` on this thread is the group commit today).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{ErrorKind, Read, Write};
@@ -161,7 +159,7 @@ impl NetConfig {
     /// forwarded requests go to the driver's owner (`Config::requests_to_driver`).
     ///
     /// # Errors
-    /// A host that is not `127.0.0.1`/`localhost` (this slice is loopback only), a server
+    /// A host that is not an IPv4 address or `localhost`, a server
     /// line without an address, or limits the zab config refuses.
     pub fn from_server_config(
         config: &crate::config::Config,
@@ -178,7 +176,7 @@ impl NetConfig {
                 "localhost" => std::net::Ipv4Addr::LOCALHOST,
                 host => host
                     .parse::<std::net::Ipv4Addr>()
-                    .map_err(|_| NetError::NotLoopbackHost(address.host.clone()))?,
+                    .map_err(|_| NetError::UnresolvedHost(address.host.clone()))?,
             };
             servers.push(ServerAddrs {
                 id: *id,
@@ -224,13 +222,6 @@ impl NetConfig {
             seed,
             limits,
         };
-        for s in &net.servers {
-            for addr in [s.quorum, s.election] {
-                if addr.ip() != std::net::Ipv4Addr::LOCALHOST {
-                    return Err(NetError::NotLoopback(addr));
-                }
-            }
-        }
         Ok(net)
     }
 }
@@ -250,10 +241,8 @@ pub enum NetError {
     },
     #[error("{0}: {1}")]
     Setup(&'static str, std::io::Error),
-    #[error("{0} is not a 127.0.0.1 address; this driver binds and dials loopback only")]
-    NotLoopback(SocketAddr),
-    #[error("host {0:?} is not 127.0.0.1; this driver binds and dials loopback only")]
-    NotLoopbackHost(String),
+    #[error("host {0:?} is not an IPv4 address (names other than localhost are not resolved)")]
+    UnresolvedHost(String),
     #[error("server {0} has no addresses")]
     UnknownServer(PeerId),
     #[error("the driver has stopped")]
@@ -347,7 +336,7 @@ impl Driver {
     /// Opens the store, binds both listeners and starts the loop thread.
     ///
     /// # Errors
-    /// A bad config, a non-loopback address, a store that cannot be read, or a port in use.
+    /// A bad config, a store that cannot be read, or an address that cannot be bound.
     pub fn start(
         config: NetConfig,
         mut on_apply: Box<dyn FnMut(Apply) + Send>,
@@ -369,13 +358,6 @@ impl Driver {
         on_event: Box<dyn FnMut(Event) + Send>,
     ) -> Result<Driver, NetError> {
         config.zab.validate()?;
-        for s in &config.servers {
-            for addr in [s.quorum, s.election] {
-                if addr.ip() != std::net::Ipv4Addr::LOCALHOST {
-                    return Err(NetError::NotLoopback(addr));
-                }
-            }
-        }
         let id = config.zab.id;
         let own = *config
             .servers
@@ -1533,7 +1515,7 @@ mod tests {
     #[test]
     fn net_config_comes_from_zoo_cfg_server_lines() {
         // myid, server.N (participants and an observer), tickTime and the limits map onto
-        // the driver's config; a non-loopback host is refused in this slice.
+        // the driver's config; any IPv4 address is taken, a host name is not resolved.
         let dir = temp_dir("cfg");
         std::fs::write(dir.join("myid"), "2\n").unwrap();
         let text = |host: &str| {
@@ -1557,10 +1539,30 @@ mod tests {
         assert_eq!(net.servers[1].quorum, "127.0.0.1:2889".parse().unwrap());
         assert_eq!(net.servers[3].election, "127.0.0.1:3891".parse().unwrap());
         let remote = crate::config::Config::parse_str(&text("10.0.0.4"), &dir).unwrap();
+        let net = NetConfig::from_server_config(&remote, 7).unwrap();
+        assert_eq!(net.servers[3].quorum, "10.0.0.4:2891".parse().unwrap());
+        let named = crate::config::Config::parse_str(&text("zk4.example"), &dir).unwrap();
         assert!(matches!(
-            NetConfig::from_server_config(&remote, 7),
-            Err(NetError::NotLoopback(_))
+            NetConfig::from_server_config(&named, 7),
+            Err(NetError::UnresolvedHost(_))
         ));
+        // ZooKeeper's 2 s tickTime: elections on a 100 ms tick, limits scaled to it.
+        let slow = text("127.0.0.1").replace("tickTime=50", "tickTime=2000");
+        let net = NetConfig::from_server_config(
+            &crate::config::Config::parse_str(&slow, &dir).unwrap(),
+            7,
+        )
+        .unwrap();
+        assert_eq!(net.tick, Duration::from_millis(100));
+        assert_eq!(
+            (
+                net.zab.init_limit_ticks,
+                net.zab.sync_limit_ticks,
+                net.zab.ping_interval_ticks
+            ),
+            (200, 100, 10)
+        );
+        assert_eq!(net.zab.finalize_wait_ticks, 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -81,13 +81,25 @@ impl Server {
         port: u16,
         stderr_path: &Path,
     ) -> Result<Server, ExitStatus> {
-        let mut server = Server::spawn(config_path, port, stderr_path);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Server::try_start_command(keel_command(config_path), addr, stderr_path)
+    }
+
+    /// Runs `command` (a keel, perhaps wrapped, e.g. by `ip netns exec`) and waits (bounded)
+    /// for `ruok` on `addr`; a process that exits first is an `Err` with its status.
+    pub fn try_start_command(
+        command: Command,
+        addr: SocketAddr,
+        stderr_path: &Path,
+    ) -> Result<Server, ExitStatus> {
+        let mut server = Server::spawn_command(command, addr, stderr_path);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = server.try_wait() {
                 return Err(status);
             }
-            if let Ok(mut stream) = TcpStream::connect(server.addr) {
+            if let Ok(mut stream) = TcpStream::connect_timeout(&server.addr, Duration::from_secs(1))
+            {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut answer = String::new();
                 if stream.write_all(b"ruok").is_ok()
@@ -108,13 +120,17 @@ impl Server {
 
     /// Spawns `keel <config_path>` (stderr appended to `stderr_path`) without waiting for it.
     pub fn spawn(config_path: &Path, port: u16, stderr_path: &Path) -> Server {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Server::spawn_command(keel_command(config_path), addr, stderr_path)
+    }
+
+    fn spawn_command(mut command: Command, addr: SocketAddr, stderr_path: &Path) -> Server {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(stderr_path)
             .expect("open the stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .arg(config_path)
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -122,7 +138,7 @@ impl Server {
             .expect("spawn keel");
         Server {
             child: Some(child),
-            addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+            addr,
             stderr_path: stderr_path.to_path_buf(),
         }
     }
@@ -177,6 +193,13 @@ impl Server {
     pub fn stderr_tail(&self) -> String {
         tail_of(&self.stderr_path)
     }
+}
+
+/// `keel <config_path>`.
+pub fn keel_command(config_path: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command.arg(config_path);
+    command
 }
 
 /// The last 4 KiB of a text file.
