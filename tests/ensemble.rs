@@ -686,3 +686,63 @@ fn a_leader_partitioned_from_the_majority_is_replaced_and_rejoins() {
         ensemble.kill_9(index);
     }
 }
+
+#[test]
+fn a_global_session_moves_between_servers_and_expires_everywhere() {
+    // A session opened on a follower keeps its ephemeral node when its client moves to
+    // another server, and survives the leader's kill -9 if the client comes back within its
+    // timeout; once the client is gone for good, the (new) leader expires it and the node
+    // disappears on every server.
+    let mut ensemble = Ensemble::start("ens-session", 3, 0);
+    let leader = ensemble.wait_serving(&[0, 1, 2], "start");
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let timeout_ms = 4000;
+    let mut first = Conn::connect(ensemble.addr(followers[0]), timeout_ms).expect("connect");
+    let session_id = first.session_id;
+    assert_eq!(first.timeout_ms, timeout_ms);
+    let (err, _) = first
+        .create("/owned", b"e", 1)
+        .expect("create an ephemeral");
+    assert_eq!(err, OK);
+    drop(first); // The TCP connection ends; the session does not.
+    let mut moved = Conn::resume(ensemble.addr(followers[1]), timeout_ms, session_id)
+        .expect("the session resumes on another follower");
+    assert_eq!(moved.session_id, session_id);
+    // This client does not send its last zxid seen: a sync makes the follower catch up.
+    let reply = moved
+        .call(keel::proto::op::SYNC, |w| w.write_string("/owned"))
+        .expect("sync");
+    assert_eq!(reply.err, OK);
+    let (err, _, stat) = moved.get_data("/owned").expect("getData");
+    assert_eq!(err, OK);
+    assert_eq!(stat.ephemeral_owner, session_id);
+    drop(moved);
+    ensemble.kill_9(leader);
+    let new_leader = ensemble.wait_serving(&followers, "after kill -9 of the leader");
+    let back = Conn::resume(ensemble.addr(new_leader), timeout_ms, session_id)
+        .expect("the session survives the fail-over");
+    drop(back);
+    // Gone for good: expired by the leader within about timeout + a tick.
+    let other = *followers
+        .iter()
+        .find(|&&i| i != new_leader)
+        .expect("a follower");
+    let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms as u32) + 8000);
+    loop {
+        let mut conn = Conn::connect(ensemble.addr(other), 10_000).expect("connect");
+        let (err, _, _) = conn.get_data("/owned").expect("getData");
+        if err == faults::NO_NODE {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ephemeral outlived its session's expiry:\n{}",
+            ensemble.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        Conn::resume(ensemble.addr(new_leader), timeout_ms, session_id).is_err(),
+        "an expired session must not resume"
+    );
+}

@@ -337,7 +337,7 @@ impl QuorumCore {
         }
         if let Err(error) = self
             .driver
-            .set_ping_reply(Payload::from(encode_touches(&touches)))
+            .add_ping_reply(Payload::from(encode_touches(&touches)))
         {
             tracing::warn!(%error, "could not report session touches");
         }

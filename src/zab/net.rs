@@ -505,11 +505,12 @@ impl Driver {
         self.command(Command::Forward(payloads))
     }
 
-    /// The payload of this learner's next PING replies (its clients' session touches).
+    /// Adds to this learner's next PING reply (its clients' session touches; reports made
+    /// between two PINGs are concatenated).
     ///
     /// # Errors
     /// The driver stopped or its queue is full.
-    pub fn set_ping_reply(&self, payload: Payload) -> Result<(), NetError> {
+    pub fn add_ping_reply(&self, payload: Payload) -> Result<(), NetError> {
         self.command(Command::PingReply(payload))
     }
 
@@ -738,7 +739,7 @@ impl Loop {
                     let result = self.compact(snapshot)?;
                     let _ = reply.try_send(result);
                 }
-                Ok(Command::PingReply(payload)) => self.peer.set_ping_reply(payload),
+                Ok(Command::PingReply(payload)) => self.peer.append_ping_reply(&payload),
             }
         }
         Ok(())

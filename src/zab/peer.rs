@@ -301,6 +301,19 @@ impl Peer {
         self.ping_reply = payload;
     }
 
+    /// Appends to the next PING reply's payload (touch tables concatenate: a second report
+    /// before the next PING must not replace the first).
+    pub fn append_ping_reply(&mut self, payload: &[u8]) {
+        if self.ping_reply.is_empty() {
+            self.ping_reply = Payload::from(payload);
+            return;
+        }
+        let mut joined = Vec::with_capacity(self.ping_reply.len() + payload.len());
+        joined.extend_from_slice(&self.ping_reply);
+        joined.extend_from_slice(payload);
+        self.ping_reply = Payload::from(joined);
+    }
+
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty() || self.role() != self.reported_role
     }

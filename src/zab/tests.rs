@@ -300,6 +300,12 @@ fn ping_replies_carry_session_touches_to_the_leader() {
     cluster.peer(1).set_ping_reply(Payload::from(vec![5, 6]));
     cluster.run(10);
     assert_eq!(cluster.touches, vec![(1, Payload::from(vec![5, 6]))]);
+    // Two reports before one PING both arrive, in order.
+    cluster.touches.clear();
+    cluster.peer(1).append_ping_reply(&[1, 2]);
+    cluster.peer(1).append_ping_reply(&[3]);
+    cluster.run(10);
+    assert_eq!(cluster.touches, vec![(1, Payload::from(vec![1, 2, 3]))]);
 }
 
 /// Makes a lone peer follow `leader` by telling it a quorum already does.

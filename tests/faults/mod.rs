@@ -252,6 +252,21 @@ fn bad(what: &str) -> io::Error {
 impl Conn {
     /// Opens a new session asking for `timeout_ms`.
     pub fn connect(addr: SocketAddr, timeout_ms: i32) -> io::Result<Conn> {
+        Conn::open(addr, timeout_ms, 0)
+    }
+
+    /// Reattaches session `session_id` (its password derives from the id); a session the
+    /// server does not know (expired) is an error.
+    pub fn resume(addr: SocketAddr, timeout_ms: i32, session_id: i64) -> io::Result<Conn> {
+        Conn::open(addr, timeout_ms, session_id)
+    }
+
+    fn open(addr: SocketAddr, timeout_ms: i32, session_id: i64) -> io::Result<Conn> {
+        let password = if session_id == 0 {
+            [0; 16]
+        } else {
+            keel::session::session_password(session_id)
+        };
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_read_timeout(Some(Duration::from_secs(20)))?;
         stream.set_write_timeout(Some(Duration::from_secs(20)))?;
@@ -261,8 +276,8 @@ impl Conn {
             protocol_version: 0,
             last_zxid_seen: 0,
             timeout_ms,
-            session_id: 0,
-            password: &[0; 16],
+            session_id,
+            password: &password,
             read_only: Some(false),
         }
         .encode(&mut out);
