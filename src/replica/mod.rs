@@ -24,6 +24,9 @@ use forward::{Forwarded, ForwardedBody};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+/// The cxid of a learner's revalidation marker (no client uses negative xids for requests).
+const REVALIDATE_CXID: i32 = i32::MIN;
+
 /// How this server takes part in an ensemble.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -195,6 +198,8 @@ pub struct Replica {
     pending: HashMap<i64, VecDeque<Pending>>,
     /// Learner: sessions it numbered, waiting for their createSession to commit.
     pending_connects: HashMap<i64, Route>,
+    /// Learner: resumes of sessions not known here, waiting for their revalidation marker.
+    pending_revalidations: HashMap<i64, Vec<Route>>,
     /// Learner: sessions with traffic since the last PING reply, with their timeouts.
     touched: HashMap<i64, i32>,
     /// Leader: speculative session changes by zxid, oldest first.
@@ -219,6 +224,7 @@ impl Replica {
             forwards: Vec::new(),
             pending: HashMap::new(),
             pending_connects: HashMap::new(),
+            pending_revalidations: HashMap::new(),
             touched: HashMap::new(),
             session_changes: VecDeque::new(),
         }
@@ -244,6 +250,7 @@ impl Replica {
             self.forwards.clear();
             self.pending.clear();
             self.pending_connects.clear();
+            self.pending_revalidations.clear();
             self.touched.clear();
         }
         if !matches!(role, Role::Leader { .. }) {
@@ -446,17 +453,40 @@ impl Replica {
             });
             return;
         }
+        if password != session_password(id) {
+            self.batch.push(CommitEntry::SessionRejected { route });
+            return;
+        }
+        if self.sessions.get(id).is_none() {
+            // Perhaps created on another server and not applied here yet (ZooKeeper asks
+            // its leader: REVALIDATE): a marker through the leader brings everything
+            // committed before it, then the session is checked again.
+            self.pending_revalidations
+                .entry(id)
+                .or_default()
+                .push(route);
+            self.forwards.push(Forwarded {
+                session_id: id,
+                cxid: REVALIDATE_CXID,
+                op_code: op::SYNC,
+                body: ForwardedBody::Sync {
+                    path: String::new(),
+                },
+            });
+            return;
+        }
+        self.learner_resume(route, id);
+    }
+
+    /// A learner attaches a session it knows, or refuses one that is closing or gone.
+    fn learner_resume(&mut self, route: Route, id: i64) {
         let known = self.sessions.get(id).filter(|s| !s.closing);
         let Some(timeout_ms) = known.map(|s| s.timeout_ms) else {
             self.batch.push(CommitEntry::SessionRejected { route });
             return;
         };
-        if password != session_password(id) {
-            self.batch.push(CommitEntry::SessionRejected { route });
-            return;
-        }
         self.touched.insert(id, timeout_ms);
-        self.resume(route, id, timeout_ms, password);
+        self.resume(route, id, timeout_ms, session_password(id));
     }
 
     /// Leader: a request a learner forwarded. Anything else drops it (the learner's client
@@ -538,6 +568,15 @@ impl Replica {
                 self.sessions.remove(session_id);
             }
             _ => {}
+        }
+        if header.cxid == REVALIDATE_CXID && header.op == op::ERROR {
+            for route in self
+                .pending_revalidations
+                .remove(&session_id)
+                .unwrap_or_default()
+            {
+                self.learner_resume(route, session_id);
+            }
         }
         let waiting = self.pending.get_mut(&session_id);
         let matches = waiting
@@ -901,5 +940,70 @@ mod tests {
         assert_eq!(format!("{:?}", a.txns), format!("{:?}", b.txns));
         assert_eq!(format!("{:?}", a.entries), format!("{:?}", b.entries));
         assert_eq!(a.view.last_zxid(), b.view.last_zxid());
+    }
+
+    #[test]
+    fn a_learner_revalidates_a_session_it_has_not_applied_yet() {
+        // A client resumes on a learner before that learner applied the session's
+        // createSession: it is answered after a marker through the leader, not refused.
+        let mut learner = replica();
+        learner.set_role(Role::Learner);
+        let route = Route { shard: 0, conn: 9 };
+        let id = 0x0200_0000_0000_0001;
+        learner.step(
+            Inbound::Connect {
+                route,
+                session_id: id,
+                password: session_password(id),
+                timeout_ms: 10_000,
+            },
+            now(),
+        );
+        assert!(
+            learner.seal_batch().is_none(),
+            "no answer before the marker"
+        );
+        let forwards = learner.take_forwards();
+        assert_eq!(forwards.len(), 1);
+        assert_eq!(
+            (forwards[0].session_id, forwards[0].cxid),
+            (id, REVALIDATE_CXID)
+        );
+        let header = |zxid, cxid, op| TxnHeader {
+            session_id: id,
+            cxid,
+            zxid,
+            time_ms: 1,
+            op,
+        };
+        let create = Txn::CreateSession { timeout_ms: 10_000 };
+        learner.apply_committed(&header(1, 0, op::CREATE_SESSION), create, now());
+        let marker = Txn::Error { err: ErrorCode::Ok };
+        learner.apply_committed(&header(2, REVALIDATE_CXID, op::ERROR), marker, now());
+        let batch = learner.seal_batch().expect("answered");
+        assert!(batch.entries.iter().any(|e| matches!(e,
+            CommitEntry::SessionOpened { route: r, session_id, .. } if *r == route && *session_id == id)));
+        // A session that never existed is refused once its marker is applied.
+        let ghost = id + 1;
+        learner.step(
+            Inbound::Connect {
+                route,
+                session_id: ghost,
+                password: session_password(ghost),
+                timeout_ms: 10_000,
+            },
+            now(),
+        );
+        let marker = Txn::Error { err: ErrorCode::Ok };
+        let ghost_header = TxnHeader {
+            session_id: ghost,
+            ..header(3, REVALIDATE_CXID, op::ERROR)
+        };
+        learner.apply_committed(&ghost_header, marker, now());
+        let batch = learner.seal_batch().expect("answered");
+        assert!(batch
+            .entries
+            .iter()
+            .any(|e| matches!(e, CommitEntry::SessionRejected { route: r } if *r == route)));
     }
 }
