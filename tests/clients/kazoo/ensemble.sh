@@ -164,6 +164,7 @@ cleanup() {
     done
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT # so that the EXIT trap runs
 
 # Ports: client, quorum, election per server, all distinct.
 declare -a ports=()
