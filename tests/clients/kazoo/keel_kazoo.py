@@ -24,7 +24,9 @@ keep myid); the cluster's ``start()``/``stop()``/``reset()`` do that for every s
 reverse order, as kazoo's own harness does). Each command is bounded (KC_CONTROL_SECONDS,
 default 60) and is followed by a bounded wait (KC_SERVE_SECONDS, default 60) until the running
 servers serve again: each answers ``srvr`` with a Mode and exactly one of them is the leader
-(no wait if the running servers are not a majority). A failed command or wait raises
+(no wait if the running servers are not a majority; none with KC_SERVE_SECONDS=0, as kazoo's own
+harness, whose ``run()`` returns once the process is started, and the control script's
+``start`` waits only for ``ruok``). A failed command or wait raises
 ``ExternalServerError``. After every harness-based test, servers a test left stopped are started
 again and the ensemble must serve before the tree is cleaned. ``cluster.terminate()`` (kazoo's
 tearDownClass) still leaves the servers running. ``KEEL_SERVER_LOGS=LOG1,LOG2,...`` names the
@@ -296,7 +298,7 @@ class ControlledCluster(ExternalCluster):
         """Bounded wait until every running server serves, with exactly one leader among them.
         No wait when the running servers are no majority (they cannot serve)."""
         running = [s for s in self._servers if s.running]
-        if 2 * len(running) <= len(self._servers):
+        if 2 * len(running) <= len(self._servers) or SERVE_SECONDS <= 0:
             return
         deadline = time.monotonic() + SERVE_SECONDS
         start = time.monotonic()
