@@ -6,16 +6,20 @@ usage: baseline.py RESULTS_JSONL [RESULTS_JSONL ...]   (one file per baseline ru
 A test goes into expected.txt only if it talks to the server (its class is a KazooTestHarness),
 passed in every given run, and no policy rule below excludes it. Every other collected test goes
 into excluded.txt as "<test id>  # <reason>": the policy reason, the reason it failed or was
-skipped against Apache ZooKeeper 3.8 standalone, "client-only", or "flaky".
+skipped against Apache ZooKeeper 3.8 standalone, "client-only", or "flaky". An excluded test
+listed in expected_ensemble.txt has its reason prefixed with "runs in the ensemble suite".
 Writes both files next to this script. Regenerate with tests/clients/kazoo/baseline.sh.
 """
 
 import os
 import sys
 
-from summarize import load_results
+from summarize import load_results, read_ids
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The prefix of the reason of an excluded test that tests/clients/kazoo/ensemble.sh runs instead.
+ENSEMBLE_REASON = "runs in the ensemble suite (ensemble.sh, expected_ensemble.txt); standalone it "
 
 # Tests that pass against Apache ZooKeeper but are left out for Keel, by node-id prefix.
 POLICY = [
@@ -57,6 +61,7 @@ def main():
     if not runs:
         sys.exit(__doc__)
     ids = sorted(set().union(*[r.keys() for r in runs]))
+    ensemble = set(read_ids(os.path.join(HERE, "expected_ensemble.txt")))
     expected, excluded = [], []
     for nodeid in ids:
         rs = [r.get(nodeid) for r in runs]
@@ -79,6 +84,8 @@ def main():
                 npassed,
                 len(runs),
             )
+        if why is not None and nodeid in ensemble:
+            why = ENSEMBLE_REASON + why
         if why is None:
             expected.append(nodeid)
         else:

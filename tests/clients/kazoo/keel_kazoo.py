@@ -15,6 +15,24 @@ that cluster with the single external server at ``KEEL_ADDR=127.0.0.1:PORT``:
 * If a test fails and the server no longer answers ``ruok``, the run stops (the remaining tests
   count as failed) instead of burning every test's connect timeout.
 
+Ensemble mode (tests/clients/kazoo/ensemble.sh): with ``KEEL_CLUSTER=127.0.0.1:P1,...`` (instead
+of KEEL_ADDR) and ``KEEL_CONTROL=/path/to/script``, the ``ExternalCluster`` has one server per
+address, in order, and the harness may stop and start them: a server's ``stop()`` runs
+``$KEEL_CONTROL stop N`` (N = 1-based position in KEEL_CLUSTER, the server's myid), ``run()``
+runs ``$KEEL_CONTROL start N``, ``reset()`` runs ``$KEEL_CONTROL reset N`` (stop, wipe its data,
+keep myid); the cluster's ``start()``/``stop()``/``reset()`` do that for every server (start in
+reverse order, as kazoo's own harness does). Each command is bounded (KC_CONTROL_SECONDS,
+default 60) and is followed by a bounded wait (KC_SERVE_SECONDS, default 60) until the running
+servers serve again: each answers ``srvr`` with a Mode and exactly one of them is the leader
+(no wait if the running servers are not a majority; none with KC_SERVE_SECONDS=0, as kazoo's own
+harness, whose ``run()`` returns once the process is started, and the control script's
+``start`` waits only for ``ruok``). A failed command or wait raises
+``ExternalServerError``. After every harness-based test, servers a test left stopped are started
+again and the ensemble must serve before the tree is cleaned. ``cluster.terminate()`` (kazoo's
+tearDownClass) still leaves the servers running. ``KEEL_SERVER_LOGS=LOG1,LOG2,...`` names the
+servers' logs for kazoo's failure report. "Alive" for the watchdog means: some server answers
+``ruok``.
+
 * A watchdog thread bounds the run: if the server stops answering ``ruok`` for
   KC_DEAD_SECONDS (default 10), or one test (setup+call+teardown) runs longer than
   KC_HANG_SECONDS (default 150; pytest-timeout fails a test at 60 s but cannot always unstick
@@ -36,6 +54,7 @@ import json
 import logging
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -63,12 +82,39 @@ SLOW_FAILURE_SECONDS = float(os.environ.get("KC_SLOW_FAILURE_SECONDS", "45"))
 WATCH_INTERVAL = 2.0
 
 
-def _addr():
+def _split_addr(addr):
+    host, _, port = addr.strip().rpartition(":")
+    if not host or not port.isdigit():
+        raise pytest.UsageError("not HOST:PORT: %r" % addr)
+    return host, int(port)
+
+
+def _ensemble_mode():
+    return bool(os.environ.get("KEEL_CLUSTER"))
+
+
+def _addrs():
+    """[(host, port)]: the servers under test (KEEL_CLUSTER, else the one KEEL_ADDR)."""
+    cluster = os.environ.get("KEEL_CLUSTER")
+    if cluster:
+        if not os.environ.get("KEEL_CONTROL"):
+            raise pytest.UsageError("KEEL_CLUSTER needs KEEL_CONTROL=/path/to/control-script")
+        return [_split_addr(a) for a in cluster.split(",") if a.strip()]
     addr = os.environ.get("KEEL_ADDR")
     if not addr:
-        raise pytest.UsageError("KEEL_ADDR=127.0.0.1:PORT must name the server under test")
-    host, _, port = addr.rpartition(":")
-    return host, int(port)
+        raise pytest.UsageError(
+            "KEEL_ADDR=127.0.0.1:PORT (or KEEL_CLUSTER=... with KEEL_CONTROL=...) must name "
+            "the server(s) under test"
+        )
+    return [_split_addr(addr)]
+
+
+def _addr():
+    return _addrs()[0]
+
+
+def _hosts_arg():
+    return ",".join("%s:%d" % a for a in _addrs())
 
 
 class ExternalServerError(RuntimeError):
@@ -149,6 +195,152 @@ class ExternalCluster(object):
         raise ExternalServerError("needs TLS (secureClientPort): external server is plaintext only")
 
 
+CONTROL_SECONDS = float(os.environ.get("KC_CONTROL_SECONDS", "60"))
+SERVE_SECONDS = float(os.environ.get("KC_SERVE_SECONDS", "60"))
+
+
+def four_letter(host, port, word, timeout=3.0):
+    """The server's answer to a four-letter word ("" if it does not answer)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(word.encode())
+            data = b""
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return data.decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def server_mode(host, port):
+    """srvr's Mode (leader, follower, observer, standalone) or None if not serving."""
+    for line in four_letter(host, port, "srvr", timeout=2.0).splitlines():
+        if line.startswith("Mode:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+class ControlledServer(ExternalServer):
+    """One server of an external ensemble, stopped and started through $KEEL_CONTROL."""
+
+    def __init__(self, cluster, index, host, port):
+        super(ControlledServer, self).__init__(host, port)
+        self.cluster = cluster
+        self.index = index  # 0-based; the control script gets index + 1 (the myid)
+
+    def _control(self, action):
+        cmd = [os.environ["KEEL_CONTROL"], action, str(self.index + 1)]
+        log.info("keel_kazoo: %s", " ".join(cmd))
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=CONTROL_SECONDS,
+            )
+        except subprocess.TimeoutExpired:
+            raise ExternalServerError("%s: no answer within %ds" % (" ".join(cmd), CONTROL_SECONDS))
+        out = proc.stdout.decode("utf-8", "replace").strip()
+        log.info("keel_kazoo: %s -> exit %d after %.1fs %s", action, proc.returncode,
+                 time.monotonic() - start, out)
+        if proc.returncode != 0:
+            raise ExternalServerError(
+                "%s failed (exit %d): %s" % (" ".join(cmd), proc.returncode, out[-500:])
+            )
+
+    def run(self):
+        if self.running:
+            return
+        self._control("start")
+        self.running = True
+        self.cluster.wait_serving("after starting server %d" % (self.index + 1))
+
+    def stop(self):
+        if not self.running:
+            return
+        self._control("stop")
+        self.running = False
+        self.cluster.wait_serving("after stopping server %d" % (self.index + 1))
+
+    def reset(self):
+        self._control("reset")
+        self.running = False
+        self.cluster.wait_serving("after resetting server %d" % (self.index + 1))
+
+    def destroy(self):
+        self.stop()
+
+    def get_logs(self, num_lines=30):
+        paths = [p for p in os.environ.get("KEEL_SERVER_LOGS", "").split(",") if p]
+        if self.index >= len(paths) or not os.path.exists(paths[self.index]):
+            return []
+        with open(paths[self.index], "r", errors="replace") as f:
+            return ["[server %d] %s" % (self.index + 1, l) for l in f.readlines()[-num_lines:]]
+
+
+class ControlledCluster(ExternalCluster):
+    """The servers of KEEL_CLUSTER, stopped and started through $KEEL_CONTROL."""
+
+    def __init__(self, addrs):
+        self._servers = [ControlledServer(self, i, h, p) for i, (h, p) in enumerate(addrs)]
+
+    def modes(self):
+        return [server_mode(s.host, s.client_port) if s.running else None for s in self._servers]
+
+    def wait_serving(self, context):
+        """Bounded wait until every running server serves, with exactly one leader among them.
+        No wait when the running servers are no majority (they cannot serve)."""
+        running = [s for s in self._servers if s.running]
+        if 2 * len(running) <= len(self._servers) or SERVE_SECONDS <= 0:
+            return
+        deadline = time.monotonic() + SERVE_SECONDS
+        start = time.monotonic()
+        while True:
+            modes = self.modes()
+            live = [m for s, m in zip(self._servers, modes) if s.running]
+            if all(live) and live.count("leader") == 1:
+                log.info("keel_kazoo: serving %s after %.1fs: %s", context,
+                         time.monotonic() - start, modes)
+                return
+            if time.monotonic() > deadline:
+                raise ExternalServerError(
+                    "ensemble not serving %s within %ds: modes %r" % (context, SERVE_SECONDS, modes)
+                )
+            time.sleep(0.1)
+
+    def start(self):
+        # Like kazoo's harness: highest index first.
+        for server in reversed(self._servers):
+            if not server.running:
+                server._control("start")
+                server.running = True
+        self.wait_serving("after starting the cluster")
+
+    def stop(self):
+        for server in self._servers:
+            if server.running:
+                server._control("stop")
+                server.running = False
+
+    def reset(self):
+        for server in self._servers:
+            server._control("reset")
+            server.running = False
+
+    def get_logs(self):
+        logs = []
+        for server in self._servers:
+            logs += server.get_logs()
+        return logs
+
+
 def _install_shim():
     stub = types.ModuleType("kazoo.testing.common")
     stub.__doc__ = "keel_kazoo stub: external server instead of a managed ZooKeeper cluster"
@@ -159,7 +351,10 @@ def _install_shim():
 
     import kazoo.testing.harness as harness
 
-    cluster = ExternalCluster(*_addr())
+    if _ensemble_mode():
+        cluster = ControlledCluster(_addrs())
+    else:
+        cluster = ExternalCluster(*_addr())
     harness.CLUSTER = cluster
     harness.get_global_cluster = lambda: cluster
     return harness
@@ -174,7 +369,15 @@ def _uses_server(item):
 
 
 def ruok(timeout=3.0):
-    host, port = _addr()
+    """True if the server (in ensemble mode: any server) answers imok."""
+    return any(_ruok_one(host, port, timeout) for host, port in _addrs())
+
+
+def _servers_desc():
+    return os.environ.get("KEEL_CLUSTER") or os.environ.get("KEEL_ADDR")
+
+
+def _ruok_one(host, port, timeout):
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
             s.settimeout(timeout)
@@ -196,9 +399,8 @@ def clean_tree():
     from kazoo.client import KazooClient
     from kazoo.exceptions import NoNodeError, NotEmptyError
 
-    host, port = _addr()
     client = KazooClient(
-        hosts="%s:%d" % (host, port),
+        hosts=_hosts_arg(),
         timeout=10,
         auth_data=[SUPER_AUTH],
         connection_retry={"max_tries": 3, "delay": 0.1},
@@ -297,12 +499,12 @@ def _watchdog():
         elif dead_since is None:
             dead_since = now
         elif now - dead_since >= DEAD_SECONDS:
-            _abort("server at %s stopped answering ruok for %ds" % (os.environ.get("KEEL_ADDR"), DEAD_SECONDS))
+            _abort("server at %s stopped answering ruok for %ds" % (_servers_desc(), DEAD_SECONDS))
 
 
 def pytest_configure(config):
     global _harness
-    _addr()
+    _addrs()
     _harness = _install_shim()
     _state.results_path = config.getoption("--keel-results")
 
@@ -348,6 +550,9 @@ def pytest_collection_modifyitems(session, config, items):
 def _keel_clean_tree(request):
     yield
     if _uses_server(request.node):
+        if _ensemble_mode():
+            # Servers a test left stopped run again, and the ensemble serves, before the next test.
+            _harness.get_global_cluster().start()
         clean_tree()
 
 
@@ -356,7 +561,7 @@ def pytest_runtest_makereport(item, call):
     report = yield
     report.keel_uses_server = _uses_server(item)
     if report.failed and report.keel_uses_server and not ruok():
-        item.session.shouldstop = "server at %s stopped answering ruok" % os.environ.get("KEEL_ADDR")
+        item.session.shouldstop = "server at %s stopped answering ruok" % _servers_desc()
     return report
 
 

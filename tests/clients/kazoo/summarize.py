@@ -7,11 +7,15 @@ usage: summarize.py RESULTS_JSONL EXPECTED_TXT [COUNTS_FILE]
 Every id in EXPECTED_TXT counts once: passed only if its outcome is "passed"; failed, error,
 skipped, missing (not collected) or absent from the results (run stopped or timed out) all count
 as failed. Prints the failures with their first message line and ends with
-"kazoo: N passed, N failed"; writes "N N" to COUNTS_FILE if given. Exit 1 if anything failed.
+"kazoo: N passed, N failed" (prefix: $KC_LABEL if set); writes "N N" to COUNTS_FILE if given.
+Exit 1 if anything failed.
 """
 
 import json
+import os
 import sys
+
+LABEL = os.environ.get("KC_LABEL") or "kazoo"
 
 
 def read_ids(path):
@@ -55,7 +59,7 @@ def main():
     try:
         results = load_results(results_path)
     except OSError as e:
-        print("kazoo: no usable results file (%s)" % e)
+        print(LABEL + ": no usable results file (%s)" % e)
         results = {}
     expected = read_ids(expected_path)
     passed, failed = 0, []
@@ -70,8 +74,8 @@ def main():
     for nodeid, outcome, msg in failed:
         print("FAILED(%s) %s :: %s" % (outcome, nodeid, msg))
     total_time = sum(r.get("duration", 0.0) for r in results.values())
-    print("kazoo: %d expected, test time %.0fs" % (len(expected), total_time))
-    print("kazoo: %d passed, %d failed" % (passed, len(failed)))
+    print("%s: %d expected, test time %.0fs" % (LABEL, len(expected), total_time))
+    print("%s: %d passed, %d failed" % (LABEL, passed, len(failed)))
     if counts_path:
         with open(counts_path, "w") as f:
             f.write("%d %d\n" % (passed, len(failed)))
