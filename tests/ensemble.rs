@@ -10,7 +10,7 @@
 
 mod faults;
 
-use faults::{free_port, temp_dir, Conn, Server, OK};
+use faults::{temp_dir, Conn, Server, OK};
 use keel_loadgen::checker::{self, CheckerSummary};
 use keel_loadgen::linearizability::Verdict;
 use std::io::{Read, Write};
@@ -24,6 +24,22 @@ use std::time::{Duration, Instant};
 
 /// How long an ensemble may take to elect and sync a leader.
 const QUORUM_WAIT: Duration = Duration::from_secs(30);
+
+/// A port for one of this process's servers: below the kernel's ephemeral range (so no
+/// client connection can hold it when the server binds), never handed out twice by this
+/// process (the tests run in parallel), and free when chosen.
+fn ensemble_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 100) * 100;
+    for _ in 0..10_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 10_000;
+        let port = u16::try_from(20_000 + (base - 20_000 + offset) % 10_000).expect("port");
+        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..30000");
+}
 
 struct Member {
     id: u64,
@@ -60,9 +76,9 @@ impl Ensemble {
         let hosts = (0..voters + observers)
             .map(|_| Host {
                 ip: Ipv4Addr::LOCALHOST,
-                client_port: free_port(),
-                quorum_port: free_port(),
-                election_port: free_port(),
+                client_port: ensemble_port(),
+                quorum_port: ensemble_port(),
+                election_port: ensemble_port(),
                 netns: None,
             })
             .collect();

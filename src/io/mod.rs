@@ -44,36 +44,11 @@ where
     Fut: std::future::Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    spawn_executor_with_pool(name, pin, None, future_factory)
-}
-
-/// `spawn_executor` with `blocking_threads` unpinned threads for `spawn_blocking` instead of
-/// glommio's default one on the executor's CPU: for an executor with a task that blocks a
-/// pool thread for long (waiting on another thread's channel) next to short jobs.
-///
-/// # Errors
-/// As `spawn_executor`.
-pub fn spawn_executor_with_pool<F, Fut, T>(
-    name: &str,
-    pin: Pin,
-    blocking_threads: Option<usize>,
-    future_factory: F,
-) -> std::io::Result<ExecutorJoinHandle<T>>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-    T: Send + 'static,
-{
     let placement = match pin {
         Pin::Cpu(cpu) => Placement::Fixed(cpu),
         Pin::Unpinned => Placement::Unbound,
     };
-    let mut builder = LocalExecutorBuilder::new(placement);
-    if let Some(threads) = blocking_threads {
-        builder =
-            builder.blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(threads.max(1)));
-    }
-    builder
+    LocalExecutorBuilder::new(placement)
         .name(name)
         .io_memory(IO_MEMORY_BYTES)
         .preempt_timer(Duration::from_millis(100))

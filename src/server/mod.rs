@@ -162,20 +162,12 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         started,
         tick_ms: u64::try_from(config.tick_time_ms).unwrap_or(2000),
     };
-    // An ensemble's replica core keeps one blocking thread waiting on the zab driver's
-    // events; snapshots need another.
-    let blocking_threads = matches!(backend, Backend::Ensemble(_)).then_some(2);
-    let handle = io::spawn_executor_with_pool(
-        "keel-replica",
-        replica_pin,
-        blocking_threads,
-        move || async move {
-            match backend {
-                Backend::Standalone(storage) => replica_main(replica_context, *storage).await,
-                Backend::Ensemble(ensemble) => ensemble_main(replica_context, ensemble).await,
-            }
-        },
-    )
+    let handle = io::spawn_executor("keel-replica", replica_pin, move || async move {
+        match backend {
+            Backend::Standalone(storage) => replica_main(replica_context, *storage).await,
+            Backend::Ensemble(ensemble) => ensemble_main(replica_context, ensemble).await,
+        }
+    })
     .map_err(|source| ServerError::Executor {
         name: "keel-replica".into(),
         source,
@@ -371,10 +363,10 @@ async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
     {
         let core = core.clone();
         let flush = flush.clone();
-        let events = ensemble.events().clone();
+        let events = ensemble.events();
         io::spawn_local(async move {
             loop {
-                let taken = quorum::next_events(&events).await;
+                let taken = events.next().await;
                 if taken.is_empty() {
                     tracing::error!("the ensemble driver stopped; this server no longer serves");
                     return;

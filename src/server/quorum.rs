@@ -19,7 +19,6 @@
 use super::stats::ServerStats;
 use super::{publish_stats, ServerError};
 use crate::config::Config;
-use crate::io;
 use crate::log::record::{decode_txn, encode_txn};
 use crate::replica::forward::{decode_touches, encode_touches, Forwarded};
 use crate::replica::{CommitBatch, CommitEntry, Now, Replica, Role as ReplicaRole};
@@ -31,6 +30,8 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 /// Events the zab driver may queue for the replica core before it blocks (backpressure on
@@ -62,9 +63,59 @@ pub fn state_name(state: u8) -> &'static str {
 /// The running zab driver and the receiving end of its events.
 pub(super) struct Ensemble {
     driver: Arc<Driver>,
-    events: Receiver<Event>,
+    events: EventInbox,
     snapshot_dir: PathBuf,
     snap_count: u64,
+}
+
+/// The zab driver's events on their way to the replica core: a bounded channel, and the
+/// waker of the replica core's task waiting on it, woken from the driver thread (glommio
+/// takes foreign wake-ups through its eventfd).
+#[derive(Clone)]
+pub(super) struct EventInbox {
+    events: Receiver<Event>,
+    waiting: Arc<Mutex<Option<Waker>>>,
+}
+
+impl EventInbox {
+    /// The events queued now (at most `EVENTS_PER_WAKE_MAX`), waiting for one if there are
+    /// none; empty once the driver is gone.
+    pub(super) async fn next(&self) -> Vec<Event> {
+        std::future::poll_fn(|cx| {
+            let (taken, gone) = self.take();
+            if !taken.is_empty() || gone {
+                return Poll::Ready(taken);
+            }
+            *lock(&self.waiting) = Some(cx.waker().clone());
+            // An event sent before the waker was stored found no waker to wake: look again.
+            let (taken, gone) = self.take();
+            if !taken.is_empty() || gone {
+                return Poll::Ready(taken);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// What is queued, and whether the driver is gone.
+    fn take(&self) -> (Vec<Event>, bool) {
+        let mut taken = Vec::new();
+        while taken.len() < EVENTS_PER_WAKE_MAX {
+            match self.events.try_recv() {
+                Ok(event) => taken.push(event),
+                Err(channel::TryRecvError::Empty) => return (taken, false),
+                Err(channel::TryRecvError::Disconnected) => return (taken, true),
+            }
+        }
+        (taken, false)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 impl Ensemble {
@@ -85,15 +136,20 @@ impl Ensemble {
         let net = NetConfig::from_server_config(config, seed)
             .map_err(|e| error(format!("ensemble configuration: {e}")))?;
         let (sender, events) = channel::bounded(EVENTS_QUEUED_MAX);
+        let waiting: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let to_wake = waiting.clone();
         let on_event = Box::new(move |event: Event| {
             // The receiver is gone only when the replica core stopped; so does the server.
             let _ = sender.send(event);
+            if let Some(waker) = lock(&to_wake).take() {
+                waker.wake();
+            }
         });
         let driver = Driver::start_with_events(net, on_event)
             .map_err(|e| error(format!("starting the ensemble driver: {e}")))?;
         Ok(Ensemble {
             driver: Arc::new(driver),
-            events,
+            events: EventInbox { events, waiting },
             snapshot_dir: config.data_dir.join("keel-ensemble"),
             snap_count: u64::from(config.snap_count.max(2)),
         })
@@ -236,14 +292,18 @@ impl QuorumCore {
             }
             Role::Looking => (ReplicaRole::Looking, STATE_LOOKING),
         };
-        // ZooKeeper closes every client connection when a server's role changes; the
-        // clients reconnect (to this server once it serves again, or another one).
+        // ZooKeeper closes every client connection when a serving server's role changes;
+        // the clients reconnect (to this server once it serves again, or another one). A
+        // server that was not serving has no sessions to drop, and closing then could hit a
+        // client that connected the moment serving began.
         self.seal_and_release();
-        self.outgoing.push(CommitBatch {
-            view: self.committed_view.clone(),
-            entries: vec![CommitEntry::Disconnect],
-            txns: Vec::new(),
-        });
+        if self.replica.role() != ReplicaRole::Looking {
+            self.outgoing.push(CommitBatch {
+                view: self.committed_view.clone(),
+                entries: vec![CommitEntry::Disconnect],
+                txns: Vec::new(),
+            });
+        }
         self.replica.set_role(replica_role);
         self.stats.server_state.store(state, Relaxed);
         self.stats
@@ -447,29 +507,8 @@ fn load_snapshot_bytes(
     loaded
 }
 
-/// Waits on the driver's events off the replica core (a blocking pool thread) and returns
-/// those queued, at most `EVENTS_PER_WAKE_MAX`; empty once the driver is gone.
-pub(super) async fn next_events(ensemble_events: &Receiver<Event>) -> Vec<Event> {
-    let events = ensemble_events.clone();
-    io::spawn_blocking(move || {
-        let mut taken = Vec::new();
-        let Ok(first) = events.recv() else {
-            return taken;
-        };
-        taken.push(first);
-        while taken.len() < EVENTS_PER_WAKE_MAX {
-            match events.try_recv() {
-                Ok(event) => taken.push(event),
-                Err(_) => break,
-            }
-        }
-        taken
-    })
-    .await
-}
-
 impl Ensemble {
-    pub(super) fn events(&self) -> &Receiver<Event> {
-        &self.events
+    pub(super) fn events(&self) -> EventInbox {
+        self.events.clone()
     }
 }

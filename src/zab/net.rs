@@ -19,8 +19,8 @@
 //! Loop: wait for readiness at most until the next tick → read, decode, `step` → commands
 //! (`propose`, `compact`) → `tick` when due (missed ticks are skipped, never bunched) → drain `Ready`:
 //! disk ops in order (epochs, truncations and snapshot installs are synchronous; appends are
-//! written, then one fsync per `Ready`), role change, messages, committed entries, then
-//! `on_persisted(last appended zxid)` — so an ACK never covers what is not durable.
+//! written), role change, messages, one fsync per `Ready` for its appends, committed entries,
+//! then `on_persisted(last appended zxid)` — so an ACK never covers what is not durable.
 //!
 //! Election port: every server keeps one *outbound* connection to each other server's
 //! election port and only writes on it; it only reads from *inbound* ones. That replaces
@@ -91,6 +91,8 @@ const READY_ROUNDS_MAX: usize = 64;
 /// The longest zab tick in a server's ensemble: finer than tickTime so that elections run
 /// on ZooKeeper's 200 ms scale.
 const ZAB_TICK_MS_MAX: u64 = 100;
+/// Unanswered dials of the chosen leader in a row before a learner looks again.
+const LEADER_DIALS_UNANSWERED_MAX: u32 = 3;
 /// The largest snapshot a server's ensemble sends or accepts in one SNAP.
 const SNAP_BYTES_MAX: usize = 1 << 30;
 /// The longest interval between a LOOKING server's notification resends.
@@ -417,6 +419,7 @@ impl Driver {
             next_conn_id: 1,
             pending_reads: Vec::new(),
             inbox: Vec::new(),
+            leader_dials_unanswered: 0,
             counters: Counters::default(),
             commands: command_rx,
             stop: stop.clone(),
@@ -636,6 +639,8 @@ struct Loop {
     pending_reads: Vec<Token>,
     /// Decoded messages waiting for `step`.
     inbox: Vec<(PeerId, Message)>,
+    /// Learner: dials of the chosen leader in a row that failed or that it closed unanswered.
+    leader_dials_unanswered: u32,
     counters: Counters,
     commands: Receiver<Command>,
     stop: Arc<AtomicBool>,
@@ -821,14 +826,17 @@ impl Loop {
                     }
                 }
             }
-            if last_append.is_some() {
-                self.store.sync()?;
-            }
             if let Some(role) = ready.role {
                 self.on_role(role);
             }
+            // Appends need not be durable before messages go out (rule 1: only the
+            // synchronous operations must be; an ACK comes from `on_persisted` alone): a
+            // leader's PROPOSALs reach the followers while its own fsync runs, as ZooKeeper's.
             for envelope in ready.messages {
                 self.send(envelope);
+            }
+            if last_append.is_some() {
+                self.store.sync()?; // `enqueue` wrote the messages to their sockets already.
             }
             for apply in ready.committed {
                 (self.on_event)(Event::Apply(apply));
@@ -852,6 +860,7 @@ impl Loop {
 
     fn on_role(&mut self, role: Role) {
         tracing::info!(id = self.own.id, ?role, "zab net: role");
+        self.leader_dials_unanswered = 0;
         if !matches!(role, Role::Leading { .. }) {
             let tokens: Vec<Token> = self.leader_in.values().copied().collect();
             for token in tokens {
@@ -967,6 +976,26 @@ impl Loop {
             self.enqueue(token, bytes);
         } else {
             self.counters.packets_dropped += 1;
+            self.leader_unanswered(leader);
+        }
+    }
+
+    /// The chosen leader refused a dial or closed it before speaking. A server that is not
+    /// leading (it chose another leader meanwhile) does that every time; after a few in a row
+    /// the learner looks again, as ZooKeeper's gives up connecting after a few tries —
+    /// otherwise it would hold its vote until initLimit and could stall the election.
+    fn leader_unanswered(&mut self, leader: PeerId) {
+        self.leader_dials_unanswered += 1;
+        let following = matches!(self.peer.role(),
+            Role::Following { leader: l, .. } | Role::Observing { leader: l, .. } if l == leader);
+        if following && self.leader_dials_unanswered >= LEADER_DIALS_UNANSWERED_MAX {
+            tracing::info!(
+                id = self.own.id,
+                leader,
+                "zab net: the leader does not answer; looking"
+            );
+            self.leader_dials_unanswered = 0;
+            self.peer.step_down();
         }
     }
 
@@ -1386,7 +1415,10 @@ impl Loop {
                                 leader,
                                 "zab net: the connection to the leader closed; looking"
                             );
+                            self.leader_dials_unanswered = 0;
                             self.peer.step_down();
+                        } else if recv_seq == 0 {
+                            self.leader_unanswered(leader);
                         }
                     }
                     _ => {}
