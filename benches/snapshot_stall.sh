@@ -9,7 +9,11 @@
 #              snapshot written by tests/snapshot_fixture.rs, the load on its own 10k keys;
 #              flat: keel-loadgen's own 1,000,000 keys of 100 B under one parent (created in
 #              its setup), so every setData lands in a child table of a million entries.
-#   LOADS      [write-32x16 read-32x16 write-1x1 read-1x1]  keel-loadgen WORKLOAD-SESSIONSxOUT.
+#   LOADS      [write-32x16 read-32x16 write-1x1 read-1x1]  keel-loadgen WORKLOAD-SESSIONSxOUT
+#              (workload write, read or mixed: 90% reads). A read load alone writes nothing, so
+#              no snapshot would start under it: beside each read load a second keel-loadgen
+#              writes at BG_RATE [4000] setData/create/delete per second (4 sessions x 4) in
+#              every mode, which with snapshots on keeps them starting back to back.
 #   MODES      [on off]  on: snapCount=20000 (a 1M-znode snapshot starts every 10-20k txns,
 #              i.e. back to back under load); off: snapCount=2000000000.
 #   KEEL, LOADGEN  binaries to test [$CARGO_TARGET_DIR or target, release; built first];
@@ -87,13 +91,27 @@ run_load() { # LABEL SHAPE LOAD
     local out
     out=$work/$(echo "$1-$3" | tr ' /' '__').json
     local before after
+    local bg_pid=
+    if [[ $workload == read ]]; then
+        timeout 300 "$loadgen" --servers "127.0.0.1:$port" --workload write --sessions 4 \
+            --outstanding 4 --rate "${BG_RATE:-4000}" --keys 1000 --threads 1 --warmup 0s \
+            --duration 280s --quiet >/dev/null 2>>"$work/loadgen.log" &
+        bg_pid=$!
+        sleep 2
+    fi
     before=$(mntr zk_cnt_snapshottime)
     # Setup of 1M keys and their teardown take a while: bound the run, generously.
-    timeout 300 "$loadgen" --servers "127.0.0.1:$port" --workload "$workload" \
+    local mix=()
+    [[ $workload == mixed ]] && mix=(--read-pct 90)
+    timeout 300 "$loadgen" --servers "127.0.0.1:$port" --workload "$workload" "${mix[@]}" \
         --sessions "$sessions" --outstanding "$outstanding" --keys "$keys" --threads 1 \
         --warmup "$warmup" --duration "$duration" --time-limit 240s --quiet \
         --json "$out" >/dev/null 2>>"$work/loadgen.log" || true
     after=$(mntr zk_cnt_snapshottime)
+    if [[ -n $bg_pid ]]; then
+        kill "$bg_pid" 2>/dev/null || true
+        wait "$bg_pid" 2>/dev/null || true
+    fi
     python3 - "$out" "$1 $3" "$((${after:-0} - ${before:-0}))" "$(mntr zk_avg_snapshottime)" <<'PY'
 import json, sys
 path, label, snaps, avg = sys.argv[1:5]

@@ -80,3 +80,93 @@ fn write_fixture_snapshot() {
         info.path.display()
     );
 }
+
+fn set_data(tree: &mut DataTree, path: String, data: &Arc<[u8]>) {
+    let zxid = tree.last_zxid() + 1;
+    let header = TxnHeader {
+        session_id: 0,
+        cxid: 0,
+        zxid,
+        time_ms: 2_000,
+        op: op::SET_DATA,
+    };
+    let txn = Txn::SetData {
+        path,
+        data: Some(data.clone()),
+        version: 1,
+    };
+    tree.apply(&header, &txn);
+}
+
+/// Applies `batches` x `batch` setData txns on random keys of `keys`, handing a view to a
+/// "shard" after each batch as the replica core does; with `hold`, a snapshot's view taken
+/// at the start is also held throughout. Returns the seconds taken.
+fn apply_batches(
+    tree: &mut DataTree,
+    keys: &[String],
+    batches: usize,
+    batch: usize,
+    hold: bool,
+) -> f64 {
+    let data: Arc<[u8]> = Arc::from(vec![b'y'; 100]);
+    let snapshot_view = hold.then(|| tree.clone());
+    let mut shard_view = tree.clone();
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let started = std::time::Instant::now();
+    for _ in 0..batches {
+        for _ in 0..batch {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let key = &keys[(state % keys.len() as u64) as usize];
+            set_data(tree, key.clone(), &data);
+        }
+        shard_view = tree.clone();
+    }
+    let took = started.elapsed().as_secs_f64();
+    drop(shard_view);
+    drop(snapshot_view);
+    took
+}
+
+#[test]
+#[ignore = "a timing experiment on 1M znodes; run by hand with --release --nocapture"]
+fn copy_on_write_cost_of_a_snapshot_view() {
+    // Is a write slower while a snapshot holds an old view? Both shapes of issue 3: 1,000 x
+    // 1,000 (writes on a 1,000-child parent) and 1,000,000 children under one parent. Each
+    // round alternates without and with a held view; 400 setData per batch.
+    let data: Arc<[u8]> = Arc::from(vec![b'x'; 100]);
+    for shape in ["spread", "flat"] {
+        let mut tree = DataTree::new();
+        let mut keys = Vec::new();
+        if shape == "spread" {
+            for parent in 0..1_000 {
+                create(&mut tree, format!("/p{parent:04}"), &data);
+                for child in 0..1_000 {
+                    let path = format!("/p{parent:04}/node-{child:015}");
+                    create(&mut tree, path.clone(), &data);
+                    if parent == 500 {
+                        keys.push(path);
+                    }
+                }
+            }
+        } else {
+            create(&mut tree, "/flat".to_string(), &data);
+            for child in 0..1_000_000 {
+                let path = format!("/flat/node-{child:015}");
+                create(&mut tree, path.clone(), &data);
+                keys.push(path);
+            }
+        }
+        for round in 0..3 {
+            let free = apply_batches(&mut tree, &keys, 500, 400, false);
+            let held = apply_batches(&mut tree, &keys, 500, 400, true);
+            println!(
+                "{shape} round {round}: 200k setData {:.0} ns/op without a snapshot view, \
+                 {:.0} ns/op with one held",
+                free * 1e9 / 200_000.0,
+                held * 1e9 / 200_000.0
+            );
+        }
+    }
+}
