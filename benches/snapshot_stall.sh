@@ -22,9 +22,9 @@
 #
 # Each (round, shape, build, mode) starts a fresh server on 127.0.0.1:22400 (the spread shape
 # on a copy of the fixture), runs the loads one after another, and stops it by PID. One line
-# per load: throughput, p99 / p99.9 / max over all ops, the op with the worst p99.9, and the
-# snapshots finished during it (mntr). Processes started here are killed by PID on exit;
-# every wait is bounded.
+# per load: throughput, p99 / p99.9 / max over all ops, the op with the worst p99.9, the
+# snapshots finished during it and the log's write + fdatasync count and mean time (mntr).
+# Processes started here are killed by PID on exit; every wait is bounded.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 rounds=${1:-2}
@@ -100,6 +100,9 @@ run_load() { # LABEL SHAPE LOAD
         sleep 2
     fi
     before=$(mntr zk_cnt_snapshottime)
+    local syncs_before sync_ms_before
+    syncs_before=$(mntr zk_cnt_fsynctime)
+    sync_ms_before=$(mntr zk_sum_fsynctime)
     # Setup of 1M keys and their teardown take a while: bound the run, generously.
     local mix=()
     [[ $workload == mixed ]] && mix=(--read-pct 90)
@@ -108,13 +111,15 @@ run_load() { # LABEL SHAPE LOAD
         --warmup "$warmup" --duration "$duration" --time-limit 240s --quiet \
         --json "$out" >/dev/null 2>>"$work/loadgen.log" || true
     after=$(mntr zk_cnt_snapshottime)
+    local syncs=$(($(mntr zk_cnt_fsynctime) - ${syncs_before:-0}))
+    local sync_ms=$(($(mntr zk_sum_fsynctime) - ${sync_ms_before:-0}))
     if [[ -n $bg_pid ]]; then
         kill "$bg_pid" 2>/dev/null || true
         wait "$bg_pid" 2>/dev/null || true
     fi
-    python3 - "$out" "$1 $3" "$((${after:-0} - ${before:-0}))" "$(mntr zk_avg_snapshottime)" <<'PY'
+    python3 - "$out" "$1 $3" "$((${after:-0} - ${before:-0}))" "$(mntr zk_avg_snapshottime)" "$syncs" "$sync_ms" <<'PY'
 import json, sys
-path, label, snaps, avg = sys.argv[1:5]
+path, label, snaps, avg, syncs, sync_ms = sys.argv[1:7]
 try:
     j = json.load(open(path))
 except Exception as e:
@@ -126,7 +131,8 @@ worst = max((l["p99.9"], name) for name, l in ops.items())
 print(f"{label:<40} {j['result']['throughput_ops_per_s']:>7.0f} ops/s  "
       f"p99 {total['p99']/1000:6.2f}  p99.9 {total['p99.9']/1000:6.2f}  max {total['max']/1000:6.2f} ms  "
       f"(worst p99.9 {worst[1]} {worst[0]/1000:.2f})  err {j['result']['errors']}  "
-      f"snaps {snaps} (mean {avg} ms)", flush=True)
+      f"snaps {snaps} (mean {float(avg):.0f} ms)  log syncs {syncs} (mean {int(sync_ms) / max(1, int(syncs)):.2f} ms)",
+      flush=True)
 PY
 }
 

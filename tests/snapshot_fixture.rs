@@ -170,3 +170,102 @@ fn copy_on_write_cost_of_a_snapshot_view() {
         }
     }
 }
+
+/// 4 KiB write + fdatasync, over and over for `run`, on a pre-written file in `dir`, while
+/// `snapshots` writes snapshots of `tree` back to back (none if it is `None`). Returns the
+/// fdatasync latencies in µs, sorted, and how many snapshots were written.
+fn fdatasync_beside(
+    dir: &std::path::Path,
+    tree: &DataTree,
+    pace: Option<keel::snapshot::Pace>,
+    run: std::time::Duration,
+) -> (Vec<u64>, usize) {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let log_path = dir.join("log");
+    let mut log = std::fs::File::create(&log_path).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..16 {
+        log.write_all(&zeros).unwrap();
+    }
+    log.sync_all().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let snap_dir = dir.join("snapshots");
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut written = 0;
+            let Some(pace) = pace else {
+                return written;
+            };
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let info = keel::snapshot::write_snapshot_paced(&snap_dir, tree, &[], pace)
+                    .expect("snapshot");
+                std::fs::remove_file(info.path).unwrap();
+                written += 1;
+            }
+            written
+        });
+        let record = [7u8; 4096];
+        let mut latencies = Vec::new();
+        let started = std::time::Instant::now();
+        let mut at = 0u64;
+        while started.elapsed() < run {
+            let one = std::time::Instant::now();
+            log.write_all_at(&record, at).unwrap();
+            log.sync_data().unwrap();
+            latencies.push(one.elapsed().as_micros() as u64);
+            at = (at + 4096) % (16 << 20);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let written = writer.join().unwrap();
+        latencies.sort_unstable();
+        (latencies, written)
+    })
+}
+
+#[test]
+#[ignore = "a disk experiment with a 1M-znode tree; run by hand with --release --nocapture"]
+fn log_fdatasync_beside_a_snapshot() {
+    // The latency of a log-like 4 KiB write + fdatasync while 1M-znode snapshots (1,000 x
+    // 1,000, 100 B, 206 MB) are written back to back, unpaced and paced, against none; the
+    // three alternate within each round because the disk's other traffic drifts.
+    use keel::snapshot::Pace;
+    let dir = std::env::temp_dir().join(format!("keel-fdatasync-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data: Arc<[u8]> = Arc::from(vec![b'x'; 100]);
+    let mut tree = DataTree::new();
+    for parent in 0..1_000 {
+        create(&mut tree, format!("/p{parent:04}"), &data);
+        for child in 0..1_000 {
+            create(&mut tree, format!("/p{parent:04}/node-{child:015}"), &data);
+        }
+    }
+    let rounds: usize = std::env::var("KEEL_ROUNDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(3);
+    let modes = [
+        ("none", None),
+        ("unpaced", Some(Pace::Unpaced)),
+        ("paced 128 MiB/s", Some(Pace::BytesPerSecond(128 << 20))),
+    ];
+    for round in 0..rounds {
+        for (name, pace) in modes {
+            let (latencies, snapshots) =
+                fdatasync_beside(&dir, &tree, pace, std::time::Duration::from_secs(6));
+            let at = |q: f64| {
+                latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)]
+            };
+            println!(
+                "round {round} {name:<16} snapshots {snapshots:>2}  fdatasyncs {:>6}  p50 {:>6} \
+                 p99 {:>6}  p99.9 {:>6}  max {:>6} µs",
+                latencies.len(),
+                at(0.5),
+                at(0.99),
+                at(0.999),
+                latencies.last().copied().unwrap_or(0)
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
