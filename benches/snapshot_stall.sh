@@ -15,10 +15,13 @@
 #              writes at BG_RATE [4000] setData/create/delete per second (4 sessions x 4) in
 #              every mode, which with snapshots on keeps them starting back to back.
 #   MODES      [on off]  on: snapCount=20000 (a 1M-znode snapshot starts every 10-20k txns,
-#              i.e. back to back under load); off: snapCount=2000000000.
+#              i.e. back to back under load); off: snapCount=2000000000. Both keep the newest
+#              3 snapshots (autopurge), so back-to-back 206 MB files do not fill the disk.
 #   KEEL, LOADGEN  binaries to test [$CARGO_TARGET_DIR or target, release; built first];
 #              give KEELS="a:/path/keel b:/path/keel" to alternate two builds inside each round.
 #   WARMUP [3s]
+#   DATA_ROOT [/tmp]  where the servers' data directories go; /dev/shm takes the disk out
+#              (fdatasync costs nothing there), leaving the snapshot's CPU and memory effects.
 #
 # Each (round, shape, build, mode) starts a fresh server on 127.0.0.1:22400 (the spread shape
 # on a copy of the fixture), runs the loads one after another, and stops it by PID. One line
@@ -37,7 +40,7 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 keels=${KEELS:-this:${KEEL:-$target/release/keel}}
 loadgen=${LOADGEN:-$target/release/keel-loadgen}
 port=22400
-work=$(mktemp -d /tmp/keel-snapstall.XXXXXX)
+work=$(mktemp -d "${DATA_ROOT:-/tmp}/keel-snapstall.XXXXXX")
 fixture=${FIXTURE_DIR:-/tmp/keel-snapstall-fixture}
 server_pid=
 cleanup() {
@@ -72,7 +75,7 @@ start_keel() { # BINARY SNAPCOUNT SHAPE
     rm -rf "$work/data"
     mkdir -p "$work/data"
     if [[ $3 == spread ]]; then cp -r "$fixture/version-2" "$work/data/"; fi
-    printf 'tickTime=2000\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n4lw.commands.whitelist=*\nadmin.enableServer=false\nforceSync=yes\nsnapCount=%s\n' \
+    printf 'tickTime=2000\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n4lw.commands.whitelist=*\nadmin.enableServer=false\nforceSync=yes\nsnapCount=%s\nautopurge.snapRetainCount=3\nautopurge.purgeInterval=1\n' \
         "$work/data" "$port" "$2" >"$work/keel.cfg"
     "$1" "$work/keel.cfg" >>"$work/keel.log" 2>&1 &
     server_pid=$!
