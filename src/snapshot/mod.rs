@@ -211,11 +211,15 @@ fn align8(offset: u64) -> u64 {
 /// How fast a snapshot may write. Unpaced is for snapshots nothing waits behind (import,
 /// tests); a server pacing its background snapshots keeps the disk free for the log.
 ///
-/// Why: a snapshot written flat out keeps the device queue and its volatile cache full, and
-/// every log fdatasync meanwhile waits for that data to be flushed too. Measured on the 2-vCPU
-/// VM (`benches/snapshot_stall.sh` and a 4 KiB O_DIRECT write + fdatasync loop beside a 206 MB
-/// writer): the fdatasync p99.9 went from 3-9 ms alone to 67-72 ms beside the unpaced writer,
-/// and to 8-12 ms beside one paced to about 125 MB/s.
+/// Why: unpaced, a 1M-znode snapshot is a half-second burst of tree walking, copying 206 MB
+/// into the page cache and write-back, which the log's fdatasync queues behind and which
+/// competes with the executors for 2 cores. Measured on the 2-vCPU VM: a loop of 4 KiB
+/// O_DIRECT writes, each fdatasynced, beside a model of this writer (buffered 1 MiB chunks, sync_file_range)
+/// had a p99.9 of 67-72 ms against 3-9 ms alone, and 8-12 ms beside one paced to ~125 MB/s;
+/// with the disk out (tmpfs, `benches/snapshot_stall.sh`, 4 rounds) the median p99.9 of a
+/// 32x16 mixed load under back-to-back snapshots went from 85 ms unpaced to 58 ms paced
+/// (23-47 ms with snapshots off). The same fdatasync check with this writer
+/// (`tests/snapshot_fixture.rs`) was within the noise of a disk shared with other work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
     Unpaced,
