@@ -36,6 +36,10 @@ const SEGMENT_BYTES_MIN: u64 = 4 << 20;
 const BLOCK_BYTES: u64 = 4096;
 /// Nice value of the snapshot thread: it yields to the pinned executors when the CPU is busy.
 const SNAPSHOT_THREAD_NICE: i32 = 10;
+/// How fast a background snapshot writes (128 MiB/s: a 1M-znode snapshot of 206 MB takes
+/// about 1.6 s). Unpaced, a snapshot's write-back sat in front of every log fdatasync and
+/// raised the write p99.9 several-fold; see `snapshot::Pace` and benches/snapshot_stall.sh.
+const SNAPSHOT_WRITE_BYTES_PER_S: u64 = 128 << 20;
 
 /// Segments are ZooKeeper's preAllocSize (64 MiB by default), pre-zeroed; one flush buffers
 /// at most 16 MiB or what fits in a segment after its header block.
@@ -233,7 +237,8 @@ impl Storage {
             .name("keel-snapshot".into())
             .spawn(move || {
                 lower_thread_priority();
-                let result = snapshot::write_snapshot(&data_dir, &tree, &sessions);
+                let pace = snapshot::Pace::BytesPerSecond(SNAPSHOT_WRITE_BYTES_PER_S);
+                let result = snapshot::write_snapshot_paced(&data_dir, &tree, &sessions, pace);
                 // Dropping the tree view here, off the replica core, frees what only it held.
                 drop(tree);
                 let _ = done_tx.send(result);

@@ -200,6 +200,47 @@ fn a_snapshot_loads_back_as_the_same_tree_and_sessions() {
 }
 
 #[test]
+fn a_paced_snapshot_takes_its_time_and_loads_back_the_same() {
+    // Several chunks of 256 KiB at 4 MiB/s: the write cannot finish before bytes / rate, and
+    // the file is the same as an unpaced one's.
+    let scratch = Scratch::new("paced");
+    let mut tree = sample_tree();
+    let open = open_acl_unsafe();
+    for index in 0..2_000 {
+        let path = format!("/big{index:05}");
+        apply(
+            &mut tree,
+            1,
+            create(
+                &path,
+                Some(&[9; 500]),
+                open.clone(),
+                0,
+                CreateKind::Persistent,
+            ),
+        );
+    }
+    let sessions = vec![(7, 30_000)];
+    let rate = 4 << 20;
+    let started = std::time::Instant::now();
+    let info =
+        write_snapshot_paced(&scratch.0, &tree, &sessions, Pace::BytesPerSecond(rate)).unwrap();
+    let took = started.elapsed();
+    assert!(info.file_bytes > 1 << 20, "{}", info.file_bytes);
+    // The last chunk (under one buffer) is not waited for.
+    let paced_bytes = info.file_bytes - HEADER_BYTES - (2 * PACED_WRITE_BUFFER_BYTES) as u64;
+    let floor = std::time::Duration::from_secs_f64(paced_bytes as f64 / rate as f64);
+    assert!(took >= floor, "{took:?} < {floor:?}");
+    let paced = std::fs::read(&info.path).unwrap();
+    let loaded = load_snapshot(&info.path).unwrap();
+    assert_eq!(dump(&loaded.tree), dump(&tree));
+    assert_eq!(loaded.sessions, sessions);
+    std::fs::remove_file(&info.path).unwrap();
+    let unpaced = write_snapshot(&scratch.0, &tree, &sessions).unwrap();
+    assert_eq!(std::fs::read(&unpaced.path).unwrap(), paced);
+}
+
+#[test]
 fn an_empty_fresh_tree_round_trips() {
     let scratch = Scratch::new("fresh");
     let tree = DataTree::new();
