@@ -22,6 +22,8 @@
 #   ENSEMBLE_TIMEOUT [90] s: bound on each wait for one leader and two followers
 #   ZK_HEAP [2g]: -Xmx of each ZooKeeper JVM  KEEL_CFG_EXTRA []: extra zoo.cfg lines for Keel
 #   BUILD [1]: 0 skips `cargo build --release` (the binaries must be in CARGO_TARGET_DIR)
+#   REPORT_ONLY [0]: 1 runs nothing and prints the table from an earlier run's OUT_DIR (give
+#   the same ROUNDS, FAILOVERS, CATCHUP_NODES, ... for the table's labels)
 #
 # All servers get the same zoo.cfg (tests/clients/lib.sh's kc_write_cfg, reconfigEnabled=false,
 # forceSync=yes, tickTime=2000, initLimit=10, syncLimit=5, server.1..3) but for dataDir and
@@ -76,15 +78,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ " $kinds " == *" zookeeper "* && ! -e /usr/share/java/zookeeper.jar ]]; then
-    kc_log "installing Debian's zookeeper package"
-    apt-get install -y --no-install-recommends zookeeper >"$out/apt.log" 2>&1
-fi
-if [[ $BUILD == 1 ]]; then
-    kc_log "building keel and keel-loadgen (release) into $target"
-    cargo build --release --manifest-path "$repo/Cargo.toml" -p keel -p keel-loadgen \
-        >"$out/build.log" 2>&1
-fi
+# prepare: the zookeeper package if missing, and the release binaries (BUILD=1).
+prepare() {
+    if [[ " $kinds " == *" zookeeper "* && ! -e /usr/share/java/zookeeper.jar ]]; then
+        kc_log "installing Debian's zookeeper package"
+        apt-get install -y --no-install-recommends zookeeper >"$out/apt.log" 2>&1
+    fi
+    if [[ $BUILD == 1 ]]; then
+        kc_log "building keel and keel-loadgen (release) into $target"
+        cargo build --release --manifest-path "$repo/Cargo.toml" -p keel -p keel-loadgen \
+            >"$out/build.log" 2>&1
+    fi
+}
+
 loadgen=$target/release/keel-loadgen
 keel_bin=$target/release/keel
 
@@ -166,6 +172,12 @@ server_zxid() {
     return 0
 }
 
+# not_measured MESSAGE: logs MESSAGE and appends it to SRV_BASE/problems.txt (shown in the table).
+not_measured() {
+    kc_log "$*"
+    echo "$*" >>"$SRV_BASE/problems.txt"
+}
+
 # wait_whole: waits (ENSEMBLE_TIMEOUT) until one server reports Mode: leader and the others
 # Mode: follower; sets LEADER. Fails early if a server process has exited.
 wait_whole() {
@@ -176,7 +188,7 @@ wait_whole() {
         modes=
         for id in 1 2 3; do
             if ! kill -0 "${SRV_PID[$id]:-0}" 2>/dev/null; then
-                kc_log "$SRV_KIND server $id (pid ${SRV_PID[$id]:-none}) is not running"
+                not_measured "$SRV_KIND server $id (pid ${SRV_PID[$id]:-none}) is not running"
                 return 1
             fi
             local mode
@@ -187,7 +199,7 @@ wait_whole() {
             follower) followers=$((followers + 1)) ;;
             standalone)
                 # A quorum member never reports standalone: this server ignored server.N.
-                kc_log "$SRV_KIND server $id reports Mode: standalone despite the server.N lines"
+                not_measured "$SRV_KIND server $id reports Mode: standalone despite the server.N lines"
                 return 1
                 ;;
             esac
@@ -198,7 +210,7 @@ wait_whole() {
         fi
         sleep 0.2
     done
-    kc_log "$SRV_KIND ensemble not whole after ${ENSEMBLE_TIMEOUT}s (modes: $modes)"
+    not_measured "$SRV_KIND ensemble not whole after ${ENSEMBLE_TIMEOUT}s (modes: $modes)"
     return 1
 }
 
@@ -296,20 +308,31 @@ catchup() {
     leader_zxid=$(server_zxid "$leader")
     kc_log "$SRV_KIND catch-up: leader zxid $leader_zxid; restarting server $victim"
     start_server "$victim"
-    local started=$START_NS deadline=$((SECONDS + CATCHUP_TIMEOUT)) mode zxid now
+    local started=$START_NS deadline=$((SECONDS + CATCHUP_TIMEOUT)) mode zxid now answer
+    local answered=0
     while ((SECONDS < deadline)); do
         if ! kill -0 "${SRV_PID[$victim]}" 2>/dev/null; then
             kc_log "$SRV_KIND server $victim exited during catch-up"
             return 1
         fi
-        mode=$(server_mode "$victim")
+        answer=$(kc_4lw "${CPORT[$victim]}" srvr)
+        # The first answer of any kind: the process is up and listens (not yet synced).
+        if ((answered == 0)) && [[ -n $answer ]]; then
+            answered=$(date +%s%N)
+        fi
+        mode=$(sed -n 's/^Mode: *//p' <<<"$answer" | head -n 1)
         if [[ $mode == follower ]]; then
             zxid=$(server_zxid "$victim")
             leader_zxid=$(server_zxid "$leader")
             if [[ -n $zxid && -n $leader_zxid ]] && ((zxid >= leader_zxid)); then
                 now=$(date +%s%N)
-                python3 -c 'import json,sys; json.dump({"nodes": int(sys.argv[1]), "seconds": (int(sys.argv[3]) - int(sys.argv[2])) / 1e9, "zxid": int(sys.argv[4])}, open(sys.argv[5], "w"))' \
-                    "$CATCHUP_NODES" "$started" "$now" "$zxid" "$SRV_BASE/catchup.json"
+                python3 -c '
+import json, sys
+nodes, started, now, answered, zxid, path = sys.argv[1:7]
+json.dump({"nodes": int(nodes), "seconds": (int(now) - int(started)) / 1e9,
+           "first_answer_s": (int(answered) - int(started)) / 1e9, "zxid": int(zxid)},
+          open(path, "w"))' "$CATCHUP_NODES" "$started" "$now" "$answered" "$zxid" \
+                    "$SRV_BASE/catchup.json"
                 kc_log "$SRV_KIND catch-up: server $victim synced at zxid $(printf '%#x' "$zxid") after $(python3 -c "print(($now - $started) / 1e9)") s"
                 if [[ $SRV_KIND == zookeeper ]]; then
                     # How it synced (SNAP, DIFF or TRUNC): the rejoined follower's last sync line.
@@ -333,7 +356,7 @@ ensemble() {
     rm -rf "$SRV_BASE"
     mkdir -p "$SRV_BASE"
     if [[ $SRV_KIND == keel && ! -x $keel_bin ]]; then
-        kc_log "no keel binary at $keel_bin"
+        not_measured "no keel binary at $keel_bin"
         return 1
     fi
     pick_ports || return 1
@@ -361,21 +384,18 @@ bytes = 100
 EOF
     load write --workload-file "$SRV_BASE/setdata.toml"
     load read --workload read --keys "$KEYS" --value-bytes 100
-    failovers || kc_log "$SRV_KIND fail-over rounds ended early"
-    catchup || kc_log "$SRV_KIND catch-up not measured"
+    failovers || not_measured "$SRV_KIND fail-over rounds ended early"
+    catchup || not_measured "$SRV_KIND catch-up not measured"
     for id in 1 2 3; do
         kc_stop_pid "${SRV_PID[$id]:-}" "$SRV_KIND server $id"
         SRV_PID[$id]=
     done
 }
 
-for kind in $kinds; do
-    kc_log "=== $kind ensemble; results under $out/$kind"
-    ensemble "$kind" || kc_log "$kind ensemble: not measured (see the logs under $out/$kind)"
-done
-
-python3 - "$out" "$WARMUP" "$DURATION" "$ROUNDS" "$FAILOVERS" "$CATCHUP_NODES" "$KEYS" \
-    >"$out/results.md" <<'PY'
+# report: the markdown table from the raw outputs under OUT_DIR.
+report() {
+    python3 - "$out" "$WARMUP" "$DURATION" "$ROUNDS" "$FAILOVERS" "$CATCHUP_NODES" "$KEYS" \
+        >"$out/results.md" <<'PY'
 import glob, json, os, statistics, sys
 out, warmup, duration, rounds, failovers, nodes, keys = sys.argv[1:8]
 
@@ -408,6 +428,15 @@ def figures(kind):
     f["populate_rate"] = pop["creates_per_s"] if pop else None
     cu = load(f"{base}/catchup.json")
     f["catchup_s"] = cu["seconds"] if cu else None
+    f["catchup_answer_s"] = cu.get("first_answer_s") if cu else None
+    try:
+        f["problems"] = open(f"{base}/problems.txt").read().split("\n")[:-1]
+    except OSError:
+        f["problems"] = []
+    try:
+        f["sync_kind"] = open(f"{base}/catchup-sync-kind.txt").read().strip() or None
+    except OSError:
+        f["sync_kind"] = None
     return f
 
 zk, keel = figures("zookeeper"), figures("keel")
@@ -434,6 +463,7 @@ rows = [
     ("(b) reads p99", "read_p99", "us"),
     (f"(c) fail-over, kill -9 leader → first write (median of {failovers})", "failover_ms", "ms"),
     (f"(d) SNAP catch-up of a follower after {int(nodes):,} znodes", "catchup_s", "s"),
+    (f"(d) of which: restarted follower's first srvr answer", "catchup_answer_s", "s"),
     (f"populate {int(nodes):,} znodes of 100 B (with one follower down)", "populate_s", "s"),
 ]
 print(f"3-server ensembles on 127.0.0.1 (tickTime=2000, initLimit=10, syncLimit=5, "
@@ -446,9 +476,32 @@ for label, key, unit in rows:
     ratio = f"{b / a:.2f}" if a and b is not None else "n/a"
     print(f"| {label} | {fmt(a, unit)} | {fmt(b, unit)} | {ratio} |")
 for kind, f in (("ZooKeeper", zk), ("Keel", keel)):
+    if f["problems"]:
+        print(f"\n{kind} problems: " + "; ".join(f["problems"]))
+    if f["write_ops"] is None and f["read_ops"] is None and not f["failover_each"]:
+        print(f"\n{kind}: not measured.")
+        continue
     each = ", ".join(f"{ms:,.0f} ms" for ms in f["failover_each"] if ms is not None) or "none"
     print(f"\n{kind}: fail-over rounds: {each}; errors in (a)/(b): "
-          f"{f['write_errors']}/{f['read_errors']}; populate rate: {fmt(f['populate_rate'], 'ops')} creates/s.")
+          f"{f['write_errors']}/{f['read_errors']}; populate rate: {fmt(f['populate_rate'], 'ops')} creates/s"
+          + (f"; the follower's sync: \"{f['sync_kind']}\"." if f["sync_kind"] else "."))
 PY
-cat "$out/results.md"
-kc_log "table: $out/results.md"
+    cat "$out/results.md"
+    kc_log "table: $out/results.md"
+}
+
+# The long part runs from here, so bash has parsed the whole file before it starts (an edit of
+# the script during a run cannot change the run).
+main() {
+    if [[ ${REPORT_ONLY:-0} != 1 ]]; then
+        prepare
+        for kind in $kinds; do
+            kc_log "=== $kind ensemble; results under $out/$kind"
+            ensemble "$kind" || kc_log "$kind ensemble: not measured (see the logs under $out/$kind)"
+        done
+    fi
+    report
+}
+
+main "$@"
+exit
