@@ -24,6 +24,7 @@
 #   ENSEMBLE_TIMEOUT [90] s: bound on each wait for one leader and two followers
 #   ZK_HEAP [2g]: -Xmx of each ZooKeeper JVM  KEEL_CFG_EXTRA []: extra zoo.cfg lines for Keel
 #   BUILD [1]: 0 skips `cargo build --release` (the binaries must be in CARGO_TARGET_DIR)
+#   KEEL_BIN [CARGO_TARGET_DIR/release/keel]: the keel binary to run (another build of it)
 #   REPORT_ONLY [0]: 1 runs nothing and prints the table from an earlier run's OUT_DIR (give
 #   the same ROUNDS, FAILOVERS, CATCHUP_NODES, ... for the table's labels)
 #
@@ -95,7 +96,7 @@ prepare() {
 }
 
 loadgen=$target/release/keel-loadgen
-keel_bin=$target/release/keel
+keel_bin=${KEEL_BIN:-$target/release/keel}
 
 # Nine distinct free loopback ports: client, quorum and election port of each server.
 pick_ports() {
