@@ -19,7 +19,8 @@
 #   WARMUP [2s]  DURATION [10s]  ROUNDS [1]: runs of (a) and (b) per ensemble, medians shown
 #   PREWARM [15s]: unmeasured setData load once the ensemble forms (JIT warm-up; 0 for none)
 #   FAILOVERS [3]  FAILOVER_TIMEOUT [60] s  ATTEMPT_TIMEOUT [1s]
-#   CATCHUP_NODES [1000000]  CATCHUP_TIMEOUT [1200] s  POPULATE_SESSIONS [64]
+#   CATCHUP_NODES [1000000]  CATCHUP_TIMEOUT [300] s: bound on the rejoined follower's sync
+#   POPULATE_TIMEOUT [1200] s  POPULATE_SESSIONS [64]
 #   POPULATE_OUTSTANDING [64]  KEYS [10000]  THREADS [1]: loadgen worker threads
 #   ENSEMBLE_TIMEOUT [90] s: bound on each wait for one leader and two followers
 #   ZK_HEAP [2g]: -Xmx of each ZooKeeper JVM  KEEL_CFG_EXTRA []: extra zoo.cfg lines for Keel
@@ -45,7 +46,8 @@ FAILOVERS=${FAILOVERS:-3}
 FAILOVER_TIMEOUT=${FAILOVER_TIMEOUT:-60}
 ATTEMPT_TIMEOUT=${ATTEMPT_TIMEOUT:-1s}
 CATCHUP_NODES=${CATCHUP_NODES:-1000000}
-CATCHUP_TIMEOUT=${CATCHUP_TIMEOUT:-1200}
+CATCHUP_TIMEOUT=${CATCHUP_TIMEOUT:-300}
+POPULATE_TIMEOUT=${POPULATE_TIMEOUT:-1200}
 POPULATE_SESSIONS=${POPULATE_SESSIONS:-64}
 POPULATE_OUTSTANDING=${POPULATE_OUTSTANDING:-64}
 KEYS=${KEYS:-10000}
@@ -279,6 +281,7 @@ failovers() {
             --attempt-timeout "$ATTEMPT_TIMEOUT" --json "$SRV_BASE/failover-$round.json" \
             >"$SRV_BASE/failover-$round.txt" 2>"$SRV_BASE/failover-$round.err" || status=$?
         echo "$status" >"$SRV_BASE/failover-$round.status"
+        ((status == 0)) || not_measured "$SRV_KIND fail-over round $round: exit $status, no successful write within ${FAILOVER_TIMEOUT}s"
         kc_log "$SRV_KIND fail-over $round: exit $status; $(grep -h 'first successful write' "$SRV_BASE/failover-$round.txt" || true)"
         if kill -0 "${SRV_PID[$victim]}" 2>/dev/null; then
             # The tool refused to kill (no write before the kill): stop here.
@@ -311,10 +314,10 @@ catchup() {
     done
     kc_log "$SRV_KIND catch-up: creating $CATCHUP_NODES nodes on $alive"
     status=0
-    timeout $((CATCHUP_TIMEOUT + 60)) "$loadgen" populate --servers "$alive" \
+    timeout $((POPULATE_TIMEOUT + 60)) "$loadgen" populate --servers "$alive" \
         --nodes "$CATCHUP_NODES" --value-bytes 100 --sessions "$POPULATE_SESSIONS" \
         --outstanding "$POPULATE_OUTSTANDING" --prefix "/keel-catchup-$$" \
-        --timeout "${CATCHUP_TIMEOUT}s" --json "$SRV_BASE/populate.json" \
+        --timeout "${POPULATE_TIMEOUT}s" --json "$SRV_BASE/populate.json" \
         >"$SRV_BASE/populate.txt" 2>"$SRV_BASE/populate.err" || status=$?
     echo "$status" >"$SRV_BASE/populate.status"
     if ((status != 0)); then
@@ -363,7 +366,7 @@ json.dump({"nodes": int(nodes), "seconds": (int(now) - int(started)) / 1e9,
         fi
         sleep 0.05
     done
-    kc_log "$SRV_KIND server $victim not synced after ${CATCHUP_TIMEOUT}s"
+    not_measured "$SRV_KIND server $victim not synced after ${CATCHUP_TIMEOUT}s (srvr: $(server_mode "$victim" || true) zxid $(server_zxid "$victim" || true), leader zxid $(server_zxid "$leader" || true))"
     return 1
 }
 
@@ -522,5 +525,5 @@ main() {
     report
 }
 
-main "$@"
-exit
+# One line: bash has read the exit before main runs.
+main "$@"; exit
