@@ -444,7 +444,9 @@ def figures(kind):
         f[f"{name}_errors"] = sum(r["result"]["errors"] for r in runs) if runs else None
     fo = [load(p) for p in sorted(glob.glob(f"{base}/failover-*.json"))]
     f["failover_each"] = [r["first_write_ms"] for r in fo if r]
+    # The median is over the rounds with a write; the cell says how many had none.
     f["failover_ms"] = median_of(f["failover_each"])
+    f["failover_ms_none"] = sum(1 for ms in f["failover_each"] if ms is None)
     pop = load(f"{base}/populate.json")
     f["populate_s"] = pop["seconds"] if pop else None
     f["populate_rate"] = pop["creates_per_s"] if pop else None
@@ -496,14 +498,18 @@ print("| --- | ---: | ---: | ---: |")
 for label, key, unit in rows:
     a, b = zk.get(key), keel.get(key)
     ratio = f"{b / a:.2f}" if a and b is not None else "n/a"
-    print(f"| {label} | {fmt(a, unit)} | {fmt(b, unit)} | {ratio} |")
+    cells = [fmt(a, unit), fmt(b, unit)]
+    for i, f in enumerate((zk, keel)):
+        if f.get(key + "_none"):
+            cells[i] += f" ({f[key + '_none']} of {len(f['failover_each'])} rounds: no write)"
+    print(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
 for kind, f in (("ZooKeeper", zk), ("Keel", keel)):
     if f["problems"]:
         print(f"\n{kind} problems: " + "; ".join(f["problems"]))
     if f["write_ops"] is None and f["read_ops"] is None and not f["failover_each"]:
         print(f"\n{kind}: not measured.")
         continue
-    each = ", ".join(f"{ms:,.0f} ms" for ms in f["failover_each"] if ms is not None) or "none"
+    each = ", ".join("no write" if ms is None else f"{ms:,.0f} ms" for ms in f["failover_each"]) or "none"
     print(f"\n{kind}: fail-over rounds: {each}; errors in (a)/(b): "
           f"{f['write_errors']}/{f['read_errors']}; populate rate: {fmt(f['populate_rate'], 'ops')} creates/s"
           + (f"; the follower's sync: \"{f['sync_kind']}\"." if f["sync_kind"] else "."))
