@@ -19,6 +19,7 @@
 #   WARMUP [2s]  DURATION [10s]  ROUNDS [1]: runs of (a) and (b) per ensemble, medians shown
 #   PREWARM [15s]: unmeasured setData load once the ensemble forms (JIT warm-up; 0 for none)
 #   FAILOVERS [3]  FAILOVER_TIMEOUT [60] s  ATTEMPT_TIMEOUT [1s]
+#   FAILOVER_SETTLE [5] s: pause once the ensemble is whole, before each kill
 #   CATCHUP_NODES [1000000]  CATCHUP_TIMEOUT [300] s: bound on the rejoined follower's sync
 #   POPULATE_TIMEOUT [1200] s  POPULATE_SESSIONS [64]
 #   POPULATE_OUTSTANDING [64]  KEYS [10000]  THREADS [1]: loadgen worker threads
@@ -44,6 +45,7 @@ PREWARM=${PREWARM:-15s}
 ROUNDS=${ROUNDS:-1}
 FAILOVERS=${FAILOVERS:-3}
 FAILOVER_TIMEOUT=${FAILOVER_TIMEOUT:-60}
+FAILOVER_SETTLE=${FAILOVER_SETTLE:-5}
 ATTEMPT_TIMEOUT=${ATTEMPT_TIMEOUT:-1s}
 CATCHUP_NODES=${CATCHUP_NODES:-1000000}
 CATCHUP_TIMEOUT=${CATCHUP_TIMEOUT:-300}
@@ -272,6 +274,9 @@ prewarm() {
 failovers() {
     local round status victim
     for ((round = 1; round <= FAILOVERS; round++)); do
+        wait_whole || return 1
+        # A server restarted by the previous round may still be catching up; let it settle.
+        sleep "$FAILOVER_SETTLE"
         wait_whole || return 1
         victim=$LEADER
         kc_log "$SRV_KIND fail-over $round/$FAILOVERS: SIGKILL to leader server $victim (pid ${SRV_PID[$victim]})"
