@@ -80,6 +80,12 @@ pub enum Command {
     /// Runs the same workload against two servers alternately (A, B, A, B, …) and compares
     /// throughput and latency: medians per server, the ratio B/A and its spread over rounds.
     Compare(Box<CompareArgs>),
+    /// Times an outage: optionally kills a server (--kill-pid), then keeps trying a write on
+    /// every server until one succeeds; prints the ms from the kill (or start) to that success.
+    Failover(crate::failover::FailoverArgs),
+    /// Creates --nodes persistent znodes under a prefix with many sessions and creates in
+    /// flight (for catch-up and restart measurements); the nodes are left in place.
+    Populate(crate::populate::PopulateArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -6,17 +6,20 @@
 //!
 //! Layout: `cli` (flags → `Plan`), `driver` (setup, workers, progress, teardown, time limit),
 //! `worker` + `session` (the event loop), `workload` (what to send), `keys` + `rng` + `schedule`
-//! (what and when), `stats` + `summary` (figures), `sync_client` (blocking setup/teardown).
+//! (what and when), `stats` + `summary` (figures), `sync_client` (blocking setup/teardown),
+//! `failover` + `populate` (the ensemble benchmark's fail-over timer and bulk creates).
 
 pub mod checker;
 pub mod cli;
 pub mod compare;
 pub mod cpu;
 pub mod driver;
+pub mod failover;
 pub mod keys;
 pub mod linearizability;
 pub mod plan;
 pub mod plot;
+pub mod populate;
 pub mod rng;
 pub mod scenario;
 pub mod schedule;

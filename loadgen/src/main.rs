@@ -1,5 +1,6 @@
 //! `keel-loadgen [flags]`: parse the flags, run, print the summary, exit with its status.
 //! `keel-loadgen check FILE`: check a saved history for linearizability.
+//! `keel-loadgen failover ...`, `keel-loadgen populate ...`: the ensemble benchmark's tools.
 //!
 //! A watchdog thread is the last line of the time limit: if the run has not wound down a few
 //! seconds after the limit, it says so and exits with status 3.
@@ -18,6 +19,8 @@ fn main() {
     match cli.command {
         Some(Command::Check(args)) => check_file(&args),
         Some(Command::Compare(args)) => compare(*args),
+        Some(Command::Failover(args)) => failover(args),
+        Some(Command::Populate(args)) => populate(args),
         None => run(cli.load),
     }
 }
@@ -48,6 +51,26 @@ fn compare(args: CompareArgs) {
         keel_loadgen::plot::write_plots(dir, &runs, &title).unwrap_or_else(|e| fail(1, &e));
     }
     std::process::exit(summary.exit_code());
+}
+
+fn failover(args: keel_loadgen::failover::FailoverArgs) {
+    let json = args.json.clone();
+    let plan = args.into_plan().unwrap_or_else(|e| fail(2, &e));
+    let limit = plan.timeout * 2 + plan.attempt_timeout * plan.servers.len() as u32;
+    spawn_watchdog(Instant::now() + limit + WATCHDOG_GRACE, limit);
+    let summary = keel_loadgen::failover::run(&plan).unwrap_or_else(|e| fail(1, &e));
+    print!("{}", summary.render_text());
+    write_json_or_exit(json.as_deref(), &summary);
+    std::process::exit(summary.exit_code());
+}
+
+fn populate(args: keel_loadgen::populate::PopulateArgs) {
+    let json = args.json.clone();
+    let plan = args.into_plan().unwrap_or_else(|e| fail(2, &e));
+    spawn_watchdog(Instant::now() + plan.timeout + WATCHDOG_GRACE, plan.timeout);
+    let summary = keel_loadgen::populate::run(&plan).unwrap_or_else(|e| fail(1, &e));
+    print!("{}", summary.render_text());
+    write_json_or_exit(json.as_deref(), &summary);
 }
 
 fn run(args: keel_loadgen::cli::Args) {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// Requests in flight at once during setup and teardown.
 const WINDOW_REQUESTS_MAX: u64 = 256;
+/// The largest window `set_window` takes.
+pub const WINDOW_REQUESTS_SET_MAX: u64 = 4096;
 /// ZooKeeper's default `jute.maxbuffer`, plus the frame's header room.
 pub const FRAME_BYTES_MAX: u32 = 0xfffff + 1024;
 
@@ -22,6 +24,8 @@ pub struct SyncClient {
     xid: i32,
     io_timeout: Duration,
     deadline: Instant,
+    /// Requests sent per window of `pipeline`.
+    window: u64,
 }
 
 /// The outcome of a pipelined batch: how many succeeded and which error codes the rest got.
@@ -99,6 +103,7 @@ impl SyncClient {
             xid: 0,
             io_timeout,
             deadline,
+            window: WINDOW_REQUESTS_MAX,
         };
         let mut out = Vec::new();
         ConnectRequest {
@@ -129,11 +134,17 @@ impl SyncClient {
         self.io_timeout = io_timeout;
     }
 
+    /// Requests `pipeline` sends before it waits for their replies, 1 to 4096 [default: 256].
+    pub fn set_window(&mut self, window: u64) {
+        assert!((1..=WINDOW_REQUESTS_SET_MAX).contains(&window));
+        self.window = window;
+    }
+
     pub fn server(&self) -> SocketAddr {
         self.server
     }
 
-    /// Sends `count` requests, at most a window at a time; `encode(index, xid, out)` appends
+    /// Sends `count` requests, at most a window (`set_window`) at a time; `encode(index, xid, out)` appends
     /// request `index`. Replies must come back in order, as ZooKeeper guarantees per session.
     ///
     /// # Errors
@@ -158,7 +169,7 @@ impl SyncClient {
         let mut out = Vec::new();
         let mut sent = 0u64;
         while sent < count {
-            let batch_end = count.min(sent + WINDOW_REQUESTS_MAX);
+            let batch_end = count.min(sent + self.window);
             out.clear();
             let first_xid = self.xid + 1;
             for index in sent..batch_end {
