@@ -294,7 +294,8 @@ impl Peer {
             return;
         }
         let unanswered = learner.phase == Phase::Discovery && learner.recv_seq == 0;
-        if unanswered && self.now_ticks >= learner.info_sent_tick + self.config.ping_interval_ticks
+        if unanswered
+            && self.now_ticks >= learner.info_sent_tick + self.config.follower_info_resend_ticks
         {
             self.learner_send_info();
         }

@@ -130,6 +130,9 @@ pub struct Config {
     /// ZooKeeper's syncLimit: silence longer than this breaks a leader/learner pairing.
     pub sync_limit_ticks: u64,
     pub ping_interval_ticks: u64,
+    /// How often a learner resends FOLLOWERINFO while its chosen leader has not answered (a
+    /// leader that was still LOOKING when the first one came closed the connection).
+    pub follower_info_resend_ticks: u64,
     /// Uncommitted proposals a leader keeps at most; `propose` fails with `QueueFull` beyond.
     pub proposals_in_flight_max: usize,
     /// The last usable zxid counter in an epoch; reaching it forces a new election.
@@ -169,6 +172,7 @@ impl Config {
             init_limit_ticks: 20,
             sync_limit_ticks: 10,
             ping_interval_ticks: 2,
+            follower_info_resend_ticks: 2,
             proposals_in_flight_max: 1000,
             zxid_counter_max: 0xffff_fffe,
             requests_to_driver: false,
@@ -191,6 +195,10 @@ impl Config {
             ("finalize_wait_ticks", self.finalize_wait_ticks),
             ("init_limit_ticks", self.init_limit_ticks),
             ("ping_interval_ticks", self.ping_interval_ticks),
+            (
+                "follower_info_resend_ticks",
+                self.follower_info_resend_ticks,
+            ),
             (
                 "proposals_in_flight_max",
                 self.proposals_in_flight_max as u64,

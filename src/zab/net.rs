@@ -201,6 +201,9 @@ impl NetConfig {
         zab.init_limit_ticks = u64::from(config.init_limit_ticks) * per_tick;
         zab.sync_limit_ticks = u64::from(config.sync_limit_ticks) * per_tick;
         zab.ping_interval_ticks = (per_tick / 2).max(1);
+        // A follower that reached its leader before it led retries on the election's scale,
+        // not a ping's: a 2 s tickTime would otherwise add a second to a fail-over.
+        zab.follower_info_resend_ticks = ms_to_ticks(100);
         zab.election_timeout_ticks = ms_to_ticks(200);
         zab.election_timeout_ticks_max = ms_to_ticks(ELECTION_RESEND_MS_MAX);
         zab.election_jitter_ticks = ms_to_ticks(100);

@@ -69,6 +69,8 @@ pub struct FileStore {
     log_path: PathBuf,
     log_len_bytes: u64,
     records: Vec<Placed>,
+    /// Appended records not written yet: `sync` writes them with one call, then fsyncs.
+    pending: Vec<u8>,
     unsynced: bool,
 }
 
@@ -95,6 +97,7 @@ impl FileStore {
             log_path,
             log_len_bytes: len,
             records,
+            pending: Vec::new(),
             unsynced: false,
         };
         let log_base = read_log_base(&store.log_path);
@@ -140,17 +143,30 @@ impl FileStore {
     /// # Errors
     /// IO errors or an entry over `RECORD_BYTES_MAX`.
     pub fn append(&mut self, entry: &Entry) -> Result<(), StoreError> {
-        let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + entry.payload.len());
-        encode_record(entry, &mut record)?;
-        self.log
-            .write_all(&record)
-            .map_err(io("append", &self.log_path))?;
+        let before = self.pending.len();
+        self.pending
+            .reserve(RECORD_HEADER_BYTES + entry.payload.len());
+        if let Err(error) = encode_record(entry, &mut self.pending) {
+            self.pending.truncate(before);
+            return Err(error);
+        }
         self.records.push(Placed {
             zxid: entry.zxid,
             offset_bytes: self.log_len_bytes,
         });
-        self.log_len_bytes += record.len() as u64;
+        self.log_len_bytes += (self.pending.len() - before) as u64;
         self.unsynced = true;
+        Ok(())
+    }
+
+    /// Writes the buffered appends to the file (one write call for a whole batch).
+    fn write_pending(&mut self) -> Result<(), StoreError> {
+        if !self.pending.is_empty() {
+            self.log
+                .write_all(&self.pending)
+                .map_err(io("append", &self.log_path))?;
+            self.pending.clear();
+        }
         Ok(())
     }
 
@@ -159,6 +175,7 @@ impl FileStore {
     /// # Errors
     /// IO errors.
     pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.write_pending()?;
         if self.unsynced {
             self.log.sync_data().map_err(io("fsync", &self.log_path))?;
             self.unsynced = false;
@@ -218,6 +235,7 @@ impl FileStore {
             .map_err(io("open", &self.log_path))?;
         self.records = records;
         self.log_len_bytes = bytes.len() as u64;
+        self.pending.clear();
         self.unsynced = false;
         Ok(())
     }
@@ -236,6 +254,7 @@ impl FileStore {
     }
 
     fn cut_log(&mut self, len_bytes: u64) -> Result<(), StoreError> {
+        self.write_pending()?;
         self.log
             .set_len(len_bytes)
             .map_err(io("truncate", &self.log_path))?;
@@ -281,12 +300,12 @@ fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), StoreError> {
             len,
             max: RECORD_BYTES_MAX,
         })?;
-    let mut summed = Vec::with_capacity(8 + len);
-    summed.extend_from_slice(&entry.zxid.0.to_be_bytes());
-    summed.extend_from_slice(&entry.payload);
+    let zxid = entry.zxid.0.to_be_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&zxid), &entry.payload);
     out.extend_from_slice(&len_u32.to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&summed).to_be_bytes());
-    out.extend_from_slice(&summed);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out.extend_from_slice(&zxid);
+    out.extend_from_slice(&entry.payload);
     Ok(())
 }
 
