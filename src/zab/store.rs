@@ -20,6 +20,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{Durable, Entry, Payload, Snapshot, Zxid};
@@ -71,6 +72,9 @@ pub struct FileStore {
     records: Vec<Placed>,
     /// Appended records not written yet: `sync` writes them with one call, then fsyncs.
     pending: Vec<u8>,
+    /// The file's length: the log, then zeros written ahead of it (`PREALLOC_BYTES` at a
+    /// time), so an fdatasync after an append does not also have to grow the file.
+    allocated_bytes: u64,
     unsynced: bool,
 }
 
@@ -90,7 +94,8 @@ impl FileStore {
         let mut store = FileStore {
             log: OpenOptions::new()
                 .create(true)
-                .append(true)
+                .truncate(false)
+                .write(true)
                 .open(&log_path)
                 .map_err(io("open", &log_path))?,
             dir,
@@ -98,6 +103,7 @@ impl FileStore {
             log_len_bytes: len,
             records,
             pending: Vec::new(),
+            allocated_bytes: len,
             unsynced: false,
         };
         let log_base = read_log_base(&store.log_path);
@@ -159,14 +165,40 @@ impl FileStore {
         Ok(())
     }
 
-    /// Writes the buffered appends to the file (one write call for a whole batch).
+    /// Writes the buffered appends to the file (one write call for a whole batch), into
+    /// zeros written ahead of time.
     fn write_pending(&mut self) -> Result<(), StoreError> {
-        if !self.pending.is_empty() {
-            self.log
-                .write_all(&self.pending)
-                .map_err(io("append", &self.log_path))?;
-            self.pending.clear();
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        if self.allocated_bytes < self.log_len_bytes {
+            self.preallocate()?;
+        }
+        let offset = self.log_len_bytes - self.pending.len() as u64;
+        self.log
+            .write_all_at(&self.pending, offset)
+            .map_err(io("append", &self.log_path))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Extends the file with zeros to `PREALLOC_BYTES` past the log's end, durably (the
+    /// length too), once per that many bytes of log. Recovery stops at the first record
+    /// that does not check out, so the zeros are never read as entries; `open` cuts them.
+    fn preallocate(&mut self) -> Result<(), StoreError> {
+        let target = (self.log_len_bytes / PREALLOC_BYTES + 1) * PREALLOC_BYTES;
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+        let mut at = self.allocated_bytes;
+        while at < target {
+            let n =
+                usize::try_from(target - at).map_or(ZERO_CHUNK_BYTES, |n| n.min(ZERO_CHUNK_BYTES));
+            self.log
+                .write_all_at(&zeros[..n], at)
+                .map_err(io("preallocate", &self.log_path))?;
+            at += n as u64;
+        }
+        self.log.sync_all().map_err(io("fsync", &self.log_path))?;
+        self.allocated_bytes = target;
         Ok(())
     }
 
@@ -230,11 +262,12 @@ impl FileStore {
         }
         self.replace("keel-zab.log", &bytes)?;
         self.log = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&self.log_path)
             .map_err(io("open", &self.log_path))?;
         self.records = records;
         self.log_len_bytes = bytes.len() as u64;
+        self.allocated_bytes = self.log_len_bytes;
         self.pending.clear();
         self.unsynced = false;
         Ok(())
@@ -260,6 +293,7 @@ impl FileStore {
             .map_err(io("truncate", &self.log_path))?;
         self.log.sync_all().map_err(io("fsync", &self.log_path))?;
         self.log_len_bytes = len_bytes;
+        self.allocated_bytes = len_bytes;
         self.unsynced = false;
         Ok(())
     }
@@ -308,6 +342,10 @@ fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), StoreError> {
     out.extend_from_slice(&entry.payload);
     Ok(())
 }
+
+/// Zeros written ahead of the log at a time (see `FileStore::preallocate`).
+const PREALLOC_BYTES: u64 = 16 << 20;
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
 /// The base zxid in a log file's header, if it has one.
 fn read_log_base(path: &Path) -> Option<Zxid> {
@@ -514,6 +552,36 @@ mod tests {
         let (_, durable) = FileStore::open(&dir).unwrap();
         assert_eq!(durable.snapshot, snapshot);
         assert_eq!(durable.log, vec![entry(3, 3)]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn appends_land_in_zeros_written_ahead_and_a_crash_leaves_them_harmless() {
+        // The log file is extended with zeros ahead of the appends; a crash leaves that
+        // zero tail, which reopening ignores (the entries come back) and cuts off.
+        let dir = temp_dir("prealloc");
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        for counter in 1..=100 {
+            store.append(&entry(1, counter)).unwrap();
+        }
+        store.sync().unwrap();
+        let path = FileStore::log_path(&dir);
+        assert_eq!(fs::metadata(&path).unwrap().len(), PREALLOC_BYTES);
+        for counter in 101..=150 {
+            store.append(&entry(1, counter)).unwrap();
+        }
+        store.sync().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), PREALLOC_BYTES);
+        drop(store); // As after kill -9: the zeros stay.
+        let (mut store, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.log.len(), 150);
+        assert_eq!(durable.log[149], entry(1, 150));
+        assert!(fs::metadata(&path).unwrap().len() < PREALLOC_BYTES);
+        store.append(&entry(1, 151)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let (_, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.log.len(), 151);
         fs::remove_dir_all(&dir).unwrap();
     }
 
