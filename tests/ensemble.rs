@@ -345,6 +345,7 @@ impl AckWriter {
             std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(120);
                 let mut next = 0usize;
+                let mut parent_made = false;
                 let mut conn: Option<Conn> = None;
                 let mut target = 0usize;
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -356,28 +357,24 @@ impl AckWriter {
                         }
                         continue;
                     };
-                    if next == 0 {
-                        // The parent; an existing one (a retry) is as good.
-                        if c.create("/acked", b"", 0).is_err() {
-                            conn = None;
-                            target += 1;
-                            continue;
-                        }
-                    }
-                    let path = format!("/acked/n{next}");
-                    match c.create(&path, b"x", 0) {
-                        Ok((OK, _)) => {
-                            acked.lock().expect("lock").push(path);
-                            next += 1;
-                        }
-                        Ok((_, _)) => next += 1, // NodeExists after an unknown outcome.
+                    let result = if parent_made {
+                        c.create(&format!("/acked/n{next}"), b"x", 0)
+                    } else {
+                        // An existing parent (a retry whose first outcome was lost) is as good.
+                        c.create("/acked", b"", 0)
+                    };
+                    match result {
                         Err(_) => {
                             conn = None;
                             target += 1;
                         }
-                    }
-                    if next == 0 {
-                        next = 1;
+                        Ok(_) if !parent_made => parent_made = true,
+                        Ok((err, _)) => {
+                            if err == OK {
+                                acked.lock().expect("lock").push(format!("/acked/n{next}"));
+                            }
+                            next += 1; // Not OK: NodeExists after an unknown outcome.
+                        }
                     }
                 }
             })

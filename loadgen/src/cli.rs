@@ -244,7 +244,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale_s).map_err(|error| format!("'{text}': {error}"))
 }
 
-fn resolve(servers: &[String]) -> Result<Vec<SocketAddr>> {
+/// `--servers` as socket addresses (the first address each name resolves to).
+///
+/// # Errors
+/// No server given, or one that does not resolve.
+pub(crate) fn resolve(servers: &[String]) -> Result<Vec<SocketAddr>> {
     if servers.is_empty() {
         bail!("--servers: give at least one host:port");
     }

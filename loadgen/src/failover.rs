@@ -10,11 +10,11 @@
 
 use crate::cli::parse_duration;
 use crate::sync_client::SyncClient;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use keel::proto::records::encode;
 use keel::proto::{op, open_acl_unsafe, ErrorCode};
 use serde::{Deserialize, Serialize};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -119,16 +119,7 @@ impl FailoverArgs {
         if self.servers.is_empty() || self.servers.len() > SERVERS_MAX {
             bail!("--servers: give 1 to {SERVERS_MAX} host:port");
         }
-        let servers = self
-            .servers
-            .iter()
-            .map(|s| {
-                s.to_socket_addrs()
-                    .with_context(|| format!("--servers: cannot resolve '{s}'"))?
-                    .next()
-                    .ok_or_else(|| anyhow!("--servers: '{s}' has no address"))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let servers = crate::cli::resolve(&self.servers)?;
         if self.timeout.is_zero() || self.timeout > Duration::from_secs(3600) {
             bail!("--timeout must be in (0, 1h]");
         }

@@ -9,11 +9,11 @@
 
 use crate::cli::parse_duration;
 use crate::sync_client::{SyncClient, WINDOW_REQUESTS_SET_MAX};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use keel::proto::records::encode;
 use keel::proto::{op, open_acl_unsafe, ErrorCode};
 use serde::{Deserialize, Serialize};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -118,16 +118,7 @@ impl PopulateArgs {
                 crate::failover::SERVERS_MAX
             );
         }
-        let servers = self
-            .servers
-            .iter()
-            .map(|s| {
-                s.to_socket_addrs()
-                    .with_context(|| format!("--servers: cannot resolve '{s}'"))?
-                    .next()
-                    .ok_or_else(|| anyhow!("--servers: '{s}' has no address"))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let servers = crate::cli::resolve(&self.servers)?;
         if !(1..=NODES_MAX).contains(&self.nodes) {
             bail!("--nodes {} is out of range [1, {NODES_MAX}]", self.nodes);
         }

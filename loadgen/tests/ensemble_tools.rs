@@ -2,7 +2,9 @@
 //! Keel that starts late (an outage of known length) or against nothing, with and without
 //! `--kill-pid`; `keel-loadgen populate` creating nodes and finding them on a rerun.
 
-use keel::config::Config;
+mod common;
+
+use common::start_keel;
 use keel_loadgen::failover::FailoverSummary;
 use keel_loadgen::populate::PopulateSummary;
 use std::net::{SocketAddr, TcpListener};
@@ -16,34 +18,10 @@ const SIGKILL: i32 = 9;
 /// No command may take longer than this, whatever goes wrong.
 const RUN_BOUND: Duration = Duration::from_secs(30);
 
-/// Starts an in-process Keel on 127.0.0.1:`port` (0: any) with a fresh data directory.
-fn start_keel(port: u16, tag: &str) -> SocketAddr {
-    let mut config = Config::embedded_default();
-    let client_port = format!("clientPort={port}");
-    for pair in [
-        client_port.as_str(),
-        "keel.unpinned=true",
-        "keel.shards=1",
-        "maxClientCnxns=0",
-        "preAllocSize=4096",
-    ] {
-        config.apply_override(pair).expect("override");
-    }
-    let data_dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data_dir);
-    config
-        .apply_override(&format!("dataDir={}", data_dir.display()))
-        .expect("dataDir");
-    let server = keel::server::start(config).expect("server starts");
-    let addr = server.client_addr;
-    std::thread::spawn(move || server.join());
-    addr
-}
-
 /// One server for the tests that need one from the start.
 fn server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| start_keel(0, "keel-loadgen-ensemble-tools"))
+    *ADDR.get_or_init(|| start_keel(0, 1, "keel-loadgen-ensemble-tools"))
 }
 
 /// A port on 127.0.0.1 that nothing listens on (free a moment ago).
@@ -123,7 +101,7 @@ fn failover_reports_the_first_write_after_a_late_server_starts() {
         &json,
     );
     std::thread::sleep(outage);
-    let addr = start_keel(port, "keel-loadgen-failover-late");
+    let addr = start_keel(port, 1, "keel-loadgen-failover-late");
     assert_eq!(addr.port(), port);
     let (output, _) = finish(child, "failover");
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));

@@ -1,7 +1,8 @@
 //! End-to-end runs of the keel-loadgen binary against an in-process Keel on 127.0.0.1, each
 //! bounded to about a second of load, plus the bad conditions it must report without hanging.
 
-use keel::config::Config;
+mod common;
+
 use keel::proto::records::write_connect_response;
 use keel_loadgen::checker::{CheckerSummary, FileCheckSummary};
 use keel_loadgen::linearizability::{History, Node, Output, Verdict};
@@ -23,29 +24,9 @@ fn server() -> SocketAddr {
     *ADDR.get_or_init(|| start_in_process(1, "keel-loadgen"))
 }
 
-/// Starts an in-process Keel with `shards` client shards and a fresh data directory named
-/// `<tag>-<pid>` under the temp dir (the server writes its log there); returns its address.
+/// Starts an in-process Keel with `shards` client shards on any port.
 fn start_in_process(shards: usize, tag: &str) -> SocketAddr {
-    let mut config = Config::embedded_default();
-    let shards = format!("keel.shards={shards}");
-    for pair in [
-        "clientPort=0",
-        "keel.unpinned=true",
-        shards.as_str(),
-        "maxClientCnxns=0",
-        "preAllocSize=4096",
-    ] {
-        config.apply_override(pair).expect("override");
-    }
-    let data_dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data_dir);
-    config
-        .apply_override(&format!("dataDir={}", data_dir.display()))
-        .expect("dataDir");
-    let server = keel::server::start(config).expect("server starts");
-    let addr = server.client_addr;
-    std::thread::spawn(move || server.join());
-    addr
+    common::start_keel(0, shards, tag)
 }
 
 struct Outcome<T = Summary> {

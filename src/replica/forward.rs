@@ -11,7 +11,6 @@
 use crate::proto::jute::{Reader, Writer};
 use crate::proto::{op, Acl, Id, ProtoError};
 use crate::tree::WriteOp;
-use std::sync::Arc;
 
 /// One forwarded request as the leader's replica core needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,11 +228,6 @@ pub fn decode_touches(bytes: &[u8]) -> Result<Vec<(i64, i32)>, ProtoError> {
         touches.push((r.read_i64()?, r.read_i32()?));
     }
     Ok(touches)
-}
-
-/// Auth ids as the shards hold them, for a forwarded write.
-pub fn auth_ids_vec(ids: &Arc<[Id]>) -> Vec<Id> {
-    ids.iter().cloned().collect()
 }
 
 #[cfg(test)]

@@ -297,14 +297,22 @@ async fn replica_main(start: ReplicaStart, storage: Storage) {
         if opens_or_closes_sessions(&batch) {
             publish_session_sets(&stats, &replica.borrow(), now(started));
         }
-        let batch = Arc::new(batch);
-        for sender in &connected {
-            if sender.send(batch.clone()).await.is_err() {
-                tracing::error!("a shard stopped; the replica core stops");
-                return;
-            }
+        if !ship(&connected, batch).await {
+            return;
         }
     }
+}
+
+/// Sends `batch` to every shard; false once a shard has stopped (the replica core stops).
+async fn ship(connected: &[io::ConnectedSender<Arc<CommitBatch>>], batch: CommitBatch) -> bool {
+    let batch = Arc::new(batch);
+    for sender in connected {
+        if sender.send(batch.clone()).await.is_err() {
+            tracing::error!("a shard stopped; the replica core stops");
+            return false;
+        }
+    }
+    true
 }
 
 /// Starts a task per shard queue that hands each message to `step` and notifies `flush`,
@@ -434,12 +442,8 @@ async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
         }
         core.borrow().publish();
         for batch in batches {
-            let batch = Arc::new(batch);
-            for sender in &connected {
-                if sender.send(batch.clone()).await.is_err() {
-                    tracing::error!("a shard stopped; the replica core stops");
-                    return;
-                }
+            if !ship(&connected, batch).await {
+                return;
             }
         }
     }

@@ -119,6 +119,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Ensemble {
+    /// The driver's events, for the replica core's task that waits on them.
+    pub(super) fn events(&self) -> EventInbox {
+        self.events.clone()
+    }
+
     /// Starts the zab driver for `config`'s `server.N` lines.
     ///
     /// # Errors
@@ -505,10 +510,4 @@ fn load_snapshot_bytes(
     let loaded = crate::snapshot::load_snapshot(&path).map_err(|e| e.to_string());
     let _ = std::fs::remove_file(&path);
     loaded
-}
-
-impl Ensemble {
-    pub(super) fn events(&self) -> EventInbox {
-        self.events.clone()
-    }
 }
