@@ -86,6 +86,9 @@ const FIRST_CONN_TOKEN: usize = 16;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 const ACCEPTS_PER_EVENT_MAX: usize = 64;
 const WRITES_PER_FLUSH_MAX: usize = 64;
+/// A connection's queued output is written at once past this size; below it, at the end of
+/// the `Ready` (or loop turn) that queued it, so a batch of packets leaves in one `write`.
+const FLUSH_EARLY_BYTES: usize = 256 * 1024;
 const READY_ROUNDS_MAX: usize = 64;
 
 /// The longest zab tick in a server's ensemble: finer than tickTime so that elections run
@@ -421,6 +424,8 @@ impl Driver {
             leader_in: HashMap::new(),
             next_conn_id: 1,
             pending_reads: Vec::new(),
+            unflushed: Vec::new(),
+            read_chunk: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
             inbox: Vec::new(),
             leader_dials_unanswered: 0,
             counters: Counters::default(),
@@ -640,6 +645,10 @@ struct Loop {
     leader_in: HashMap<u64, Token>,
     next_conn_id: u64,
     pending_reads: Vec<Token>,
+    /// Connections with output queued since their last flush.
+    unflushed: Vec<Token>,
+    /// The buffer every socket read goes through.
+    read_chunk: Box<[u8]>,
     /// Decoded messages waiting for `step`.
     inbox: Vec<(PeerId, Message)>,
     /// Learner: dials of the chosen leader in a row that failed or that it closed unanswered.
@@ -708,6 +717,7 @@ impl Loop {
                 fatal = Some(e.to_string());
                 break;
             }
+            self.flush_queued();
             self.reap();
             self.publish(None);
         }
@@ -838,6 +848,7 @@ impl Loop {
             for envelope in ready.messages {
                 self.send(envelope);
             }
+            self.flush_queued();
             if last_append.is_some() {
                 self.store.sync()?; // `enqueue` wrote the messages to their sockets already.
             }
@@ -1150,7 +1161,18 @@ impl Loop {
             return;
         }
         conn.output.extend_from_slice(bytes);
-        self.flush(token);
+        if conn.queued_bytes() >= FLUSH_EARLY_BYTES {
+            self.flush(token);
+        } else if !self.unflushed.contains(&token) {
+            self.unflushed.push(token);
+        }
+    }
+
+    /// Writes out what `enqueue` left queued: one write per connection for many packets.
+    fn flush_queued(&mut self) {
+        for token in std::mem::take(&mut self.unflushed) {
+            self.flush(token);
+        }
     }
 
     fn flush(&mut self, token: Token) {
@@ -1199,11 +1221,11 @@ impl Loop {
         if conn.closing.is_some() {
             return;
         }
-        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+        let chunk = &mut self.read_chunk;
         let mut outcome = None;
         let mut drained = false;
         for _ in 0..reads_max {
-            match conn.stream.read(&mut chunk) {
+            match conn.stream.read(chunk) {
                 Ok(0) => {
                     outcome = Some("closed by the peer");
                     break;
