@@ -144,6 +144,11 @@ impl<D: LogDir> LogWriter<D> {
         &self.config
     }
 
+    /// The segment directory (for messages that name a segment's full path).
+    pub fn dir(&self) -> &D {
+        &self.dir
+    }
+
     /// Encodes `txns` into the buffer for the next flush; nothing reaches the disk.
     ///
     /// # Errors

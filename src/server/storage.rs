@@ -385,8 +385,9 @@ pub(super) async fn make_durable(
     // against 0.38-0.81 ms; /tmp A/B of both binaries, three rounds).
     let (log, result, sync_ms) = crate::io::spawn_blocking(sync).await;
     if let Err(error) = result {
-        tracing::error!(%error, "write-ahead log write failed; stopping (restart to recover)");
-        eprintln!("keel: write-ahead log failed: {error}; stopping without retrying");
+        let dir = log.dir().path().display();
+        tracing::error!(%error, %dir, "write-ahead log write failed; stopping (restart to recover)");
+        eprintln!("keel: write-ahead log in {dir} failed: {error}; stopping without retrying");
         std::process::exit(70);
     }
     stats.fsync_time_ms.record(sync_ms);

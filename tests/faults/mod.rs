@@ -1,8 +1,11 @@
-//! Shared by the fault tests (`tests/crash.rs`, `tests/enospc.rs`): the real `keel` binary on
-//! 127.0.0.1 (killed by PID when dropped, stderr captured to a file), a blocking client that
-//! reports IO errors instead of panicking (a killed server is expected there) and can keep
-//! many requests in flight, subtree reads, and a seeded PRNG.
+//! Shared by the fault tests (`tests/crash.rs`, `tests/enospc.rs`, `tests/disk_errors.rs`,
+//! `tests/ensemble.rs`): the real `keel` binary on 127.0.0.1 (killed by PID when dropped,
+//! stderr captured to a file), a blocking client that reports IO errors instead of panicking
+//! (a killed server is expected there) and can keep many requests in flight, subtree reads,
+//! and a seeded PRNG; `disk` has what the disk-fault tests share.
 #![allow(dead_code)]
+
+pub mod disk;
 
 use keel::proto::jute::Reader;
 use keel::proto::records::{encode, ConnectRequest};
