@@ -62,6 +62,7 @@ mod election;
 mod leader;
 mod learner;
 mod log;
+mod log_sync;
 mod message;
 pub mod net;
 mod peer;

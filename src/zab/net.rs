@@ -377,7 +377,7 @@ impl Driver {
                 return Err(NetError::UnknownServer(other));
             }
         }
-        let (store, durable) = FileStore::open(&config.data_dir)?;
+        let (mut store, durable) = FileStore::open(&config.data_dir)?;
         let mut on_event = on_event;
         if durable.snapshot.zxid != Zxid::ZERO {
             // The state starts from the local snapshot; the peer applies what follows it.
@@ -403,6 +403,13 @@ impl Driver {
         poll.registry()
             .register(&mut quorum, LISTEN_QUORUM, Interest::READABLE)
             .map_err(|e| NetError::Setup("register", e))?;
+        let sync_waker = waker.clone();
+        store.sync_in_background(
+            format!("zab-sync-{id}"),
+            Box::new(move || {
+                let _ = sync_waker.wake();
+            }),
+        )?;
         let (commands, command_rx) = channel::bounded(config.limits.commands_queued_max);
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(Mutex::new(status_of(&peer, Counters::default(), None)));
@@ -712,7 +719,7 @@ impl Loop {
                     next_tick + self.tick
                 };
             }
-            if let Err(e) = self.drain_ready() {
+            if let Err(e) = self.take_synced().and_then(|()| self.drain_ready()) {
                 tracing::error!(id = self.own.id, error = %e, "zab net: store failed, stopping");
                 fatal = Some(e.to_string());
                 break;
@@ -810,6 +817,11 @@ impl Loop {
             .collect();
         self.store.compact(&snapshot, &after)?;
         self.peer.compact(snapshot);
+        // The rewritten log is durable; a background sync in flight before it no longer
+        // reports anything.
+        if let Some(zxid) = self.store.last_zxid() {
+            self.peer.on_persisted(zxid);
+        }
         Ok(Ok(()))
     }
 
@@ -819,6 +831,14 @@ impl Loop {
         }
     }
 
+    /// Tells the peer how far a finished background sync made the log durable.
+    fn take_synced(&mut self) -> Result<(), StoreError> {
+        if let Some(zxid) = self.store.take_synced()? {
+            self.peer.on_persisted(zxid);
+        }
+        Ok(())
+    }
+
     /// Executes `Ready`s until the peer has nothing left (bounded rounds).
     fn drain_ready(&mut self) -> Result<(), StoreError> {
         for _ in 0..READY_ROUNDS_MAX {
@@ -826,16 +846,25 @@ impl Loop {
                 return Ok(());
             }
             let ready = self.peer.take_ready();
-            let mut last_append = None;
+            let mut appended = false;
+            // Cut or replaced (which drops the answer of a background sync asked for
+            // before): this Ready's appends are synced here (a rare, election-time path).
+            let mut log_rewritten = false;
             for op in &ready.disk {
                 match op {
                     DiskOp::AcceptedEpoch(epoch) => self.store.write_accepted_epoch(*epoch)?,
                     DiskOp::CurrentEpoch(epoch) => self.store.write_current_epoch(*epoch)?,
-                    DiskOp::InstallSnapshot(snapshot) => self.store.install_snapshot(snapshot)?,
-                    DiskOp::TruncateAfter(zxid) => self.store.truncate_after(*zxid)?,
+                    DiskOp::InstallSnapshot(snapshot) => {
+                        self.store.install_snapshot(snapshot)?;
+                        log_rewritten = true;
+                    }
+                    DiskOp::TruncateAfter(zxid) => {
+                        self.store.truncate_after(*zxid)?;
+                        log_rewritten = true;
+                    }
                     DiskOp::Append(entry) => {
                         self.store.append(entry)?;
-                        last_append = Some(entry.zxid);
+                        appended = true;
                     }
                 }
             }
@@ -849,8 +878,16 @@ impl Loop {
                 self.send(envelope);
             }
             self.flush_queued();
-            if last_append.is_some() {
-                self.store.sync()?; // `enqueue` wrote the messages to their sockets already.
+            // `flush_queued` wrote the messages to their sockets already. Normally the
+            // fdatasync runs on the sync thread while this loop goes on (`take_synced`
+            // reports it); the log on disk then holds exactly the peer's entries up to the
+            // zxid it names, as only appends came since it was asked for.
+            let mut persisted = None;
+            if appended && log_rewritten {
+                self.store.sync()?;
+                persisted = self.store.last_zxid();
+            } else if appended {
+                self.store.start_sync()?;
             }
             for apply in ready.committed {
                 (self.on_event)(Event::Apply(apply));
@@ -865,7 +902,7 @@ impl Loop {
             for (from, payload) in ready.session_touches {
                 (self.on_event)(Event::Touches { from, payload });
             }
-            if let Some(zxid) = last_append {
+            if let Some(zxid) = persisted {
                 self.peer.on_persisted(zxid);
             }
         }

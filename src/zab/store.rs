@@ -22,7 +22,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::log_sync::{LogSyncer, SyncRequest};
 use super::{Durable, Entry, Payload, Snapshot, Zxid};
 
 const LOG_MAGIC: &[u8; 4] = b"KZL1";
@@ -45,6 +47,8 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: &'static str },
     #[error("an append of {len} bytes exceeds the record limit {max}")]
     TooLarge { len: usize, max: usize },
+    #[error("the log's sync thread is gone")]
+    SyncThreadGone,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -66,7 +70,8 @@ struct Placed {
 #[derive(Debug)]
 pub struct FileStore {
     dir: PathBuf,
-    log: File,
+    /// Shared with the sync thread while it fdatasyncs it.
+    log: Arc<File>,
     log_path: PathBuf,
     log_len_bytes: u64,
     records: Vec<Placed>,
@@ -75,7 +80,13 @@ pub struct FileStore {
     /// The file's length: the log, then zeros written ahead of it (`PREALLOC_BYTES` at a
     /// time), so an fdatasync after an append does not also have to grow the file.
     allocated_bytes: u64,
+    /// Written (or pending) appends no sync has been asked to cover yet.
     unsynced: bool,
+    /// With it, `start_sync` returns at once and `take_synced` reports the answer.
+    syncer: Option<LogSyncer>,
+    /// The last zxid the background sync in flight covers. Cutting or replacing the log
+    /// waits for it and drops its answer: the zxid may since name another entry.
+    sync_in_flight: Option<Zxid>,
 }
 
 impl FileStore {
@@ -92,12 +103,14 @@ impl FileStore {
         let log_path = dir.join("keel-zab.log");
         let (records, mut entries, len) = read_log(&log_path, snapshot.zxid)?;
         let mut store = FileStore {
-            log: OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&log_path)
-                .map_err(io("open", &log_path))?,
+            log: Arc::new(
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&log_path)
+                    .map_err(io("open", &log_path))?,
+            ),
             dir,
             log_path,
             log_len_bytes: len,
@@ -105,6 +118,8 @@ impl FileStore {
             pending: Vec::new(),
             allocated_bytes: len,
             unsynced: false,
+            syncer: None,
+            sync_in_flight: None,
         };
         let log_base = read_log_base(&store.log_path);
         if len == 0 {
@@ -202,6 +217,92 @@ impl FileStore {
         Ok(())
     }
 
+    /// From now on `start_sync` hands fdatasyncs to a thread of their own; `notify` runs
+    /// when one finishes (the owner then calls `take_synced`).
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    pub fn sync_in_background(
+        &mut self,
+        name: String,
+        notify: Box<dyn Fn() + Send>,
+    ) -> Result<(), StoreError> {
+        let syncer = LogSyncer::start(name, notify).map_err(io("start sync thread", &self.dir))?;
+        self.syncer = Some(syncer);
+        Ok(())
+    }
+
+    /// The last record in the log, durable or not.
+    pub fn last_zxid(&self) -> Option<Zxid> {
+        self.records.last().map(|r| r.zxid)
+    }
+
+    /// Group commit: writes the buffered appends and, unless a background sync is in flight
+    /// already (the next one then starts when it ends), asks for one that covers them.
+    /// Without a background thread it syncs here, and `take_synced` reports it.
+    ///
+    /// # Errors
+    /// IO errors (of the write; the sync's come from `take_synced`).
+    pub fn start_sync(&mut self) -> Result<(), StoreError> {
+        self.write_pending()?;
+        if !self.unsynced || self.sync_in_flight.is_some() {
+            return Ok(());
+        }
+        let Some(upto) = self.last_zxid() else {
+            return Ok(());
+        };
+        self.unsynced = false;
+        let Some(syncer) = &self.syncer else {
+            self.log.sync_data().map_err(io("fsync", &self.log_path))?;
+            self.sync_in_flight = Some(upto);
+            return Ok(());
+        };
+        let request = SyncRequest {
+            file: self.log.clone(),
+            upto,
+        };
+        if !syncer.request(request) {
+            return Err(StoreError::SyncThreadGone);
+        }
+        self.sync_in_flight = Some(upto);
+        Ok(())
+    }
+
+    /// The zxid up to which a finished `start_sync` made the log durable, once; `None` while
+    /// it runs. Starts the next sync if appends came meanwhile.
+    ///
+    /// # Errors
+    /// The fdatasync failed: the log cannot be trusted and must not be synced again.
+    pub fn take_synced(&mut self) -> Result<Option<Zxid>, StoreError> {
+        let Some(upto) = self.sync_in_flight else {
+            return Ok(None);
+        };
+        if let Some(syncer) = &self.syncer {
+            let Some(done) = syncer.try_done() else {
+                return Ok(None);
+            };
+            done.result.map_err(io("fsync", &self.log_path))?;
+            debug_assert_eq!(done.upto, upto);
+        }
+        self.sync_in_flight = None;
+        self.start_sync()?;
+        Ok(Some(upto))
+    }
+
+    /// Waits for the background sync in flight, if any, and drops its answer: the caller is
+    /// about to cut or replace the log (which syncs everything itself), after which the
+    /// zxid it names may belong to another entry.
+    fn settle_sync(&mut self) -> Result<(), StoreError> {
+        if self.sync_in_flight.take().is_none() {
+            return Ok(());
+        }
+        let Some(syncer) = &self.syncer else {
+            return Ok(());
+        };
+        let done = syncer.wait_done().ok_or(StoreError::SyncThreadGone)?;
+        done.result.map_err(io("fsync", &self.log_path))
+    }
+
     /// Makes every append durable.
     ///
     /// # Errors
@@ -260,11 +361,14 @@ impl FileStore {
             });
             encode_record(entry, &mut bytes)?;
         }
+        self.settle_sync()?;
         self.replace("keel-zab.log", &bytes)?;
-        self.log = OpenOptions::new()
-            .write(true)
-            .open(&self.log_path)
-            .map_err(io("open", &self.log_path))?;
+        self.log = Arc::new(
+            OpenOptions::new()
+                .write(true)
+                .open(&self.log_path)
+                .map_err(io("open", &self.log_path))?,
+        );
         self.records = records;
         self.log_len_bytes = bytes.len() as u64;
         self.allocated_bytes = self.log_len_bytes;
@@ -287,6 +391,7 @@ impl FileStore {
     }
 
     fn cut_log(&mut self, len_bytes: u64) -> Result<(), StoreError> {
+        self.settle_sync()?;
         self.write_pending()?;
         self.log
             .set_len(len_bytes)
@@ -497,6 +602,65 @@ mod tests {
             zxid: Zxid::new(epoch, counter),
             payload: Payload::from(format!("e{epoch}.{counter}").into_bytes()),
         }
+    }
+
+    /// Waits (bounded) for the background sync in flight to answer.
+    fn synced(store: &mut FileStore) -> Option<Zxid> {
+        for _ in 0..2_000 {
+            store.sync_in_flight?;
+            if let Some(zxid) = store.take_synced().unwrap() {
+                return Some(zxid);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("the background sync never answered");
+    }
+
+    #[test]
+    fn background_syncs_group_appends_and_drop_answers_for_a_cut_log() {
+        // One sync at a time: appends made while one runs wait for the next, which starts
+        // when the first is taken. An answer asked for before a truncation reports nothing
+        // (the zxid it names may since belong to another entry).
+        let dir = temp_dir("background");
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        let (tx, rx) = crossbeam::channel::unbounded();
+        store
+            .sync_in_background(
+                "test-sync".into(),
+                Box::new(move || {
+                    let _ = tx.send(());
+                }),
+            )
+            .unwrap();
+        for counter in 1..=3 {
+            store.append(&entry(1, counter)).unwrap();
+        }
+        store.start_sync().unwrap();
+        store.append(&entry(1, 4)).unwrap();
+        store.start_sync().unwrap(); // Written, but waits for the sync in flight.
+        assert_eq!(synced(&mut store), Some(Zxid::new(1, 3)));
+        assert!(rx.try_recv().is_ok(), "the owner was woken");
+        assert_eq!(synced(&mut store), Some(Zxid::new(1, 4)));
+        assert_eq!(synced(&mut store), None, "nothing left to sync");
+
+        store.append(&entry(1, 5)).unwrap();
+        store.start_sync().unwrap();
+        store.truncate_after(Zxid::new(1, 4)).unwrap();
+        store.append(&entry(2, 1)).unwrap();
+        assert_eq!(
+            synced(&mut store),
+            None,
+            "the cut dropped the answer for 1.5"
+        );
+        store.start_sync().unwrap();
+        assert_eq!(synced(&mut store), Some(Zxid::new(2, 1)));
+        drop(store);
+        let (_, durable) = FileStore::open(&dir).unwrap();
+        let zxids: Vec<Zxid> = durable.log.iter().map(|e| e.zxid).collect();
+        let mut expected: Vec<Zxid> = (1..=4).map(|c| Zxid::new(1, c)).collect();
+        expected.push(Zxid::new(2, 1));
+        assert_eq!(zxids, expected);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
