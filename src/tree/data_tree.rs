@@ -749,7 +749,8 @@ impl DataTree {
         version: i32,
         triggers: &mut Vec<WatchTrigger>,
     ) -> Result<Stat, ErrorCode> {
-        self.lookup(path).ok_or(ErrorCode::NoNode)?;
+        // No `lookup` first: a committed setData names a node that exists, and on a miss
+        // the copies `node_mut` made along the path are equal to what they replace.
         let node = self.node_mut(path).ok_or(ErrorCode::NoNode)?;
         let old_length = data_len(&node.data) as u64;
         node.data = data.clone();

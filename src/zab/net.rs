@@ -89,6 +89,8 @@ const WRITES_PER_FLUSH_MAX: usize = 64;
 /// A connection's queued output is written at once past this size; below it, at the end of
 /// the `Ready` (or loop turn) that queued it, so a batch of packets leaves in one `write`.
 const FLUSH_EARLY_BYTES: usize = 256 * 1024;
+/// The packet-encoding buffer is kept for the next packet up to this capacity.
+const ENCODE_BUF_KEPT_BYTES_MAX: usize = 1 << 20;
 const READY_ROUNDS_MAX: usize = 64;
 
 /// The longest zab tick in a server's ensemble: finer than tickTime so that elections run
@@ -433,6 +435,7 @@ impl Driver {
             pending_reads: Vec::new(),
             unflushed: Vec::new(),
             read_chunk: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
+            encode_buf: Vec::new(),
             inbox: Vec::new(),
             leader_dials_unanswered: 0,
             counters: Counters::default(),
@@ -656,6 +659,8 @@ struct Loop {
     unflushed: Vec<Token>,
     /// The buffer every socket read goes through.
     read_chunk: Box<[u8]>,
+    /// The buffer a quorum packet is encoded into before it is queued.
+    encode_buf: Vec<u8>,
     /// Decoded messages waiting for `step`.
     inbox: Vec<(PeerId, Message)>,
     /// Learner: dials of the chosen leader in a row that failed or that it closed unanswered.
@@ -949,12 +954,16 @@ impl Loop {
                 self.enqueue(token, &frame);
             }
             Message::Quorum { link, packet } => {
-                let mut bytes = Vec::new();
+                let mut bytes = std::mem::take(&mut self.encode_buf);
+                bytes.clear();
                 wire::encode_packet(&wire::to_quorum_packet(&packet, self.own.id), &mut bytes);
                 if let Some(&token) = self.leader_in.get(&link.conn) {
                     self.send_as_leader(token, link, &bytes);
                 } else {
                     self.send_as_learner(to, link, &bytes);
+                }
+                if bytes.capacity() <= ENCODE_BUF_KEPT_BYTES_MAX {
+                    self.encode_buf = bytes; // Not a SNAP's worth of memory.
                 }
             }
         }

@@ -23,6 +23,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use super::log_sync::{LogSyncer, SyncRequest};
 use super::{Durable, Entry, Payload, Snapshot, Zxid};
@@ -84,6 +85,10 @@ pub struct FileStore {
     unsynced: bool,
     /// With it, `start_sync` returns at once and `take_synced` reports the answer.
     syncer: Option<LogSyncer>,
+    /// The zeros being written past `allocated_bytes` on a thread of their own, which
+    /// returns the file's new length; appends never go past `allocated_bytes` until it
+    /// has joined, and cutting or replacing the log joins it first.
+    zeroing: Option<JoinHandle<std::io::Result<u64>>>,
     /// The last zxid the background sync in flight covers. Cutting or replacing the log
     /// waits for it and drops its answer: the zxid may since name another entry.
     sync_in_flight: Option<Zxid>,
@@ -120,6 +125,7 @@ impl FileStore {
             unsynced: false,
             syncer: None,
             sync_in_flight: None,
+            zeroing: None,
         };
         let log_base = read_log_base(&store.log_path);
         if len == 0 {
@@ -181,39 +187,52 @@ impl FileStore {
     }
 
     /// Writes the buffered appends to the file (one write call for a whole batch), into
-    /// zeros written ahead of time.
+    /// zeros written ahead of time. Once less than half of `PREALLOC_BYTES` of zeros is
+    /// left, the next ones are written on a thread of their own (16 MiB of zeros and an
+    /// fsync would stall this caller, the driver's loop, for tens of milliseconds).
     fn write_pending(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        self.join_zeroing(false)?;
         if self.allocated_bytes < self.log_len_bytes {
-            self.preallocate()?;
+            self.join_zeroing(true)?;
+        }
+        if self.allocated_bytes < self.log_len_bytes {
+            let target = (self.log_len_bytes / PREALLOC_BYTES + 1) * PREALLOC_BYTES;
+            write_zeros(&self.log, self.allocated_bytes, target)
+                .map_err(io("preallocate", &self.log_path))?;
+            self.allocated_bytes = target;
         }
         let offset = self.log_len_bytes - self.pending.len() as u64;
         self.log
             .write_all_at(&self.pending, offset)
             .map_err(io("append", &self.log_path))?;
         self.pending.clear();
+        if self.zeroing.is_none() && self.allocated_bytes - self.log_len_bytes < PREALLOC_BYTES / 2
+        {
+            let (file, from) = (self.log.clone(), self.allocated_bytes);
+            let to = from + PREALLOC_BYTES;
+            let spawned = std::thread::Builder::new()
+                .name("zab-zeros".into())
+                .spawn(move || write_zeros(&file, from, to).map(|()| to));
+            // Without the thread, the next append past the end writes the zeros itself.
+            self.zeroing = spawned.ok();
+        }
         Ok(())
     }
 
-    /// Extends the file with zeros to `PREALLOC_BYTES` past the log's end, durably (the
-    /// length too), once per that many bytes of log. Recovery stops at the first record
-    /// that does not check out, so the zeros are never read as entries; `open` cuts them.
-    fn preallocate(&mut self) -> Result<(), StoreError> {
-        let target = (self.log_len_bytes / PREALLOC_BYTES + 1) * PREALLOC_BYTES;
-        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-        let mut at = self.allocated_bytes;
-        while at < target {
-            let n =
-                usize::try_from(target - at).map_or(ZERO_CHUNK_BYTES, |n| n.min(ZERO_CHUNK_BYTES));
-            self.log
-                .write_all_at(&zeros[..n], at)
-                .map_err(io("preallocate", &self.log_path))?;
-            at += n as u64;
-        }
-        self.log.sync_all().map_err(io("fsync", &self.log_path))?;
-        self.allocated_bytes = target;
+    /// Takes in the zeros written ahead on their thread: once it has finished, or (`wait`)
+    /// waiting for it.
+    fn join_zeroing(&mut self, wait: bool) -> Result<(), StoreError> {
+        let Some(handle) = self.zeroing.take_if(|h| wait || h.is_finished()) else {
+            return Ok(());
+        };
+        let joined = handle
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the zeroing thread panicked")));
+        let to = joined.map_err(io("preallocate", &self.log_path))?;
+        self.allocated_bytes = self.allocated_bytes.max(to);
         Ok(())
     }
 
@@ -362,6 +381,7 @@ impl FileStore {
             encode_record(entry, &mut bytes)?;
         }
         self.settle_sync()?;
+        self.join_zeroing(true)?;
         self.replace("keel-zab.log", &bytes)?;
         self.log = Arc::new(
             OpenOptions::new()
@@ -393,6 +413,7 @@ impl FileStore {
     fn cut_log(&mut self, len_bytes: u64) -> Result<(), StoreError> {
         self.settle_sync()?;
         self.write_pending()?;
+        self.join_zeroing(true)?;
         self.log
             .set_len(len_bytes)
             .map_err(io("truncate", &self.log_path))?;
@@ -448,9 +469,23 @@ fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Zeros written ahead of the log at a time (see `FileStore::preallocate`).
+/// Zeros written ahead of the log at a time (see `FileStore::write_pending`).
 const PREALLOC_BYTES: u64 = 16 << 20;
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// Extends `file` from `from` to `to` with zeros, durably (the length too). Recovery stops at
+/// the first record that does not check out, so zeros are never read as entries, and `open`
+/// cuts them off.
+fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+    let mut at = from;
+    while at < to {
+        let n = usize::try_from(to - at).map_or(ZERO_CHUNK_BYTES, |n| n.min(ZERO_CHUNK_BYTES));
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_all()
+}
 
 /// The base zxid in a log file's header, if it has one.
 fn read_log_base(path: &Path) -> Option<Zxid> {
@@ -747,6 +782,39 @@ mod tests {
         let (_, durable) = FileStore::open(&dir).unwrap();
         assert_eq!(durable.log.len(), 151);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn zeros_ahead_are_written_in_the_background_and_appends_wait_for_them() {
+        // Past half of the zeros, the next 16 MiB are written on a thread; appends that
+        // reach the end meanwhile wait for it rather than race it.
+        let dir = temp_dir("zeros-ahead");
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        let big = |counter: u32| Entry {
+            zxid: Zxid::new(1, counter),
+            payload: Payload::from(vec![counter as u8; 1 << 20]),
+        };
+        for counter in 1..=9 {
+            store.append(&big(counter)).unwrap();
+            store.sync().unwrap();
+        }
+        assert!(
+            store.zeroing.is_some(),
+            "9 MiB into 16: the next zeros are under way"
+        );
+        for counter in 10..=20 {
+            store.append(&big(counter)).unwrap();
+            store.sync().unwrap();
+        }
+        assert_eq!(store.allocated_bytes, 2 * PREALLOC_BYTES);
+        store.join_zeroing(true).unwrap();
+        drop(store);
+        let (_, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.log.len(), 20);
+        for (entry, counter) in durable.log.iter().zip(1..) {
+            assert_eq!(*entry, big(counter));
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
