@@ -214,6 +214,8 @@ pub struct Config {
     pub snap_count: u32,
     pub pre_alloc_size_kb: u64,
     pub force_sync: bool,
+    /// `fsync.warningthresholdms`: a group commit slower than this is logged and counted.
+    pub fsync_warning_threshold_ms: u64,
     pub jute_max_buffer_bytes: u32,
     /// The enabled four-letter words, resolved: `srvr` always, `isro` with read-only mode.
     pub four_letter_whitelist: BTreeSet<String>,
@@ -312,6 +314,7 @@ impl Config {
             snap_count: 100_000,
             pre_alloc_size_kb: 65_536,
             force_sync: true,
+            fsync_warning_threshold_ms: crate::server::stats::FSYNC_WARNING_THRESHOLD_MS_DEFAULT,
             jute_max_buffer_bytes: JUTE_MAX_BUFFER_BYTES_DEFAULT,
             four_letter_whitelist: BTreeSet::from(["srvr".to_owned()]),
             extended_types_enabled: false,
@@ -607,6 +610,9 @@ impl Config {
                 }
             }
             "preAllocSize" => self.pre_alloc_size_kb = parse_int(key, value, 1, i64::MAX)?,
+            "fsync.warningthresholdms" => {
+                self.fsync_warning_threshold_ms = parse_int(key, value, 0, i64::MAX)?;
+            }
             "forceSync" => {
                 // FileTxnLog: fsync stays on unless the value is exactly "no".
                 self.force_sync = value != "no";
@@ -1648,6 +1654,9 @@ mod tests {
         assert!(!config.digest_enabled);
         assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
         assert!(!parse("dataDir=/d\nforceSync=no\n").force_sync);
+        assert_eq!(parse("dataDir=/d\n").fsync_warning_threshold_ms, 1_000);
+        let config = parse("dataDir=/d\nfsync.warningthresholdms=20\n");
+        assert_eq!(config.fsync_warning_threshold_ms, 20);
         let message = parse_error("dataDir=/d\nstandaloneEnabled=yes\n");
         assert!(
             message.contains("standaloneEnabled") && message.contains("\"yes\""),

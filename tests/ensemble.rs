@@ -461,6 +461,28 @@ fn three_servers_survive_kill_9_of_the_leader_and_its_restart() {
     let writer = AckWriter::start(addrs);
     let checker = checker_in_background(&ensemble.servers_arg(), 50_000, 8);
     std::thread::sleep(Duration::from_millis(1500));
+    // Every server's log commits in groups, and mntr says how (ZooKeeper's names).
+    for index in [leader, follower] {
+        let figure = |key: &str| -> u64 {
+            mntr_value(ensemble.addr(index), key)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("server {}: no numeric {key} in mntr", index + 1))
+        };
+        let syncs = figure("zk_cnt_sync_processor_batch_size");
+        let txns = figure("zk_sum_sync_processor_batch_size");
+        assert!(syncs > 0, "server {}: no group commit counted", index + 1);
+        assert!(
+            txns >= syncs,
+            "server {}: {txns} txns in {syncs} syncs",
+            index + 1
+        );
+        assert!(figure("keel_sum_wal_batch_bytes") > 0);
+        assert!(
+            figure("zk_cnt_fsynctime") >= syncs,
+            "read after the batch count"
+        );
+        figure("keel_fsync_threshold_exceed_count");
+    }
     ensemble.kill_9(leader);
     let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let new_leader = ensemble.wait_serving(&rest, "after kill -9 of the leader");

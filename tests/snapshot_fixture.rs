@@ -269,3 +269,29 @@ fn log_fdatasync_beside_a_snapshot() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+#[ignore = "a timing experiment; run by hand with --release --nocapture"]
+fn set_data_cost_by_batch_size() {
+    // keel-loadgen's write shape: 10,000 keys under one parent, a view shipped to the shards
+    // after every batch. How much does copy-on-write cost per setData as batches shrink?
+    let data: Arc<[u8]> = Arc::from(vec![b'x'; 100]);
+    let mut tree = DataTree::new();
+    create(&mut tree, "/keel-loadgen".to_string(), &data);
+    let keys: Vec<String> = (0..10_000)
+        .map(|key| format!("/keel-loadgen/k{key}"))
+        .collect();
+    for key in &keys {
+        create(&mut tree, key.clone(), &data);
+    }
+    for round in 0..2 {
+        for batch in [1, 8, 64, 512] {
+            let batches = 200_000 / batch;
+            let took = apply_batches(&mut tree, &keys, batches, batch, false);
+            println!(
+                "round {round}: batches of {batch}: {:.0} ns per setData",
+                took * 1e9 / (batches * batch) as f64
+            );
+        }
+    }
+}

@@ -223,6 +223,12 @@ fn mntr(shard: &Shard) -> String {
         "keel_last_snapshot_zxid\t0x{:x}",
         stats.last_snapshot_zxid.load(Relaxed)
     );
+    // ZooKeeper 3.8 counts these too (ServerStats) but shows them only over JMX.
+    let _ = writeln!(
+        out,
+        "keel_fsync_threshold_exceed_count\t{}",
+        stats.fsync_threshold_exceed_count.load(Relaxed)
+    );
     out
 }
 

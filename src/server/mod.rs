@@ -103,6 +103,9 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
     };
     let started = Instant::now();
     let stats = Arc::new(ServerStats::default());
+    stats
+        .fsync_warning_threshold_ms
+        .store(config.fsync_warning_threshold_ms, Relaxed);
     let (backend, replica) = if config.is_quorum() {
         let ensemble = quorum::Ensemble::start(&config)?;
         let replica = Replica::new(replica_config(&config), DataTree::new(), now(started));

@@ -230,6 +230,11 @@ impl QuorumCore {
                 Ok(touches) => self.replica.touch_sessions(&touches, now),
                 Err(error) => tracing::warn!(from, %error, "dropping malformed session touches"),
             },
+            Event::Synced(batch) => self.stats.record_sync(
+                u64::try_from(batch.took.as_millis()).unwrap_or(u64::MAX),
+                batch.entries,
+                batch.bytes,
+            ),
         }
     }
 

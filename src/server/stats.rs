@@ -43,6 +43,10 @@ pub struct ServerStats {
     pub db_init_time_ms: Summary,
     /// Keel's own: bytes per group commit (padding included) and the last snapshot's size.
     pub sync_batch_bytes: Summary,
+    /// Group commits whose write + fdatasync took longer than `fsync_warning_threshold_ms`
+    /// (ZooKeeper's zk_fsync_threshold_exceed_count and fsync.warningthresholdms).
+    pub fsync_threshold_exceed_count: AtomicU64,
+    pub fsync_warning_threshold_ms: AtomicU64,
     pub last_snapshot_bytes: AtomicU64,
     pub last_snapshot_zxid: AtomicI64,
     /// The ensemble role for `srvr`'s Mode and mntr (`server::quorum::STATE_*`).
@@ -133,6 +137,8 @@ impl Default for ServerStats {
             srst_generation: AtomicU64::new(0),
             session_sets: Mutex::new(Vec::new()),
             fsync_time_ms: Summary::default(),
+            fsync_threshold_exceed_count: AtomicU64::new(0),
+            fsync_warning_threshold_ms: AtomicU64::new(FSYNC_WARNING_THRESHOLD_MS_DEFAULT),
             sync_batch_txns: Summary::default(),
             snapshot_time_ms: Summary::default(),
             startup_txns_load_time_ms: Summary::default(),
@@ -148,7 +154,29 @@ impl Default for ServerStats {
     }
 }
 
+/// ZooKeeper's default for `fsync.warningthresholdms`.
+pub const FSYNC_WARNING_THRESHOLD_MS_DEFAULT: u64 = 1_000;
+
 impl ServerStats {
+    /// One group commit of the log: `took_ms` for its write + fdatasync, `txns` and `bytes`
+    /// in it. Warns, as ZooKeeper does, when it took longer than the threshold.
+    pub fn record_sync(&self, took_ms: u64, txns: u64, bytes: u64) {
+        self.fsync_time_ms.record(took_ms);
+        self.sync_batch_txns.record(txns);
+        self.sync_batch_bytes.record(bytes);
+        let threshold_ms = self.fsync_warning_threshold_ms.load(Relaxed);
+        if took_ms > threshold_ms {
+            self.fsync_threshold_exceed_count.fetch_add(1, Relaxed);
+            tracing::warn!(
+                took_ms,
+                threshold_ms,
+                txns,
+                "fsync-ing the write ahead log took longer than fsync.warningthresholdms, \
+                 which will adversely affect operation latency"
+            );
+        }
+    }
+
     pub fn record_latency(&self, latency_us: u64) {
         self.latency_us_min.fetch_min(latency_us, Relaxed);
         self.latency_us_max.fetch_max(latency_us, Relaxed);
@@ -177,5 +205,23 @@ impl ServerStats {
         self.latency_us_max.store(0, Relaxed);
         self.latency_us_sum.store(0, Relaxed);
         self.latency_count.store(0, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_commit_over_the_threshold_is_counted() {
+        let stats = ServerStats::default();
+        stats.fsync_warning_threshold_ms.store(20, Relaxed);
+        stats.record_sync(20, 3, 300);
+        assert_eq!(stats.fsync_threshold_exceed_count.load(Relaxed), 0);
+        stats.record_sync(21, 5, 500);
+        assert_eq!(stats.fsync_threshold_exceed_count.load(Relaxed), 1);
+        assert_eq!(stats.sync_batch_txns.read(), (2, 8, 3, 5));
+        assert_eq!(stats.fsync_time_ms.read(), (2, 41, 20, 21));
+        assert_eq!(stats.sync_batch_bytes.read(), (2, 800, 300, 500));
     }
 }

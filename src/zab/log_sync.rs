@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 
@@ -25,6 +26,7 @@ pub(super) struct SyncRequest {
 pub(super) struct SyncDone {
     pub upto: Zxid,
     pub result: std::io::Result<()>,
+    pub took: Duration,
 }
 
 /// The sync thread. Dropping it lets the thread finish its current fdatasync and joins it.
@@ -41,11 +43,14 @@ impl LogSyncer {
         let (done_tx, done) = channel::bounded::<SyncDone>(1);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             for request in request_rx {
+                let started = Instant::now();
                 let result = request.file.sync_data();
+                let took = started.elapsed();
                 drop(request.file);
                 let answer = SyncDone {
                     upto: request.upto,
                     result,
+                    took,
                 };
                 if done_tx.send(answer).is_err() {
                     return;

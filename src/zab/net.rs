@@ -70,7 +70,7 @@ use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::store::{FileStore, StoreError};
+use super::store::{FileStore, StoreError, Synced};
 use super::wire::{self, packet_type, WireError};
 use super::{Apply, Config, ConfigError, DiskOp, Envelope, Link, Message, Packet, Payload};
 use super::{Entry, Peer, PeerId, ProposeError, Proposed, Role, Snapshot, Zxid};
@@ -317,6 +317,8 @@ pub enum Event {
     Request { from: PeerId, payload: Payload },
     /// Leader: a learner's PING payload (the sessions its clients touched).
     Touches { from: PeerId, payload: Payload },
+    /// A group commit of the log finished (for metrics).
+    Synced(Synced),
 }
 
 enum Command {
@@ -838,8 +840,9 @@ impl Loop {
 
     /// Tells the peer how far a finished background sync made the log durable.
     fn take_synced(&mut self) -> Result<(), StoreError> {
-        if let Some(zxid) = self.store.take_synced()? {
-            self.peer.on_persisted(zxid);
+        if let Some(batch) = self.store.take_synced()? {
+            self.peer.on_persisted(batch.upto);
+            (self.on_event)(Event::Synced(batch));
         }
         Ok(())
     }

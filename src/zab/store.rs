@@ -24,6 +24,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::log_sync::{LogSyncer, SyncRequest};
 use super::{Durable, Entry, Payload, Snapshot, Zxid};
@@ -60,6 +61,17 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
     }
 }
 
+/// One group commit of the log: what a sync made durable, and how long the fdatasync took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// Every entry up to this zxid is durable.
+    pub upto: Zxid,
+    /// Entries and bytes appended since the sync before.
+    pub entries: u64,
+    pub bytes: u64,
+    pub took: Duration,
+}
+
 /// One record's place in the log file.
 #[derive(Debug, Clone, Copy)]
 struct Placed {
@@ -89,9 +101,11 @@ pub struct FileStore {
     /// returns the file's new length; appends never go past `allocated_bytes` until it
     /// has joined, and cutting or replacing the log joins it first.
     zeroing: Option<JoinHandle<std::io::Result<u64>>>,
-    /// The last zxid the background sync in flight covers. Cutting or replacing the log
-    /// waits for it and drops its answer: the zxid may since name another entry.
-    sync_in_flight: Option<Zxid>,
+    /// The background sync in flight. Cutting or replacing the log waits for it and drops
+    /// its answer: the zxid it names may since belong to another entry.
+    sync_in_flight: Option<Synced>,
+    /// Appends since the last sync was asked for: (entries, bytes).
+    unsynced_batch: (u64, u64),
 }
 
 impl FileStore {
@@ -125,6 +139,7 @@ impl FileStore {
             unsynced: false,
             syncer: None,
             sync_in_flight: None,
+            unsynced_batch: (0, 0),
             zeroing: None,
         };
         let log_base = read_log_base(&store.log_path);
@@ -183,6 +198,8 @@ impl FileStore {
         });
         self.log_len_bytes += (self.pending.len() - before) as u64;
         self.unsynced = true;
+        self.unsynced_batch.0 += 1;
+        self.unsynced_batch.1 += (self.pending.len() - before) as u64;
         Ok(())
     }
 
@@ -271,9 +288,18 @@ impl FileStore {
             return Ok(());
         };
         self.unsynced = false;
+        let (entries, bytes) = std::mem::take(&mut self.unsynced_batch);
+        let mut batch = Synced {
+            upto,
+            entries,
+            bytes,
+            took: Duration::ZERO,
+        };
         let Some(syncer) = &self.syncer else {
+            let started = Instant::now();
             self.log.sync_data().map_err(io("fsync", &self.log_path))?;
-            self.sync_in_flight = Some(upto);
+            batch.took = started.elapsed();
+            self.sync_in_flight = Some(batch);
             return Ok(());
         };
         let request = SyncRequest {
@@ -283,17 +309,17 @@ impl FileStore {
         if !syncer.request(request) {
             return Err(StoreError::SyncThreadGone);
         }
-        self.sync_in_flight = Some(upto);
+        self.sync_in_flight = Some(batch);
         Ok(())
     }
 
-    /// The zxid up to which a finished `start_sync` made the log durable, once; `None` while
-    /// it runs. Starts the next sync if appends came meanwhile.
+    /// A finished `start_sync`, once: the log is durable up to its `upto`. `None` while it
+    /// runs. Starts the next sync if appends came meanwhile.
     ///
     /// # Errors
     /// The fdatasync failed: the log cannot be trusted and must not be synced again.
-    pub fn take_synced(&mut self) -> Result<Option<Zxid>, StoreError> {
-        let Some(upto) = self.sync_in_flight else {
+    pub fn take_synced(&mut self) -> Result<Option<Synced>, StoreError> {
+        let Some(mut batch) = self.sync_in_flight else {
             return Ok(None);
         };
         if let Some(syncer) = &self.syncer {
@@ -301,11 +327,12 @@ impl FileStore {
                 return Ok(None);
             };
             done.result.map_err(io("fsync", &self.log_path))?;
-            debug_assert_eq!(done.upto, upto);
+            debug_assert_eq!(done.upto, batch.upto);
+            batch.took = done.took;
         }
         self.sync_in_flight = None;
         self.start_sync()?;
-        Ok(Some(upto))
+        Ok(Some(batch))
     }
 
     /// Waits for the background sync in flight, if any, and drops its answer: the caller is
@@ -643,8 +670,8 @@ mod tests {
     fn synced(store: &mut FileStore) -> Option<Zxid> {
         for _ in 0..2_000 {
             store.sync_in_flight?;
-            if let Some(zxid) = store.take_synced().unwrap() {
-                return Some(zxid);
+            if let Some(batch) = store.take_synced().unwrap() {
+                return Some(batch.upto);
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
