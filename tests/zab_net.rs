@@ -116,6 +116,7 @@ impl Cluster {
             servers: self.servers.clone(),
             tick: TICK,
             data_dir: node.dir.clone(),
+            force_sync: true,
             seed: id * 7919 + node.dir.as_os_str().len() as u64,
             limits: self.limits,
         };

@@ -140,6 +140,11 @@ impl Ensemble {
             ^ config.server_id;
         let net = NetConfig::from_server_config(config, seed)
             .map_err(|e| error(format!("ensemble configuration: {e}")))?;
+        if !net.force_sync {
+            tracing::warn!(
+                "forceSync=no: proposals are acknowledged before they are on disk (benchmarks only)"
+            );
+        }
         let (sender, events) = channel::bounded(EVENTS_QUEUED_MAX);
         let waiting: Arc<Mutex<Option<Waker>>> = Arc::default();
         let to_wake = waiting.clone();

@@ -154,6 +154,8 @@ pub struct NetConfig {
     /// One logical tick (ZooKeeper's tickTime).
     pub tick: Duration,
     pub data_dir: PathBuf,
+    /// ZooKeeper's `forceSync`: false skips the fdatasync of appends (benchmarks only).
+    pub force_sync: bool,
     /// The peer's randomness (election jitter, connection ids).
     pub seed: u64,
     pub limits: Limits,
@@ -229,6 +231,7 @@ impl NetConfig {
             servers,
             tick: Duration::from_millis(tick_ms),
             data_dir: config.data_dir.clone(),
+            force_sync: config.force_sync,
             seed,
             limits,
         };
@@ -407,13 +410,17 @@ impl Driver {
         poll.registry()
             .register(&mut quorum, LISTEN_QUORUM, Interest::READABLE)
             .map_err(|e| NetError::Setup("register", e))?;
-        let sync_waker = waker.clone();
-        store.sync_in_background(
-            format!("zab-sync-{id}"),
-            Box::new(move || {
-                let _ = sync_waker.wake();
-            }),
-        )?;
+        if config.force_sync {
+            let sync_waker = waker.clone();
+            store.sync_in_background(
+                format!("zab-sync-{id}"),
+                Box::new(move || {
+                    let _ = sync_waker.wake();
+                }),
+            )?;
+        } else {
+            store.skip_append_syncs();
+        }
         let (commands, command_rx) = channel::bounded(config.limits.commands_queued_max);
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(Mutex::new(status_of(&peer, Counters::default(), None)));

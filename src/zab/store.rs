@@ -104,6 +104,8 @@ pub struct FileStore {
     /// The background sync in flight. Cutting or replacing the log waits for it and drops
     /// its answer: the zxid it names may since belong to another entry.
     sync_in_flight: Option<Synced>,
+    /// False (`forceSync=no`): `start_sync` writes appends but never fdatasyncs them.
+    force_sync: bool,
     /// Appends since the last sync was asked for: (entries, bytes).
     unsynced_batch: (u64, u64),
 }
@@ -140,6 +142,7 @@ impl FileStore {
             syncer: None,
             sync_in_flight: None,
             unsynced_batch: (0, 0),
+            force_sync: true,
             zeroing: None,
         };
         let log_base = read_log_base(&store.log_path);
@@ -268,6 +271,12 @@ impl FileStore {
         Ok(())
     }
 
+    /// ZooKeeper's `forceSync=no`: `start_sync` no longer fdatasyncs, it only writes; the
+    /// log's cuts and rewrites still sync. Acknowledged writes can be lost on a crash.
+    pub fn skip_append_syncs(&mut self) {
+        self.force_sync = false;
+    }
+
     /// The last record in the log, durable or not.
     pub fn last_zxid(&self) -> Option<Zxid> {
         self.records.last().map(|r| r.zxid)
@@ -295,9 +304,11 @@ impl FileStore {
             bytes,
             took: Duration::ZERO,
         };
-        let Some(syncer) = &self.syncer else {
+        let Some(syncer) = self.syncer.as_ref().filter(|_| self.force_sync) else {
             let started = Instant::now();
-            self.log.sync_data().map_err(io("fsync", &self.log_path))?;
+            if self.force_sync {
+                self.log.sync_data().map_err(io("fsync", &self.log_path))?;
+            }
             batch.took = started.elapsed();
             self.sync_in_flight = Some(batch);
             return Ok(());
@@ -722,6 +733,27 @@ mod tests {
         let mut expected: Vec<Zxid> = (1..=4).map(|c| Zxid::new(1, c)).collect();
         expected.push(Zxid::new(2, 1));
         assert_eq!(zxids, expected);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn force_sync_off_still_writes_and_reports_every_append() {
+        // forceSync=no: nothing waits for a disk sync, but the entries are written (a clean
+        // stop keeps them) and reported durable at once, so the peer acks them.
+        let dir = temp_dir("no-force-sync");
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        store.skip_append_syncs();
+        store.append(&entry(1, 1)).unwrap();
+        store.append(&entry(1, 2)).unwrap();
+        store.start_sync().unwrap();
+        let batch = store
+            .take_synced()
+            .unwrap()
+            .expect("reported without a sync thread");
+        assert_eq!((batch.upto, batch.entries), (Zxid::new(1, 2), 2));
+        assert_eq!(store.take_synced().unwrap(), None);
+        drop(store);
+        assert_eq!(FileStore::open(&dir).unwrap().1.log.len(), 2);
         let _ = fs::remove_dir_all(&dir);
     }
 
