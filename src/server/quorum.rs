@@ -138,6 +138,7 @@ impl Ensemble {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             ^ config.server_id;
+        tracing::info!(id = config.server_id, "ensemble: starting");
         let net = NetConfig::from_server_config(config, seed)
             .map_err(|e| error(format!("ensemble configuration: {e}")))?;
         let (sender, events) = channel::bounded(EVENTS_QUEUED_MAX);
@@ -252,6 +253,7 @@ impl QuorumCore {
     }
 
     fn install(&mut self, snapshot: &Snapshot, now: Now) {
+        let loading = std::time::Instant::now();
         let loaded = match load_snapshot_bytes(&self.snapshot_dir, snapshot) {
             Ok(loaded) => loaded,
             Err(error) => panic!(
@@ -263,7 +265,8 @@ impl QuorumCore {
             zxid = %snapshot.zxid,
             nodes = loaded.tree.node_count(),
             sessions = loaded.sessions.len(),
-            "installed the leader's snapshot"
+            load_ms = loading.elapsed().as_millis() as u64,
+            "installed the snapshot"
         );
         self.replica.install(loaded.tree, &loaded.sessions, now);
         self.waiting.clear();
@@ -498,16 +501,12 @@ impl SnapshotJob {
     }
 }
 
-/// Loads a snapshot received (or stored) as bytes: written to a file in `dir`, loaded with
-/// the snapshot module's checks, removed.
+/// Loads a snapshot received (or stored) as bytes, in place, with the snapshot module's
+/// checks; `dir` only names it in errors.
 fn load_snapshot_bytes(
     dir: &std::path::Path,
     snapshot: &Snapshot,
 ) -> Result<crate::snapshot::LoadedSnapshot, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(format!("received.{:x}", snapshot.zxid.0));
-    std::fs::write(&path, &snapshot.data[..]).map_err(|e| format!("{}: {e}", path.display()))?;
-    let loaded = crate::snapshot::load_snapshot(&path).map_err(|e| e.to_string());
-    let _ = std::fs::remove_file(&path);
-    loaded
+    let origin = dir.join(format!("received.{:x}", snapshot.zxid.0));
+    crate::snapshot::load_snapshot_bytes(&snapshot.data, &origin).map_err(|e| e.to_string())
 }

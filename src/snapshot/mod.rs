@@ -576,27 +576,57 @@ fn header_crc(header: &Header) -> u32 {
 pub fn load_snapshot(path: &Path) -> Result<LoadedSnapshot, SnapshotError> {
     let file = File::open(path).map_err(io_error("open", path))?;
     let file_bytes = file.metadata().map_err(io_error("stat", path))?.len();
-    let corrupt = |reason: &str| SnapshotError::Corrupt {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    };
     if !(HEADER_BYTES..=FILE_BYTES_MAX).contains(&file_bytes) {
-        return Err(corrupt("file size out of range"));
+        return Err(corrupt(path, "file size out of range"));
     }
     // SAFETY: the mapping is read-only and Keel never writes a published snapshot; another
     // process truncating it under us is outside what a data directory may suffer.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_error("mmap", path))?;
     let _ = map.advise(memmap2::Advice::Sequential);
-    let header = read_header(&map, file_bytes).map_err(&corrupt)?;
+    let loaded = load_mapped(&map, path)?;
     let name_zxid = path
         .file_name()
         .and_then(|name| name.to_str())
         .and_then(parse_snapshot_name);
-    if name_zxid.is_some_and(|zxid| zxid != header.last_zxid) {
-        return Err(corrupt("header zxid differs from the file name"));
+    if name_zxid.is_some_and(|zxid| zxid != loaded.info.zxid) {
+        return Err(corrupt(path, "header zxid differs from the file name"));
     }
-    let sections = Sections::check(&map, &header).map_err(&corrupt)?;
-    let acls = sections.acls().map_err(&corrupt)?;
+    Ok(loaded)
+}
+
+/// Loads and checks a snapshot held in memory (one a leader sent), with a file's checks but
+/// its name's; `origin` names it in errors and in the returned info. Bytes that are not
+/// 8-byte aligned (bytemuck views the records in place) are copied to an aligned buffer.
+///
+/// # Errors
+/// `Corrupt` or `Tree` if any check fails.
+pub fn load_snapshot_bytes(bytes: &[u8], origin: &Path) -> Result<LoadedSnapshot, SnapshotError> {
+    if !(HEADER_BYTES..=FILE_BYTES_MAX).contains(&(bytes.len() as u64)) {
+        return Err(corrupt(origin, "size out of range"));
+    }
+    if bytes.as_ptr().align_offset(std::mem::align_of::<u64>()) == 0 {
+        return load_mapped(bytes, origin);
+    }
+    let mut aligned = vec![0u64; bytes.len().div_ceil(8)];
+    let (copy, _) = bytemuck::cast_slice_mut::<u64, u8>(&mut aligned).split_at_mut(bytes.len());
+    copy.copy_from_slice(bytes);
+    load_mapped(copy, origin)
+}
+
+fn corrupt(path: &Path, reason: &str) -> SnapshotError {
+    SnapshotError::Corrupt {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The checks and the tree of a whole snapshot in `map` (8-byte aligned), from `path`.
+fn load_mapped(map: &[u8], path: &Path) -> Result<LoadedSnapshot, SnapshotError> {
+    let file_bytes = map.len() as u64;
+    let corrupt = |reason: &str| corrupt(path, reason);
+    let header = read_header(map, file_bytes).map_err(corrupt)?;
+    let sections = Sections::check(map, &header).map_err(corrupt)?;
+    let acls = sections.acls().map_err(corrupt)?;
     let tree = sections
         .tree(&acls, header.last_zxid)
         .map_err(|error| match error {

@@ -28,6 +28,7 @@ use super::{Durable, Entry, Payload, Snapshot, Zxid};
 const LOG_MAGIC: &[u8; 4] = b"KZL1";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KZS1";
 const LOG_HEADER_BYTES: u64 = 12;
+const SNAPSHOT_HEADER_BYTES: usize = 24;
 const RECORD_HEADER_BYTES: usize = 16;
 /// The largest record or snapshot this store reads back (bounds allocation on a corrupt file).
 pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -133,7 +134,7 @@ impl FileStore {
     /// # Errors
     /// IO errors.
     pub fn write_accepted_epoch(&mut self, epoch: u32) -> Result<(), StoreError> {
-        self.replace("acceptedEpoch", format!("{epoch}\n").as_bytes())
+        self.replace("acceptedEpoch", &[format!("{epoch}\n").as_bytes()])
     }
 
     /// Writes `currentEpoch` durably.
@@ -141,7 +142,7 @@ impl FileStore {
     /// # Errors
     /// IO errors.
     pub fn write_current_epoch(&mut self, epoch: u32) -> Result<(), StoreError> {
-        self.replace("currentEpoch", format!("{epoch}\n").as_bytes())
+        self.replace("currentEpoch", &[format!("{epoch}\n").as_bytes()])
     }
 
     /// Appends one entry (not durable until `sync`).
@@ -234,7 +235,10 @@ impl FileStore {
     /// # Errors
     /// IO errors.
     pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        self.replace("keel-zab.snapshot", &snapshot_bytes(snapshot))?;
+        self.replace(
+            "keel-zab.snapshot",
+            &[&snapshot_header(snapshot), &snapshot.data],
+        )?;
         self.reset_log(snapshot.zxid)
     }
 
@@ -260,7 +264,7 @@ impl FileStore {
             });
             encode_record(entry, &mut bytes)?;
         }
-        self.replace("keel-zab.log", &bytes)?;
+        self.replace("keel-zab.log", &[&bytes])?;
         self.log = OpenOptions::new()
             .write(true)
             .open(&self.log_path)
@@ -282,7 +286,10 @@ impl FileStore {
     /// IO errors.
     pub fn compact(&mut self, snapshot: &Snapshot, after: &[Entry]) -> Result<(), StoreError> {
         self.sync()?;
-        self.replace("keel-zab.snapshot", &snapshot_bytes(snapshot))?;
+        self.replace(
+            "keel-zab.snapshot",
+            &[&snapshot_header(snapshot), &snapshot.data],
+        )?;
         self.rewrite_log(snapshot.zxid, after)
     }
 
@@ -298,12 +305,14 @@ impl FileStore {
         Ok(())
     }
 
-    /// tmp → fsync → rename → fsync the directory.
-    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    /// tmp → fsync → rename → fsync the directory; the file is `parts` back to back.
+    fn replace(&self, name: &str, parts: &[&[u8]]) -> Result<(), StoreError> {
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
-        file.write_all(bytes).map_err(io("write", &tmp))?;
+        for part in parts {
+            file.write_all(part).map_err(io("write", &tmp))?;
+        }
         file.sync_all().map_err(io("fsync", &tmp))?;
         drop(file);
         fs::rename(&tmp, &path).map_err(io("rename", &path))?;
@@ -313,15 +322,14 @@ impl FileStore {
     }
 }
 
-/// `magic | zxid u64 | crc32c u32 | len u64 | data`.
-fn snapshot_bytes(snapshot: &Snapshot) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(24 + snapshot.data.len());
-    bytes.extend_from_slice(SNAPSHOT_MAGIC);
-    bytes.extend_from_slice(&snapshot.zxid.0.to_be_bytes());
-    bytes.extend_from_slice(&crc32c::crc32c(&snapshot.data).to_be_bytes());
-    bytes.extend_from_slice(&(snapshot.data.len() as u64).to_be_bytes());
-    bytes.extend_from_slice(&snapshot.data);
-    bytes
+/// The snapshot file's `magic | zxid u64 | crc32c u32 | len u64`, which `data` follows.
+fn snapshot_header(snapshot: &Snapshot) -> [u8; SNAPSHOT_HEADER_BYTES] {
+    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+    header[0..4].copy_from_slice(SNAPSHOT_MAGIC);
+    header[4..12].copy_from_slice(&snapshot.zxid.0.to_be_bytes());
+    header[12..16].copy_from_slice(&crc32c::crc32c(&snapshot.data).to_be_bytes());
+    header[16..24].copy_from_slice(&(snapshot.data.len() as u64).to_be_bytes());
+    header
 }
 
 /// `len u32 | crc32c u32 | zxid u64 | payload`, the crc over `zxid | payload`.
@@ -382,7 +390,7 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
         bytes.get(4..12),
         bytes.get(12..16),
         bytes.get(16..24),
-        bytes.get(24..),
+        bytes.get(SNAPSHOT_HEADER_BYTES..),
     ) else {
         return Err(corrupt("short snapshot"));
     };
@@ -396,7 +404,7 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
     }
     Ok(Snapshot {
         zxid: Zxid(be64(zxid)),
-        data: Payload::from(data.to_vec()),
+        data: Payload::from(data),
     })
 }
 
@@ -613,7 +621,10 @@ mod tests {
         // The crash: a newer snapshot replaced, the log not rewritten yet.
         let (store, _) = FileStore::open(&dir).unwrap();
         store
-            .replace("keel-zab.snapshot", &snapshot_bytes(&snapshot(6)))
+            .replace(
+                "keel-zab.snapshot",
+                &[&snapshot_header(&snapshot(6)), &snapshot(6).data],
+            )
             .unwrap();
         drop(store);
         let (store, durable) = FileStore::open(&dir).unwrap();
@@ -629,7 +640,10 @@ mod tests {
             data: Payload::from(b"other".to_vec()),
         };
         store
-            .replace("keel-zab.snapshot", &snapshot_bytes(&foreign))
+            .replace(
+                "keel-zab.snapshot",
+                &[&snapshot_header(&foreign), &foreign.data],
+            )
             .unwrap();
         drop(store);
         let (_, durable) = FileStore::open(&dir).unwrap();
