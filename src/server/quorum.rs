@@ -430,7 +430,6 @@ impl QuorumCore {
         Some(SnapshotJob {
             tree: self.committed_view.clone(),
             sessions,
-            dir: self.snapshot_dir.clone(),
             driver: self.driver.clone(),
         })
     }
@@ -471,32 +470,39 @@ impl QuorumCore {
     }
 }
 
-/// A snapshot to write off the replica core and hand to the driver for compaction.
+/// A snapshot to build off the replica core and hand to the driver for compaction.
 pub(super) struct SnapshotJob {
     tree: DataTree,
     sessions: Vec<(i64, i32)>,
-    dir: PathBuf,
     driver: Arc<Driver>,
 }
 
 impl SnapshotJob {
-    /// Writes the snapshot in Keel's format, hands its bytes to the driver (which persists
-    /// them, drops the log before them, and sends them to learners that need a SNAP), and
-    /// removes the file. Runs on a blocking thread.
+    /// Builds the snapshot in Keel's format in memory and hands it to the driver, which
+    /// persists it (its one write and fsync), drops the log before it, and sends it to
+    /// learners that need a SNAP. Runs on a blocking thread.
     pub(super) fn run(self) -> Result<u64, String> {
-        let info = crate::snapshot::write_snapshot(&self.dir, &self.tree, &self.sessions)
+        let building = std::time::Instant::now();
+        let zxid = self.tree.last_zxid();
+        let bytes = crate::snapshot::snapshot_bytes(&self.tree, &self.sessions)
             .map_err(|e| e.to_string())?;
-        let bytes = std::fs::read(&info.path).map_err(|e| format!("{}: {e}", info.path.display()));
-        let _ = std::fs::remove_file(&info.path);
-        let bytes = bytes?;
         let len = bytes.len() as u64;
         let snapshot = Snapshot {
-            zxid: Zxid(u64::try_from(info.zxid).unwrap_or(0)),
+            zxid: Zxid(u64::try_from(zxid).unwrap_or(0)),
             data: Payload::from(bytes),
         };
+        let build_ms = building.elapsed().as_millis() as u64;
+        let compacting = std::time::Instant::now();
         self.driver
             .compact(snapshot, COMPACT_TIMEOUT)
             .map_err(|e| e.to_string())?;
+        tracing::info!(
+            zxid = format_args!("{zxid:#x}"),
+            bytes = len,
+            build_ms,
+            compact_ms = compacting.elapsed().as_millis() as u64,
+            "ensemble snapshot taken"
+        );
         Ok(len)
     }
 }

@@ -282,6 +282,19 @@ fn every_damaged_byte_is_detected_without_panicking() {
 }
 
 #[test]
+fn a_snapshot_built_in_memory_is_the_file_byte_for_byte() {
+    let scratch = Scratch::new("memory");
+    let tree = sample_tree();
+    let sessions = vec![(7, 30_000)];
+    let info = write_snapshot(&scratch.0, &tree, &sessions).unwrap();
+    let bytes = snapshot_bytes(&tree, &sessions).unwrap();
+    assert_eq!(bytes, std::fs::read(&info.path).unwrap());
+    let empty = snapshot_bytes(&DataTree::new(), &[]).unwrap();
+    let loaded = load_snapshot_bytes(&Arc::<[u8]>::from(empty), &scratch.0).unwrap();
+    assert_eq!(dump(&loaded.tree), dump(&DataTree::new()));
+}
+
+#[test]
 fn bytes_in_memory_load_like_the_file_aligned_or_not_and_damage_is_detected() {
     let scratch = Scratch::new("bytes");
     let tree = sample_tree();

@@ -508,6 +508,43 @@ mod tests {
     }
 
     #[test]
+    fn an_install_that_crashed_before_its_rename_leaves_the_old_state() {
+        // A learner killed while writing a SNAP's snapshot: the `.tmp` (whole or cut) is
+        // ignored, the old snapshot and log come back, and the next install replaces both.
+        let dir = temp_dir("install-crash");
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        let old = Snapshot {
+            zxid: Zxid::new(1, 4),
+            data: Payload::from(b"old state".to_vec()),
+        };
+        store.install_snapshot(&old).unwrap();
+        store.append(&entry(1, 5)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let new = Snapshot {
+            zxid: Zxid::new(2, 9),
+            data: Payload::from(vec![7u8; 4096]),
+        };
+        let tmp = dir.join("version-2").join("keel-zab.snapshot.tmp");
+        let mut whole = snapshot_header(&new).to_vec();
+        whole.extend_from_slice(&new.data);
+        for written in [whole.len(), whole.len() / 2, 3] {
+            fs::write(&tmp, &whole[..written]).unwrap();
+            let (_, durable) = FileStore::open(&dir).unwrap();
+            assert_eq!(durable.snapshot, old, "{written} bytes written");
+            assert_eq!(durable.log, vec![entry(1, 5)]);
+        }
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        store.install_snapshot(&new).unwrap();
+        drop(store);
+        let (_, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.snapshot, new);
+        assert!(durable.log.is_empty());
+        assert!(!tmp.exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn store_survives_reopen_truncate_torn_tail_and_snapshot() {
         // What was synced comes back in order; truncation and a torn tail cut the log; a
         // snapshot install drops the log and survives a reopen.
