@@ -48,7 +48,9 @@
 //! commands per loop. Notifications are capped by `wire::NOTIFICATION_BYTES_MAX`.
 //!
 //! Compaction: `Driver::compact(snapshot)` takes a snapshot of the caller's applied state,
-//! persists it (`FileStore::compact`) and calls `Peer::compact`; later SNAP syncs send it.
+//! writes and fsyncs its file on the caller's thread (`FileStore::prepare_snapshot`); the
+//! loop publishes it (`FileStore::compact_prepared`: rename, log rewrite) and calls
+//! `Peer::compact`; later SNAP syncs send it.
 //! On start, a stored snapshot is handed to `on_apply` as `Apply::Snapshot` first.
 //!
 //! A learner whose established link to its leader closes goes LOOKING at once, as
@@ -70,7 +72,7 @@ use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::store::{FileStore, StoreError};
+use super::store::{FileStore, PreparedSnapshot, StoreError};
 use super::wire::{self, packet_type, WireError};
 use super::{Apply, Config, ConfigError, DiskOp, Envelope, Link, Message, Packet, Payload, Ready};
 use super::{Entry, Peer, PeerId, ProposeError, Proposed, Role, Snapshot, Zxid};
@@ -329,13 +331,15 @@ enum Command {
         first: Zxid,
         payloads: Vec<Payload>,
     },
-    Compact(Snapshot, Sender<Result<(), NetError>>),
+    /// A snapshot and its file, written and fsynced on the caller's thread.
+    Compact(Snapshot, PreparedSnapshot, Sender<Result<(), NetError>>),
     PingReply(Payload),
 }
 
 /// A running peer. Dropping it stops the thread and closes every socket.
 pub struct Driver {
     id: PeerId,
+    data_dir: PathBuf,
     thread: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -451,6 +455,7 @@ impl Driver {
             .map_err(|e| NetError::Setup("spawn", e))?;
         Ok(Driver {
             id,
+            data_dir: config.data_dir.clone(),
             thread: Some(thread),
             stop,
             waker,
@@ -492,9 +497,18 @@ impl Driver {
     /// A zxid that cannot be compacted to, the driver stopped, its queue is full, or no
     /// answer in time.
     pub fn compact(&self, snapshot: Snapshot, timeout: Duration) -> Result<(), NetError> {
+        // Written and fsynced here, on the caller's thread: the loop only renames it.
+        let prepared = FileStore::prepare_snapshot(&self.data_dir, &snapshot)?;
         let (reply, answer) = channel::bounded(1);
-        match self.commands.try_send(Command::Compact(snapshot, reply)) {
+        match self
+            .commands
+            .try_send(Command::Compact(snapshot, prepared, reply))
+        {
             Ok(()) => {}
+            Err(TrySendError::Full(Command::Compact(_, prepared, _))) => {
+                FileStore::discard(prepared);
+                return Err(NetError::Busy);
+            }
             Err(TrySendError::Full(_)) => return Err(NetError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(NetError::Stopped),
         }
@@ -786,8 +800,8 @@ impl Loop {
                         }
                     }
                 }
-                Ok(Command::Compact(snapshot, reply)) => {
-                    let result = self.compact(snapshot)?;
+                Ok(Command::Compact(snapshot, prepared, reply)) => {
+                    let result = self.compact(snapshot, prepared)?;
                     let _ = reply.try_send(result);
                 }
                 Ok(Command::PingReply(payload)) => self.peer.append_ping_reply(&payload),
@@ -821,7 +835,11 @@ impl Loop {
 
     /// Persists `snapshot` and drops the entries up to it from the store and the peer.
     /// The outer error is the store's (fatal), the inner one the caller's.
-    fn compact(&mut self, snapshot: Snapshot) -> Result<Result<(), NetError>, StoreError> {
+    fn compact(
+        &mut self,
+        snapshot: Snapshot,
+        prepared: PreparedSnapshot,
+    ) -> Result<Result<(), NetError>, StoreError> {
         // Every entry the peer holds must be in the store before the log is rewritten.
         self.drain_ready()?;
         let zxid = snapshot.zxid;
@@ -832,6 +850,7 @@ impl Loop {
             .binary_search_by_key(&zxid, |e| e.zxid)
             .is_ok();
         if zxid > self.peer.applied_zxid() || zxid < current || !(logged || zxid == current) {
+            FileStore::discard(prepared);
             return Ok(Err(NetError::BadCompaction(zxid)));
         }
         let after: Vec<Entry> = self
@@ -841,7 +860,7 @@ impl Loop {
             .filter(|e| e.zxid > zxid)
             .cloned()
             .collect();
-        self.store.compact(&snapshot, &after)?;
+        self.store.compact_prepared(prepared, &after)?;
         self.peer.compact(snapshot);
         Ok(Ok(()))
     }

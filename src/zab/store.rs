@@ -4,7 +4,9 @@
 //! Owns, under `<dataDir>/version-2/`:
 //! - `acceptedEpoch`, `currentEpoch`: decimal text and a newline, as ZooKeeper writes them,
 //!   replaced atomically (tmp → fsync → rename → fsync the directory);
-//! - `keel-zab.snapshot`: `magic | zxid u64 | crc32c u32 | len u64 | data`, replaced atomically;
+//! - `keel-zab.snapshot`: `magic | zxid u64 | crc32c u32 | len u64 | data`, replaced atomically
+//!   (a compaction's is written as `keel-zab.snapshot.<zxid>.tmp` off the driver's thread
+//!   first; `open` removes such files a crash left);
 //! - `keel-zab.log`: `magic | base zxid u64` then records `len u32 | crc32c u32 | zxid u64 |
 //!   payload`, the crc over `zxid | payload`. `base` is the snapshot the log continues. On
 //!   open, a log based on an older snapshot that holds the current snapshot's zxid is the
@@ -63,6 +65,13 @@ struct Placed {
     offset_bytes: u64,
 }
 
+/// A snapshot file written and fsynced by `FileStore::prepare_snapshot`, not published yet.
+#[derive(Debug)]
+pub struct PreparedSnapshot {
+    path: PathBuf,
+    zxid: Zxid,
+}
+
 /// The durable store of one peer.
 #[derive(Debug)]
 pub struct FileStore {
@@ -87,6 +96,7 @@ impl FileStore {
     pub fn open(data_dir: &Path) -> Result<(FileStore, Durable), StoreError> {
         let dir = data_dir.join("version-2");
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        remove_prepared_snapshots(&dir)?;
         let accepted = read_epoch(&dir.join("acceptedEpoch"))?;
         let current = read_epoch(&dir.join("currentEpoch"))?;
         let snapshot = read_snapshot(&dir.join("keel-zab.snapshot"))?;
@@ -285,12 +295,63 @@ impl FileStore {
     /// # Errors
     /// IO errors.
     pub fn compact(&mut self, snapshot: &Snapshot, after: &[Entry]) -> Result<(), StoreError> {
+        let data_dir = self.dir.parent().unwrap_or(&self.dir).to_path_buf();
+        let prepared = FileStore::prepare_snapshot(&data_dir, snapshot)?;
+        self.compact_prepared(prepared, after)
+    }
+
+    /// The slow half of `compact`, which needs no store and runs on any thread: writes
+    /// `snapshot` to `keel-zab.snapshot.<zxid>.tmp` and fsyncs it. `open` removes such files
+    /// left by a crash; `compact_prepared` publishes it, `discard` removes it.
+    ///
+    /// # Errors
+    /// IO errors (the file is removed if it can be).
+    pub fn prepare_snapshot(
+        data_dir: &Path,
+        snapshot: &Snapshot,
+    ) -> Result<PreparedSnapshot, StoreError> {
+        let dir = data_dir.join("version-2");
+        let path = dir.join(format!("keel-zab.snapshot.{:x}.tmp", snapshot.zxid.0));
+        let written = File::create(&path)
+            .map_err(io("create", &path))
+            .and_then(|mut file| {
+                file.write_all(&snapshot_header(snapshot))
+                    .and_then(|()| file.write_all(&snapshot.data))
+                    .map_err(io("write", &path))?;
+                file.sync_all().map_err(io("fsync", &path))
+            });
+        if let Err(error) = written {
+            let _ = fs::remove_file(&path);
+            return Err(error);
+        }
+        Ok(PreparedSnapshot {
+            path,
+            zxid: snapshot.zxid,
+        })
+    }
+
+    /// `compact` with a snapshot `prepare_snapshot` wrote: renamed in place, the directory
+    /// fsynced, then the log rewritten (a crash in between is `compact`'s, see there).
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn compact_prepared(
+        &mut self,
+        prepared: PreparedSnapshot,
+        after: &[Entry],
+    ) -> Result<(), StoreError> {
         self.sync()?;
-        self.replace(
-            "keel-zab.snapshot",
-            &[&snapshot_header(snapshot), &snapshot.data],
-        )?;
-        self.rewrite_log(snapshot.zxid, after)
+        let path = self.dir.join("keel-zab.snapshot");
+        fs::rename(&prepared.path, &path).map_err(io("rename", &path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", &self.dir))?;
+        self.rewrite_log(prepared.zxid, after)
+    }
+
+    /// Removes a prepared snapshot that will not be published.
+    pub fn discard(prepared: PreparedSnapshot) {
+        let _ = fs::remove_file(&prepared.path);
     }
 
     fn cut_log(&mut self, len_bytes: u64) -> Result<(), StoreError> {
@@ -330,6 +391,21 @@ fn snapshot_header(snapshot: &Snapshot) -> [u8; SNAPSHOT_HEADER_BYTES] {
     header[12..16].copy_from_slice(&crc32c::crc32c(&snapshot.data).to_be_bytes());
     header[16..24].copy_from_slice(&(snapshot.data.len() as u64).to_be_bytes());
     header
+}
+
+/// Removes the `keel-zab.snapshot.<zxid>.tmp` files of compactions a crash interrupted.
+fn remove_prepared_snapshots(dir: &Path) -> Result<(), StoreError> {
+    for entry in fs::read_dir(dir).map_err(io("list", dir))? {
+        let path = entry.map_err(io("list", dir))?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("keel-zab.snapshot.") && name.ends_with(".tmp") {
+            fs::remove_file(&path).map_err(io("remove", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// `len u32 | crc32c u32 | zxid u64 | payload`, the crc over `zxid | payload`.
@@ -541,6 +617,41 @@ mod tests {
         assert_eq!(durable.snapshot, new);
         assert!(durable.log.is_empty());
         assert!(!tmp.exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_prepared_compaction_is_published_by_the_store_or_dropped_by_a_crash() {
+        // The snapshot file is written off the driver's thread; until the store renames it,
+        // a crash leaves the old snapshot and log, and `open` removes the file.
+        let dir = temp_dir("prepared");
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        for counter in 1..=4 {
+            store.append(&entry(1, counter)).unwrap();
+        }
+        store.sync().unwrap();
+        let at_two = Snapshot {
+            zxid: Zxid::new(1, 2),
+            data: Payload::from(b"two".to_vec()),
+        };
+        let prepared = FileStore::prepare_snapshot(&dir, &at_two).unwrap();
+        drop(store); // The crash: never published.
+        let (mut store, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.snapshot, Snapshot::empty());
+        assert_eq!(durable.log.len(), 4);
+        assert!(!prepared.path.exists(), "open removes a prepared snapshot");
+        let prepared = FileStore::prepare_snapshot(&dir, &at_two).unwrap();
+        store
+            .compact_prepared(prepared, &[entry(1, 3), entry(1, 4)])
+            .unwrap();
+        drop(store);
+        let (_, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.snapshot, at_two);
+        assert_eq!(durable.log, vec![entry(1, 3), entry(1, 4)]);
+        let discarded = FileStore::prepare_snapshot(&dir, &at_two).unwrap();
+        let path = discarded.path.clone();
+        FileStore::discard(discarded);
+        assert!(!path.exists());
         let _ = fs::remove_dir_all(&dir);
     }
 
