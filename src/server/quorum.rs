@@ -138,6 +138,7 @@ impl Ensemble {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             ^ config.server_id;
+        tracing::info!(id = config.server_id, "ensemble: starting");
         let net = NetConfig::from_server_config(config, seed)
             .map_err(|e| error(format!("ensemble configuration: {e}")))?;
         if !net.force_sync {
@@ -262,6 +263,7 @@ impl QuorumCore {
     }
 
     fn install(&mut self, snapshot: &Snapshot, now: Now) {
+        let loading = std::time::Instant::now();
         let loaded = match load_snapshot_bytes(&self.snapshot_dir, snapshot) {
             Ok(loaded) => loaded,
             Err(error) => panic!(
@@ -273,7 +275,8 @@ impl QuorumCore {
             zxid = %snapshot.zxid,
             nodes = loaded.tree.node_count(),
             sessions = loaded.sessions.len(),
-            "installed the leader's snapshot"
+            load_ms = loading.elapsed().as_millis() as u64,
+            "installed the snapshot"
         );
         self.replica.install(loaded.tree, &loaded.sessions, now);
         self.waiting.clear();
@@ -437,7 +440,6 @@ impl QuorumCore {
         Some(SnapshotJob {
             tree: self.committed_view.clone(),
             sessions,
-            dir: self.snapshot_dir.clone(),
             driver: self.driver.clone(),
         })
     }
@@ -478,46 +480,49 @@ impl QuorumCore {
     }
 }
 
-/// A snapshot to write off the replica core and hand to the driver for compaction.
+/// A snapshot to build off the replica core and hand to the driver for compaction.
 pub(super) struct SnapshotJob {
     tree: DataTree,
     sessions: Vec<(i64, i32)>,
-    dir: PathBuf,
     driver: Arc<Driver>,
 }
 
 impl SnapshotJob {
-    /// Writes the snapshot in Keel's format, hands its bytes to the driver (which persists
-    /// them, drops the log before them, and sends them to learners that need a SNAP), and
-    /// removes the file. Runs on a blocking thread.
+    /// Builds the snapshot in Keel's format in memory and hands it to the driver, which
+    /// persists it (its one write and fsync), drops the log before it, and sends it to
+    /// learners that need a SNAP. Runs on a blocking thread.
     pub(super) fn run(self) -> Result<u64, String> {
-        let info = crate::snapshot::write_snapshot(&self.dir, &self.tree, &self.sessions)
+        let building = std::time::Instant::now();
+        let zxid = self.tree.last_zxid();
+        let bytes = crate::snapshot::snapshot_bytes(&self.tree, &self.sessions)
             .map_err(|e| e.to_string())?;
-        let bytes = std::fs::read(&info.path).map_err(|e| format!("{}: {e}", info.path.display()));
-        let _ = std::fs::remove_file(&info.path);
-        let bytes = bytes?;
         let len = bytes.len() as u64;
         let snapshot = Snapshot {
-            zxid: Zxid(u64::try_from(info.zxid).unwrap_or(0)),
+            zxid: Zxid(u64::try_from(zxid).unwrap_or(0)),
             data: Payload::from(bytes),
         };
+        let build_ms = building.elapsed().as_millis() as u64;
+        let compacting = std::time::Instant::now();
         self.driver
             .compact(snapshot, COMPACT_TIMEOUT)
             .map_err(|e| e.to_string())?;
+        tracing::info!(
+            zxid = format_args!("{zxid:#x}"),
+            bytes = len,
+            build_ms,
+            compact_ms = compacting.elapsed().as_millis() as u64,
+            "ensemble snapshot taken"
+        );
         Ok(len)
     }
 }
 
-/// Loads a snapshot received (or stored) as bytes: written to a file in `dir`, loaded with
-/// the snapshot module's checks, removed.
+/// Loads a snapshot received (or stored) as bytes, in place, with the snapshot module's
+/// checks; `dir` only names it in errors.
 fn load_snapshot_bytes(
     dir: &std::path::Path,
     snapshot: &Snapshot,
 ) -> Result<crate::snapshot::LoadedSnapshot, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(format!("received.{:x}", snapshot.zxid.0));
-    std::fs::write(&path, &snapshot.data[..]).map_err(|e| format!("{}: {e}", path.display()))?;
-    let loaded = crate::snapshot::load_snapshot(&path).map_err(|e| e.to_string());
-    let _ = std::fs::remove_file(&path);
-    loaded
+    let origin = dir.join(format!("received.{:x}", snapshot.zxid.0));
+    crate::snapshot::load_snapshot_bytes(&snapshot.data, &origin).map_err(|e| e.to_string())
 }

@@ -267,9 +267,53 @@ impl Pacer {
     }
 }
 
+/// Where a snapshot is written: a file, or memory (an ensemble leader's snapshot, which its
+/// zab store persists and sends as it is).
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    File(&'a File),
+    Memory(&'a std::cell::RefCell<Vec<u8>>),
+}
+
+impl Target<'_> {
+    fn write_at(self, bytes: &[u8], at: u64) -> io::Result<()> {
+        match self {
+            Target::File(file) => file.write_all_at(bytes, at),
+            Target::Memory(memory) => {
+                let mut memory = memory.borrow_mut();
+                let start = usize::try_from(at).map_err(|_| too_large())?;
+                let end = start.checked_add(bytes.len()).ok_or_else(too_large)?;
+                if memory.len() < end {
+                    memory.resize(end, 0);
+                }
+                memory
+                    .get_mut(start..end)
+                    .ok_or_else(too_large)?
+                    .copy_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    fn set_len(self, bytes: u64) -> io::Result<()> {
+        match self {
+            Target::File(file) => file.set_len(bytes),
+            Target::Memory(memory) => {
+                let bytes = usize::try_from(bytes).map_err(|_| too_large())?;
+                memory.borrow_mut().resize(bytes, 0);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn too_large() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "beyond memory")
+}
+
 /// One section of the file being written: buffered, positioned writes and a running CRC.
 struct Section<'a> {
-    file: &'a File,
+    target: Target<'a>,
     pacer: &'a Pacer,
     start: u64,
     written: u64,
@@ -280,9 +324,9 @@ struct Section<'a> {
 }
 
 impl<'a> Section<'a> {
-    fn new(file: &'a File, pacer: &'a Pacer, start: u64) -> Section<'a> {
+    fn new(target: Target<'a>, pacer: &'a Pacer, start: u64) -> Section<'a> {
         Section {
-            file,
+            target,
             pacer,
             start,
             written: 0,
@@ -309,14 +353,17 @@ impl<'a> Section<'a> {
     fn flush(&mut self) -> io::Result<()> {
         let buffered = self.buffer.len() as u64;
         let at = self.start + self.written - buffered;
-        self.file.write_all_at(&self.buffer, at)?;
+        self.target.write_at(&self.buffer, at)?;
         self.buffer.clear();
-        write_back(self.file, at, buffered, libc::SYNC_FILE_RANGE_WRITE);
-        if let Some((previous_at, previous_bytes)) = self.in_write_back.replace((at, buffered)) {
-            let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                | libc::SYNC_FILE_RANGE_WRITE
-                | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-            write_back(self.file, previous_at, previous_bytes, wait);
+        if let Target::File(file) = self.target {
+            write_back(file, at, buffered, libc::SYNC_FILE_RANGE_WRITE);
+            if let Some((previous_at, previous_bytes)) = self.in_write_back.replace((at, buffered))
+            {
+                let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+                write_back(file, previous_at, previous_bytes, wait);
+            }
         }
         self.pacer.wrote(buffered);
         Ok(())
@@ -481,13 +528,64 @@ fn write_file(
     pace: Pace,
 ) -> Result<SnapshotInfo, SnapshotError> {
     let file = File::create(tmp).map_err(io_error("create", tmp))?;
+    let header =
+        write_to(Target::File(&file), tree, sessions, pace).map_err(|error| match error {
+            WriteError::Io(source) => io_error("write", tmp)(source),
+            WriteError::Inconsistent(reason) => SnapshotError::Inconsistent(reason),
+        })?;
+    file.sync_all().map_err(io_error("fsync", tmp))?;
+    Ok(SnapshotInfo {
+        path: tmp.to_path_buf(),
+        zxid: header.last_zxid,
+        file_bytes: header.file_bytes,
+        nodes: header.node_count,
+        sessions: header.session_count,
+    })
+}
+
+/// The bytes of the snapshot of `tree` (at `tree.last_zxid()`) and `sessions`, as
+/// `write_snapshot` would write them to a file, built in memory. For an ensemble leader:
+/// its zab store persists them (once) and sends them to learners as they are.
+///
+/// # Errors
+/// `Inconsistent` if the tree's node count disagrees with its walk; `Io` for a snapshot
+/// beyond what memory can address.
+pub fn snapshot_bytes(tree: &DataTree, sessions: &[(i64, i32)]) -> Result<Vec<u8>, SnapshotError> {
+    let memory = std::cell::RefCell::new(Vec::new());
+    write_to(Target::Memory(&memory), tree, sessions, Pace::Unpaced).map_err(
+        |error| match error {
+            WriteError::Io(source) => io_error("build", Path::new("memory"))(source),
+            WriteError::Inconsistent(reason) => SnapshotError::Inconsistent(reason),
+        },
+    )?;
+    Ok(memory.into_inner())
+}
+
+enum WriteError {
+    Io(io::Error),
+    Inconsistent(&'static str),
+}
+
+impl From<io::Error> for WriteError {
+    fn from(error: io::Error) -> WriteError {
+        WriteError::Io(error)
+    }
+}
+
+/// Writes every section, then the header, to `target`; returns the header.
+fn write_to(
+    target: Target<'_>,
+    tree: &DataTree,
+    sessions: &[(i64, i32)],
+    pace: Pace,
+) -> Result<Header, WriteError> {
     let pacer = Pacer::new(pace);
     let node_count = tree.node_count_distinct() as u64;
     let record_bytes = std::mem::size_of::<NodeRecord>() as u64;
     let heap_offset = HEADER_BYTES + node_count * record_bytes;
     let mut writer = Writer {
-        nodes: Section::new(&file, &pacer, HEADER_BYTES),
-        heap: Section::new(&file, &pacer, heap_offset),
+        nodes: Section::new(target, &pacer, HEADER_BYTES),
+        heap: Section::new(target, &pacer, heap_offset),
         acl_records: Vec::new(),
         acl_indexes: HashMap::new(),
         node_count: 0,
@@ -499,32 +597,29 @@ fn write_file(
         }
     });
     if let Some(error) = failure {
-        return Err(io_error("write", tmp)(error));
+        return Err(WriteError::Io(error));
     }
     if writer.node_count != node_count || writer.nodes.end() != heap_offset {
-        return Err(SnapshotError::Inconsistent("node count != nodes walked"));
+        return Err(WriteError::Inconsistent("node count != nodes walked"));
     }
-    let write = io_error("write", tmp);
     let (mut nodes, mut heap) = (writer.nodes, writer.heap);
-    nodes.flush().and_then(|()| heap.flush()).map_err(write)?;
-    let mut acls = Section::new(&file, &pacer, align8(heap.end()));
+    nodes.flush()?;
+    heap.flush()?;
+    let mut acls = Section::new(target, &pacer, align8(heap.end()));
     for record in &writer.acl_records {
-        acls.push(bytemuck::bytes_of(record))
-            .map_err(io_error("write", tmp))?;
+        acls.push(bytemuck::bytes_of(record))?;
     }
-    acls.flush().map_err(io_error("write", tmp))?;
-    let mut session_section = Section::new(&file, &pacer, align8(acls.end()));
+    acls.flush()?;
+    let mut session_section = Section::new(target, &pacer, align8(acls.end()));
     for &(id, timeout_ms) in sessions {
         let record = SessionRecord {
             id,
             timeout_ms,
             pad: 0,
         };
-        session_section
-            .push(bytemuck::bytes_of(&record))
-            .map_err(io_error("write", tmp))?;
+        session_section.push(bytemuck::bytes_of(&record))?;
     }
-    session_section.flush().map_err(io_error("write", tmp))?;
+    session_section.flush()?;
     let mut header = Header {
         magic: MAGIC,
         version: FORMAT_VERSION,
@@ -546,18 +641,9 @@ fn write_file(
         pad: 0,
     };
     header.header_crc = header_crc(&header);
-    let write = io_error("write", tmp);
-    file.write_all_at(bytemuck::bytes_of(&header), 0)
-        .and_then(|()| file.set_len(header.file_bytes))
-        .map_err(write)?;
-    file.sync_all().map_err(io_error("fsync", tmp))?;
-    Ok(SnapshotInfo {
-        path: tmp.to_path_buf(),
-        zxid: header.last_zxid,
-        file_bytes: header.file_bytes,
-        nodes: node_count,
-        sessions: header.session_count,
-    })
+    target.write_at(bytemuck::bytes_of(&header), 0)?;
+    target.set_len(header.file_bytes)?;
+    Ok(header)
 }
 
 fn header_crc(header: &Header) -> u32 {
@@ -576,27 +662,57 @@ fn header_crc(header: &Header) -> u32 {
 pub fn load_snapshot(path: &Path) -> Result<LoadedSnapshot, SnapshotError> {
     let file = File::open(path).map_err(io_error("open", path))?;
     let file_bytes = file.metadata().map_err(io_error("stat", path))?.len();
-    let corrupt = |reason: &str| SnapshotError::Corrupt {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    };
     if !(HEADER_BYTES..=FILE_BYTES_MAX).contains(&file_bytes) {
-        return Err(corrupt("file size out of range"));
+        return Err(corrupt(path, "file size out of range"));
     }
     // SAFETY: the mapping is read-only and Keel never writes a published snapshot; another
     // process truncating it under us is outside what a data directory may suffer.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_error("mmap", path))?;
     let _ = map.advise(memmap2::Advice::Sequential);
-    let header = read_header(&map, file_bytes).map_err(&corrupt)?;
+    let loaded = load_mapped(&map, path)?;
     let name_zxid = path
         .file_name()
         .and_then(|name| name.to_str())
         .and_then(parse_snapshot_name);
-    if name_zxid.is_some_and(|zxid| zxid != header.last_zxid) {
-        return Err(corrupt("header zxid differs from the file name"));
+    if name_zxid.is_some_and(|zxid| zxid != loaded.info.zxid) {
+        return Err(corrupt(path, "header zxid differs from the file name"));
     }
-    let sections = Sections::check(&map, &header).map_err(&corrupt)?;
-    let acls = sections.acls().map_err(&corrupt)?;
+    Ok(loaded)
+}
+
+/// Loads and checks a snapshot held in memory (one a leader sent), with a file's checks but
+/// its name's; `origin` names it in errors and in the returned info. Bytes that are not
+/// 8-byte aligned (bytemuck views the records in place) are copied to an aligned buffer.
+///
+/// # Errors
+/// `Corrupt` or `Tree` if any check fails.
+pub fn load_snapshot_bytes(bytes: &[u8], origin: &Path) -> Result<LoadedSnapshot, SnapshotError> {
+    if !(HEADER_BYTES..=FILE_BYTES_MAX).contains(&(bytes.len() as u64)) {
+        return Err(corrupt(origin, "size out of range"));
+    }
+    if bytes.as_ptr().align_offset(std::mem::align_of::<u64>()) == 0 {
+        return load_mapped(bytes, origin);
+    }
+    let mut aligned = vec![0u64; bytes.len().div_ceil(8)];
+    let (copy, _) = bytemuck::cast_slice_mut::<u64, u8>(&mut aligned).split_at_mut(bytes.len());
+    copy.copy_from_slice(bytes);
+    load_mapped(copy, origin)
+}
+
+fn corrupt(path: &Path, reason: &str) -> SnapshotError {
+    SnapshotError::Corrupt {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The checks and the tree of a whole snapshot in `map` (8-byte aligned), from `path`.
+fn load_mapped(map: &[u8], path: &Path) -> Result<LoadedSnapshot, SnapshotError> {
+    let file_bytes = map.len() as u64;
+    let corrupt = |reason: &str| corrupt(path, reason);
+    let header = read_header(map, file_bytes).map_err(corrupt)?;
+    let sections = Sections::check(map, &header).map_err(corrupt)?;
+    let acls = sections.acls().map_err(corrupt)?;
     let tree = sections
         .tree(&acls, header.last_zxid)
         .map_err(|error| match error {

@@ -282,6 +282,54 @@ fn every_damaged_byte_is_detected_without_panicking() {
 }
 
 #[test]
+fn a_snapshot_built_in_memory_is_the_file_byte_for_byte() {
+    let scratch = Scratch::new("memory");
+    let tree = sample_tree();
+    let sessions = vec![(7, 30_000)];
+    let info = write_snapshot(&scratch.0, &tree, &sessions).unwrap();
+    let bytes = snapshot_bytes(&tree, &sessions).unwrap();
+    assert_eq!(bytes, std::fs::read(&info.path).unwrap());
+    let empty = snapshot_bytes(&DataTree::new(), &[]).unwrap();
+    let loaded = load_snapshot_bytes(&Arc::<[u8]>::from(empty), &scratch.0).unwrap();
+    assert_eq!(dump(&loaded.tree), dump(&DataTree::new()));
+}
+
+#[test]
+fn bytes_in_memory_load_like_the_file_aligned_or_not_and_damage_is_detected() {
+    let scratch = Scratch::new("bytes");
+    let tree = sample_tree();
+    let sessions = vec![(7, 30_000), (9, 4_000)];
+    let info = write_snapshot(&scratch.0, &tree, &sessions).unwrap();
+    let good = std::fs::read(&info.path).unwrap();
+    let origin = scratch.0.join("received");
+    // An 8-byte aligned buffer is viewed in place; one shifted by a byte is copied first.
+    let aligned: Arc<[u8]> = Arc::from(good.as_slice());
+    let mut shifted = vec![0u8; good.len() + 1];
+    shifted[1..].copy_from_slice(&good);
+    for bytes in [&aligned[..], &shifted[1..]] {
+        let loaded = load_snapshot_bytes(bytes, &origin).unwrap();
+        assert_eq!(dump(&loaded.tree), dump(&tree));
+        assert_eq!(loaded.sessions, sessions);
+        assert_eq!(loaded.info.zxid, info.zxid);
+        assert_eq!(loaded.info.file_bytes, good.len() as u64);
+    }
+    for offset in (0..good.len()).step_by(53) {
+        let mut bytes = good.clone();
+        bytes[offset] ^= 0x10;
+        assert!(
+            load_snapshot_bytes(&bytes, &origin).is_err(),
+            "flip at {offset}"
+        );
+    }
+    for cut in (0..good.len()).step_by(211) {
+        assert!(
+            load_snapshot_bytes(&good[..cut], &origin).is_err(),
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
 fn a_header_naming_another_zxid_is_refused() {
     let scratch = Scratch::new("rename");
     let info = write_snapshot(&scratch.0, &sample_tree(), &[]).unwrap();

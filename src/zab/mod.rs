@@ -20,7 +20,10 @@
 //!    commit); call `on_persisted(last_appended_zxid)` once they are durable.
 //! 2. Send `Ready::messages` only after the synchronous operations of that `Ready` are done. A
 //!    follower's ACK is generated only by `on_persisted`, so it never acks what is not durable.
-//! 3. Apply `Ready::committed` in order; they are always durable locally already.
+//! 3. Apply `Ready::committed` in order; they are always durable locally already — but for
+//!    a SNAP's `Apply::Snapshot`, which may be applied while its `InstallSnapshot` is written
+//!    (it is committed ensemble state; a learner acks NEWLEADER only after the write, and
+//!    serves nothing before that). A crash in between restarts from the old durable state.
 //!
 //! A driver's loop (the simulator in `sim.rs` is one):
 //! ```text

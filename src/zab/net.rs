@@ -19,8 +19,11 @@
 //! Loop: wait for readiness at most until the next tick → read, decode, `step` → commands
 //! (`propose`, `compact`) → `tick` when due (missed ticks are skipped, never bunched) → drain `Ready`:
 //! disk ops in order (epochs, truncations and snapshot installs are synchronous; appends are
-//! written), role change, messages, one fsync per `Ready` for its appends, committed entries,
-//! then `on_persisted(last appended zxid)` — so an ACK never covers what is not durable.
+//! written), role change, messages (queued, then written once per connection), committed
+//! entries. The appends' fdatasync runs on the store's sync thread (`store::FileStore::
+//! start_sync`, one in flight, later appends grouped behind it); when it answers, the loop
+//! calls `on_persisted(the last zxid it covers)` — so an ACK never covers what is not
+//! durable. A `Ready` that cut or replaced the log syncs its appends in place instead.
 //!
 //! Election port: every server keeps one *outbound* connection to each other server's
 //! election port and only writes on it; it only reads from *inbound* ones. That replaces
@@ -48,7 +51,9 @@
 //! commands per loop. Notifications are capped by `wire::NOTIFICATION_BYTES_MAX`.
 //!
 //! Compaction: `Driver::compact(snapshot)` takes a snapshot of the caller's applied state,
-//! persists it (`FileStore::compact`) and calls `Peer::compact`; later SNAP syncs send it.
+//! writes and fsyncs its file on the caller's thread (`FileStore::prepare_snapshot`); the
+//! loop publishes it (`FileStore::compact_prepared`: rename, log rewrite) and calls
+//! `Peer::compact`; later SNAP syncs send it.
 //! On start, a stored snapshot is handed to `on_apply` as `Apply::Snapshot` first.
 //!
 //! A learner whose established link to its leader closes goes LOOKING at once, as
@@ -57,7 +62,7 @@
 //! Not yet: `multiAddress`, quorum auth/TLS, and the fsync off the loop thread (one fsync
 //! per `Ready` on this thread is the group commit today).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,9 +75,9 @@ use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::store::{FileStore, StoreError, Synced};
+use super::store::{FileStore, PreparedSnapshot, StoreError, Synced};
 use super::wire::{self, packet_type, WireError};
-use super::{Apply, Config, ConfigError, DiskOp, Envelope, Link, Message, Packet, Payload};
+use super::{Apply, Config, ConfigError, DiskOp, Envelope, Link, Message, Packet, Payload, Ready};
 use super::{Entry, Peer, PeerId, ProposeError, Proposed, Role, Snapshot, Zxid};
 
 /// ZooKeeper's `QuorumCnxManager.PROTOCOL_VERSION_V1` (the initial message's first long).
@@ -89,9 +94,16 @@ const WRITES_PER_FLUSH_MAX: usize = 64;
 /// A connection's queued output is written at once past this size; below it, at the end of
 /// the `Ready` (or loop turn) that queued it, so a batch of packets leaves in one `write`.
 const FLUSH_EARLY_BYTES: usize = 256 * 1024;
-/// The packet-encoding buffer is kept for the next packet up to this capacity.
-const ENCODE_BUF_KEPT_BYTES_MAX: usize = 1 << 20;
 const READY_ROUNDS_MAX: usize = 64;
+/// A connection's emptied receive buffer larger than this is freed, not kept.
+const BUFFER_KEPT_BYTES_MAX: usize = 4 << 20;
+/// Small frames queued for one connection share buffers of up to this many bytes.
+const COALESCED_BYTES_MAX: usize = 256 * 1024;
+/// A quorum packet's bytes besides its data when it has no authinfo: frame length, type,
+/// zxid, data length, authinfo count.
+const PACKET_OVERHEAD_BYTES: usize = 4 + 4 + 8 + 4 + 4;
+/// A quorum packet's data buffer from this size on is queued shared, not copied.
+const SHARED_DATA_BYTES_MIN: usize = 64 * 1024;
 
 /// The longest zab tick in a server's ensemble: finer than tickTime so that elections run
 /// on ZooKeeper's 200 ms scale.
@@ -333,13 +345,15 @@ enum Command {
         first: Zxid,
         payloads: Vec<Payload>,
     },
-    Compact(Snapshot, Sender<Result<(), NetError>>),
+    /// A snapshot and its file, written and fsynced on the caller's thread.
+    Compact(Snapshot, PreparedSnapshot, Sender<Result<(), NetError>>),
     PingReply(Payload),
 }
 
 /// A running peer. Dropping it stops the thread and closes every socket.
 pub struct Driver {
     id: PeerId,
+    data_dir: PathBuf,
     thread: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -384,7 +398,16 @@ impl Driver {
                 return Err(NetError::UnknownServer(other));
             }
         }
+        let opening = Instant::now();
         let (mut store, durable) = FileStore::open(&config.data_dir)?;
+        tracing::info!(
+            id,
+            snapshot = %durable.snapshot.zxid,
+            snapshot_bytes = durable.snapshot.data.len(),
+            log_entries = durable.log.len(),
+            open_ms = opening.elapsed().as_millis() as u64,
+            "zab net: store opened"
+        );
         let mut on_event = on_event;
         if durable.snapshot.zxid != Zxid::ZERO {
             // The state starts from the local snapshot; the peer applies what follows it.
@@ -444,7 +467,6 @@ impl Driver {
             pending_reads: Vec::new(),
             unflushed: Vec::new(),
             read_chunk: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
-            encode_buf: Vec::new(),
             inbox: Vec::new(),
             leader_dials_unanswered: 0,
             counters: Counters::default(),
@@ -459,6 +481,7 @@ impl Driver {
             .map_err(|e| NetError::Setup("spawn", e))?;
         Ok(Driver {
             id,
+            data_dir: config.data_dir.clone(),
             thread: Some(thread),
             stop,
             waker,
@@ -500,9 +523,18 @@ impl Driver {
     /// A zxid that cannot be compacted to, the driver stopped, its queue is full, or no
     /// answer in time.
     pub fn compact(&self, snapshot: Snapshot, timeout: Duration) -> Result<(), NetError> {
+        // Written and fsynced here, on the caller's thread: the loop only renames it.
+        let prepared = FileStore::prepare_snapshot(&self.data_dir, &snapshot)?;
         let (reply, answer) = channel::bounded(1);
-        match self.commands.try_send(Command::Compact(snapshot, reply)) {
+        match self
+            .commands
+            .try_send(Command::Compact(snapshot, prepared, reply))
+        {
             Ok(()) => {}
+            Err(TrySendError::Full(Command::Compact(_, prepared, _))) => {
+                FileStore::discard(prepared);
+                return Err(NetError::Busy);
+            }
             Err(TrySendError::Full(_)) => return Err(NetError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(NetError::Stopped),
         }
@@ -625,18 +657,38 @@ enum Kind {
     },
 }
 
+/// Bytes queued for a connection: small frames coalesce into owned buffers (up to
+/// `COALESCED_BYTES_MAX`); a packet's large data buffer (a SNAP's snapshot) is queued as the
+/// shared payload itself, never copied.
+enum Chunk {
+    Owned(Vec<u8>),
+    Shared(Payload),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(bytes) => bytes,
+            Chunk::Shared(payload) => payload,
+        }
+    }
+}
+
 struct Conn {
     stream: TcpStream,
     kind: Kind,
     input: Vec<u8>,
-    output: Vec<u8>,
+    output: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
     output_sent: usize,
+    /// Bytes queued and not yet written, over every chunk.
+    output_bytes: usize,
     closing: Option<&'static str>,
 }
 
 impl Conn {
     fn queued_bytes(&self) -> usize {
-        self.output.len() - self.output_sent
+        self.output_bytes
     }
 }
 
@@ -664,12 +716,13 @@ struct Loop {
     leader_in: HashMap<u64, Token>,
     next_conn_id: u64,
     pending_reads: Vec<Token>,
-    /// Connections with output queued since their last flush.
+    /// Connections with output queued and not written yet: what `enqueue` queued since
+    /// (written once per Ready or loop turn, so a batch of packets leaves in one write), and
+    /// flushes that stopped at `WRITES_PER_FLUSH_MAX` with bytes left (their sockets may
+    /// still take more, and an edge-triggered poll would not say so again).
     unflushed: Vec<Token>,
     /// The buffer every socket read goes through.
     read_chunk: Box<[u8]>,
-    /// The buffer a quorum packet is encoded into before it is queued.
-    encode_buf: Vec<u8>,
     /// Decoded messages waiting for `step`.
     inbox: Vec<(PeerId, Message)>,
     /// Learner: dials of the chosen leader in a row that failed or that it closed unanswered.
@@ -688,7 +741,7 @@ impl Loop {
         let mut fatal = None;
         while !self.stop.load(Ordering::SeqCst) {
             let now = Instant::now();
-            let timeout = if self.pending_reads.is_empty() {
+            let timeout = if self.pending_reads.is_empty() && self.unflushed.is_empty() {
                 next_tick.saturating_duration_since(now).min(self.tick)
             } else {
                 Duration::ZERO
@@ -718,6 +771,7 @@ impl Loop {
             for token in pending {
                 self.read(token);
             }
+            self.flush_queued();
             self.deliver_inbox();
             if let Err(e) = self.take_commands() {
                 tracing::error!(id = self.own.id, error = %e, "zab net: store failed, stopping");
@@ -774,8 +828,8 @@ impl Loop {
                         }
                     }
                 }
-                Ok(Command::Compact(snapshot, reply)) => {
-                    let result = self.compact(snapshot)?;
+                Ok(Command::Compact(snapshot, prepared, reply)) => {
+                    let result = self.compact(snapshot, prepared)?;
                     let _ = reply.try_send(result);
                 }
                 Ok(Command::PingReply(payload)) => self.peer.append_ping_reply(&payload),
@@ -809,7 +863,11 @@ impl Loop {
 
     /// Persists `snapshot` and drops the entries up to it from the store and the peer.
     /// The outer error is the store's (fatal), the inner one the caller's.
-    fn compact(&mut self, snapshot: Snapshot) -> Result<Result<(), NetError>, StoreError> {
+    fn compact(
+        &mut self,
+        snapshot: Snapshot,
+        prepared: PreparedSnapshot,
+    ) -> Result<Result<(), NetError>, StoreError> {
         // Every entry the peer holds must be in the store before the log is rewritten.
         self.drain_ready()?;
         let zxid = snapshot.zxid;
@@ -820,6 +878,7 @@ impl Loop {
             .binary_search_by_key(&zxid, |e| e.zxid)
             .is_ok();
         if zxid > self.peer.applied_zxid() || zxid < current || !(logged || zxid == current) {
+            FileStore::discard(prepared);
             return Ok(Err(NetError::BadCompaction(zxid)));
         }
         let after: Vec<Entry> = self
@@ -829,7 +888,7 @@ impl Loop {
             .filter(|e| e.zxid > zxid)
             .cloned()
             .collect();
-        self.store.compact(&snapshot, &after)?;
+        self.store.compact_prepared(prepared, &after)?;
         self.peer.compact(snapshot);
         // The rewritten log is durable; a background sync in flight before it no longer
         // reports anything.
@@ -860,7 +919,8 @@ impl Loop {
             if !self.peer.has_ready() {
                 return Ok(());
             }
-            let ready = self.peer.take_ready();
+            let mut ready = self.peer.take_ready();
+            self.hand_over_snapshot(&mut ready);
             let mut appended = false;
             // Cut or replaced (which drops the answer of a background sync asked for
             // before): this Ready's appends are synced here (a rare, election-time path).
@@ -870,8 +930,13 @@ impl Loop {
                     DiskOp::AcceptedEpoch(epoch) => self.store.write_accepted_epoch(*epoch)?,
                     DiskOp::CurrentEpoch(epoch) => self.store.write_current_epoch(*epoch)?,
                     DiskOp::InstallSnapshot(snapshot) => {
+                        let writing = Instant::now();
                         self.store.install_snapshot(snapshot)?;
                         log_rewritten = true;
+                        tracing::info!(id = self.own.id, zxid = %snapshot.zxid,
+                            bytes = snapshot.data.len(),
+                            write_ms = writing.elapsed().as_millis() as u64,
+                            "zab net: snapshot persisted");
                     }
                     DiskOp::TruncateAfter(zxid) => {
                         self.store.truncate_after(*zxid)?;
@@ -924,6 +989,26 @@ impl Loop {
         Ok(())
     }
 
+    /// A SNAP's snapshot goes to the owner before `drain_ready` writes it, so that the owner
+    /// loads it while this thread writes and fsyncs it (the exception to rule 3 of the `zab`
+    /// module header: it is the ensemble's committed state, and nothing is acked or served
+    /// from it before the write is durable).
+    fn hand_over_snapshot(&mut self, ready: &mut Ready) {
+        let installs = ready
+            .disk
+            .iter()
+            .any(|op| matches!(op, DiskOp::InstallSnapshot(_)));
+        let last = ready
+            .committed
+            .iter()
+            .rposition(|apply| matches!(apply, Apply::Snapshot(_)));
+        if let (true, Some(last)) = (installs, last) {
+            for apply in ready.committed.drain(..=last) {
+                (self.on_event)(Event::Apply(apply));
+            }
+        }
+    }
+
     fn on_role(&mut self, role: Role) {
         tracing::info!(id = self.own.id, ?role, "zab net: role");
         self.leader_dials_unanswered = 0;
@@ -961,25 +1046,24 @@ impl Loop {
                 let mut frame = Vec::with_capacity(4 + body.len());
                 frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
                 frame.extend_from_slice(&body);
-                self.enqueue(token, &frame);
+                self.enqueue(token, vec![Chunk::Owned(frame)]);
             }
             Message::Quorum { link, packet } => {
-                let mut bytes = std::mem::take(&mut self.encode_buf);
-                bytes.clear();
-                wire::encode_packet(&wire::to_quorum_packet(&packet, self.own.id), &mut bytes);
-                if let Some(&token) = self.leader_in.get(&link.conn) {
-                    self.send_as_leader(token, link, &bytes);
-                } else {
-                    self.send_as_learner(to, link, &bytes);
+                if let Packet::Snap { snapshot } = &packet {
+                    tracing::info!(id = self.own.id, to, zxid = %snapshot.zxid,
+                        bytes = snapshot.data.len(), "zab net: sending SNAP");
                 }
-                if bytes.capacity() <= ENCODE_BUF_KEPT_BYTES_MAX {
-                    self.encode_buf = bytes; // Not a SNAP's worth of memory.
+                let bytes = packet_chunks(&wire::to_quorum_packet(&packet, self.own.id));
+                if let Some(&token) = self.leader_in.get(&link.conn) {
+                    self.send_as_leader(token, link, bytes);
+                } else {
+                    self.send_as_learner(to, link, bytes);
                 }
             }
         }
     }
 
-    fn send_as_leader(&mut self, token: Token, link: Link, bytes: &[u8]) {
+    fn send_as_leader(&mut self, token: Token, link: Link, bytes: Vec<Chunk>) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
@@ -998,7 +1082,7 @@ impl Loop {
         self.enqueue(token, bytes);
     }
 
-    fn send_as_learner(&mut self, leader: PeerId, link: Link, bytes: &[u8]) {
+    fn send_as_learner(&mut self, leader: PeerId, link: Link, bytes: Vec<Chunk>) {
         let current = self.learner_out.and_then(|t| match self.conns.get_mut(&t) {
             Some(Conn {
                 kind:
@@ -1091,7 +1175,7 @@ impl Loop {
                 hello.extend_from_slice(&(self.own.id as i64).to_be_bytes());
                 hello.extend_from_slice(&(own.len() as i32).to_be_bytes());
                 hello.extend_from_slice(own.as_bytes());
-                self.enqueue(token, &hello);
+                self.enqueue(token, vec![Chunk::Owned(hello)]);
                 Some(token)
             }
             None => {
@@ -1141,8 +1225,9 @@ impl Loop {
                 stream,
                 kind,
                 input: Vec::new(),
-                output: Vec::new(),
+                output: VecDeque::new(),
                 output_sent: 0,
+                output_bytes: 0,
                 closing: None,
             },
         );
@@ -1203,7 +1288,8 @@ impl Loop {
             .reregister(listener, token, Interest::READABLE);
     }
 
-    fn enqueue(&mut self, token: Token, bytes: &[u8]) {
+    /// Queues `chunks` (one frame) for the connection and writes what its socket takes.
+    fn enqueue(&mut self, token: Token, chunks: Vec<Chunk>) {
         let max = self.limits.send_queue_bytes_max;
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
@@ -1211,12 +1297,24 @@ impl Loop {
         if conn.closing.is_some() {
             return;
         }
-        if conn.queued_bytes() + bytes.len() > max {
+        let frame_bytes: usize = chunks.iter().map(|chunk| chunk.bytes().len()).sum();
+        if conn.queued_bytes() + frame_bytes > max {
             self.counters.send_queue_overflows += 1;
             self.close(token, "send queue overflow");
             return;
         }
-        conn.output.extend_from_slice(bytes);
+        for chunk in chunks {
+            match (chunk, conn.output.back_mut()) {
+                (Chunk::Owned(bytes), Some(Chunk::Owned(back)))
+                    if back.len() + bytes.len() <= COALESCED_BYTES_MAX =>
+                {
+                    back.extend_from_slice(&bytes);
+                }
+                (chunk, _) if chunk.bytes().is_empty() => {}
+                (chunk, _) => conn.output.push_back(chunk),
+            }
+        }
+        conn.output_bytes += frame_bytes;
         if conn.queued_bytes() >= FLUSH_EARLY_BYTES {
             self.flush(token);
         } else if !self.unflushed.contains(&token) {
@@ -1236,20 +1334,29 @@ impl Loop {
             return;
         };
         let mut failed = None;
+        let mut blocked = false;
         for _ in 0..WRITES_PER_FLUSH_MAX {
-            let Some(rest) = conn.output.get(conn.output_sent..) else {
+            let Some(front) = conn.output.front() else {
                 break;
             };
-            if rest.is_empty() {
-                break;
-            }
+            let rest = front.bytes().get(conn.output_sent..).unwrap_or_default();
             match conn.stream.write(rest) {
                 Ok(0) => {
                     failed = Some("write returned 0");
                     break;
                 }
-                Ok(n) => conn.output_sent += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Ok(n) => {
+                    conn.output_sent += n;
+                    conn.output_bytes -= n;
+                    if conn.output_sent == front.bytes().len() {
+                        conn.output.pop_front();
+                        conn.output_sent = 0;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
                     failed = Some("write failed");
@@ -1257,15 +1364,10 @@ impl Loop {
                 }
             }
         }
-        if conn.output_sent == conn.output.len() {
-            conn.output.clear();
-            conn.output_sent = 0;
-        } else if conn.output_sent > conn.output.len() / 2 {
-            conn.output.drain(..conn.output_sent);
-            conn.output_sent = 0;
-        }
         if let Some(reason) = failed {
             self.close(token, reason);
+        } else if !blocked && conn.queued_bytes() > 0 && !self.unflushed.contains(&token) {
+            self.unflushed.push(token);
         }
     }
 
@@ -1298,6 +1400,17 @@ impl Loop {
                     outcome = Some("read failed");
                     break;
                 }
+            }
+        }
+        if matches!(conn.kind, Kind::LearnerOut { .. }) {
+            if let Some(data_bytes) =
+                reserve_for_snap(&mut conn.input, self.limits.packet_data_bytes_max)
+            {
+                tracing::info!(
+                    id = self.own.id,
+                    data_bytes,
+                    "zab net: SNAP header received"
+                );
             }
         }
         if let Err(reason) = self.parse(token) {
@@ -1334,10 +1447,14 @@ impl Loop {
                     ..
                 } => parse_packet(rest, self.limits.packet_data_bytes_max).map(|got| {
                     got.map(|(packet, n)| {
-                        match packet {
+                        match &packet {
                             Packet::Diff { .. } => self.counters.syncs_diff += 1,
                             Packet::Trunc { .. } => self.counters.syncs_trunc += 1,
-                            Packet::Snap { .. } => self.counters.syncs_snap += 1,
+                            Packet::Snap { snapshot } => {
+                                self.counters.syncs_snap += 1;
+                                tracing::info!(id = self.own.id, zxid = %snapshot.zxid,
+                                    bytes = snapshot.data.len(), "zab net: SNAP received");
+                            }
                             _ => {}
                         }
                         let link = Link {
@@ -1396,6 +1513,9 @@ impl Loop {
             }
         };
         conn.input.drain(..used.min(conn.input.len()));
+        if conn.input.is_empty() && conn.input.capacity() > BUFFER_KEPT_BYTES_MAX {
+            conn.input = Vec::new(); // A SNAP's buffer: give it back.
+        }
         if conn.input.len() > self.limits.packet_data_bytes_max + 64 * 1024 {
             return Err("input beyond the frame limit");
         }
@@ -1568,6 +1688,30 @@ fn parse_election(
     )))
 }
 
+/// `packet` as queued chunks: its encoding, or for a large data buffer the bytes around it
+/// and the buffer itself, shared.
+fn packet_chunks(packet: &wire::QuorumPacket) -> Vec<Chunk> {
+    match &packet.data {
+        Some(data) if data.len() >= SHARED_DATA_BYTES_MIN => {
+            let (mut head, mut tail) = (Vec::new(), Vec::new());
+            wire::encode_packet_head(packet, &mut head);
+            wire::encode_packet_tail(packet, &mut tail);
+            vec![
+                Chunk::Owned(head),
+                Chunk::Shared(data.clone()),
+                Chunk::Owned(tail),
+            ]
+        }
+        _ => {
+            // The header, the data and the authinfo count: one allocation, no regrowth.
+            let data_bytes = packet.data.as_ref().map_or(0, |d| d.len());
+            let mut bytes = Vec::with_capacity(PACKET_OVERHEAD_BYTES + data_bytes);
+            wire::encode_packet(packet, &mut bytes);
+            vec![Chunk::Owned(bytes)]
+        }
+    }
+}
+
 fn parse_packet(
     bytes: &[u8],
     data_bytes_max: usize,
@@ -1580,6 +1724,22 @@ fn parse_packet(
         }
         Err(e) => Err(wire_reason(&e)),
     }
+}
+
+/// A learner's input that starts with a SNAP whose data (within `data_bytes_max`) it cannot
+/// hold yet grows once to the whole packet, instead of doubling its way there while the
+/// snapshot arrives: returns the data length then.
+fn reserve_for_snap(input: &mut Vec<u8>, data_bytes_max: usize) -> Option<usize> {
+    // type i32, zxid i64, data length i32, data, auth count i32.
+    let kind = i32::from_be_bytes(input.get(0..4)?.try_into().ok()?);
+    let len = i32::from_be_bytes(input.get(12..16)?.try_into().ok()?);
+    let data_bytes = usize::try_from(len).ok().filter(|&n| n <= data_bytes_max)?;
+    let packet_bytes = 16 + data_bytes + 4;
+    if kind != packet_type::SNAP || input.capacity() >= packet_bytes {
+        return None;
+    }
+    input.reserve_exact(packet_bytes - input.len());
+    Some(data_bytes)
 }
 
 /// The server id in a FOLLOWERINFO/OBSERVERINFO at the start of `bytes` (LearnerInfo's sid).

@@ -4,7 +4,9 @@
 //! Owns, under `<dataDir>/version-2/`:
 //! - `acceptedEpoch`, `currentEpoch`: decimal text and a newline, as ZooKeeper writes them,
 //!   replaced atomically (tmp → fsync → rename → fsync the directory);
-//! - `keel-zab.snapshot`: `magic | zxid u64 | crc32c u32 | len u64 | data`, replaced atomically;
+//! - `keel-zab.snapshot`: `magic | zxid u64 | crc32c u32 | len u64 | data`, replaced atomically
+//!   (a compaction's is written as `keel-zab.snapshot.<zxid>.tmp` off the driver's thread
+//!   first; `open` removes such files a crash left);
 //! - `keel-zab.log`: `magic | base zxid u64` then records `len u32 | crc32c u32 | zxid u64 |
 //!   payload`, the crc over `zxid | payload`. `base` is the snapshot the log continues. On
 //!   open, a log based on an older snapshot that holds the current snapshot's zxid is the
@@ -32,6 +34,7 @@ use super::{Durable, Entry, Payload, Snapshot, Zxid};
 const LOG_MAGIC: &[u8; 4] = b"KZL1";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KZS1";
 const LOG_HEADER_BYTES: u64 = 12;
+const SNAPSHOT_HEADER_BYTES: usize = 24;
 const RECORD_HEADER_BYTES: usize = 16;
 /// The largest record or snapshot this store reads back (bounds allocation on a corrupt file).
 pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -79,6 +82,13 @@ struct Placed {
     offset_bytes: u64,
 }
 
+/// A snapshot file written and fsynced by `FileStore::prepare_snapshot`, not published yet.
+#[derive(Debug)]
+pub struct PreparedSnapshot {
+    path: PathBuf,
+    zxid: Zxid,
+}
+
 /// The durable store of one peer.
 #[derive(Debug)]
 pub struct FileStore {
@@ -118,6 +128,7 @@ impl FileStore {
     pub fn open(data_dir: &Path) -> Result<(FileStore, Durable), StoreError> {
         let dir = data_dir.join("version-2");
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        remove_prepared_snapshots(&dir)?;
         let accepted = read_epoch(&dir.join("acceptedEpoch"))?;
         let current = read_epoch(&dir.join("currentEpoch"))?;
         let snapshot = read_snapshot(&dir.join("keel-zab.snapshot"))?;
@@ -172,7 +183,7 @@ impl FileStore {
     /// # Errors
     /// IO errors.
     pub fn write_accepted_epoch(&mut self, epoch: u32) -> Result<(), StoreError> {
-        self.replace("acceptedEpoch", format!("{epoch}\n").as_bytes())
+        self.replace("acceptedEpoch", &[format!("{epoch}\n").as_bytes()])
     }
 
     /// Writes `currentEpoch` durably.
@@ -180,7 +191,7 @@ impl FileStore {
     /// # Errors
     /// IO errors.
     pub fn write_current_epoch(&mut self, epoch: u32) -> Result<(), StoreError> {
-        self.replace("currentEpoch", format!("{epoch}\n").as_bytes())
+        self.replace("currentEpoch", &[format!("{epoch}\n").as_bytes()])
     }
 
     /// Appends one entry (not durable until `sync`).
@@ -392,7 +403,10 @@ impl FileStore {
     /// # Errors
     /// IO errors.
     pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        self.replace("keel-zab.snapshot", &snapshot_bytes(snapshot))?;
+        self.replace(
+            "keel-zab.snapshot",
+            &[&snapshot_header(snapshot), &snapshot.data],
+        )?;
         self.reset_log(snapshot.zxid)
     }
 
@@ -420,7 +434,7 @@ impl FileStore {
         }
         self.settle_sync()?;
         self.join_zeroing(true)?;
-        self.replace("keel-zab.log", &bytes)?;
+        self.replace("keel-zab.log", &[&bytes])?;
         self.log = Arc::new(
             OpenOptions::new()
                 .write(true)
@@ -443,9 +457,63 @@ impl FileStore {
     /// # Errors
     /// IO errors.
     pub fn compact(&mut self, snapshot: &Snapshot, after: &[Entry]) -> Result<(), StoreError> {
+        let data_dir = self.dir.parent().unwrap_or(&self.dir).to_path_buf();
+        let prepared = FileStore::prepare_snapshot(&data_dir, snapshot)?;
+        self.compact_prepared(prepared, after)
+    }
+
+    /// The slow half of `compact`, which needs no store and runs on any thread: writes
+    /// `snapshot` to `keel-zab.snapshot.<zxid>.tmp` and fsyncs it. `open` removes such files
+    /// left by a crash; `compact_prepared` publishes it, `discard` removes it.
+    ///
+    /// # Errors
+    /// IO errors (the file is removed if it can be).
+    pub fn prepare_snapshot(
+        data_dir: &Path,
+        snapshot: &Snapshot,
+    ) -> Result<PreparedSnapshot, StoreError> {
+        let dir = data_dir.join("version-2");
+        let path = dir.join(format!("keel-zab.snapshot.{:x}.tmp", snapshot.zxid.0));
+        let written = File::create(&path)
+            .map_err(io("create", &path))
+            .and_then(|mut file| {
+                file.write_all(&snapshot_header(snapshot))
+                    .and_then(|()| file.write_all(&snapshot.data))
+                    .map_err(io("write", &path))?;
+                file.sync_all().map_err(io("fsync", &path))
+            });
+        if let Err(error) = written {
+            let _ = fs::remove_file(&path);
+            return Err(error);
+        }
+        Ok(PreparedSnapshot {
+            path,
+            zxid: snapshot.zxid,
+        })
+    }
+
+    /// `compact` with a snapshot `prepare_snapshot` wrote: renamed in place, the directory
+    /// fsynced, then the log rewritten (a crash in between is `compact`'s, see there).
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn compact_prepared(
+        &mut self,
+        prepared: PreparedSnapshot,
+        after: &[Entry],
+    ) -> Result<(), StoreError> {
         self.sync()?;
-        self.replace("keel-zab.snapshot", &snapshot_bytes(snapshot))?;
-        self.rewrite_log(snapshot.zxid, after)
+        let path = self.dir.join("keel-zab.snapshot");
+        fs::rename(&prepared.path, &path).map_err(io("rename", &path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", &self.dir))?;
+        self.rewrite_log(prepared.zxid, after)
+    }
+
+    /// Removes a prepared snapshot that will not be published.
+    pub fn discard(prepared: PreparedSnapshot) {
+        let _ = fs::remove_file(&prepared.path);
     }
 
     fn cut_log(&mut self, len_bytes: u64) -> Result<(), StoreError> {
@@ -462,12 +530,14 @@ impl FileStore {
         Ok(())
     }
 
-    /// tmp → fsync → rename → fsync the directory.
-    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    /// tmp → fsync → rename → fsync the directory; the file is `parts` back to back.
+    fn replace(&self, name: &str, parts: &[&[u8]]) -> Result<(), StoreError> {
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
-        file.write_all(bytes).map_err(io("write", &tmp))?;
+        for part in parts {
+            file.write_all(part).map_err(io("write", &tmp))?;
+        }
         file.sync_all().map_err(io("fsync", &tmp))?;
         drop(file);
         fs::rename(&tmp, &path).map_err(io("rename", &path))?;
@@ -477,15 +547,29 @@ impl FileStore {
     }
 }
 
-/// `magic | zxid u64 | crc32c u32 | len u64 | data`.
-fn snapshot_bytes(snapshot: &Snapshot) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(24 + snapshot.data.len());
-    bytes.extend_from_slice(SNAPSHOT_MAGIC);
-    bytes.extend_from_slice(&snapshot.zxid.0.to_be_bytes());
-    bytes.extend_from_slice(&crc32c::crc32c(&snapshot.data).to_be_bytes());
-    bytes.extend_from_slice(&(snapshot.data.len() as u64).to_be_bytes());
-    bytes.extend_from_slice(&snapshot.data);
-    bytes
+/// The snapshot file's `magic | zxid u64 | crc32c u32 | len u64`, which `data` follows.
+fn snapshot_header(snapshot: &Snapshot) -> [u8; SNAPSHOT_HEADER_BYTES] {
+    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+    header[0..4].copy_from_slice(SNAPSHOT_MAGIC);
+    header[4..12].copy_from_slice(&snapshot.zxid.0.to_be_bytes());
+    header[12..16].copy_from_slice(&crc32c::crc32c(&snapshot.data).to_be_bytes());
+    header[16..24].copy_from_slice(&(snapshot.data.len() as u64).to_be_bytes());
+    header
+}
+
+/// Removes the `keel-zab.snapshot.<zxid>.tmp` files of compactions a crash interrupted.
+fn remove_prepared_snapshots(dir: &Path) -> Result<(), StoreError> {
+    for entry in fs::read_dir(dir).map_err(io("list", dir))? {
+        let path = entry.map_err(io("list", dir))?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("keel-zab.snapshot.") && name.ends_with(".tmp") {
+            fs::remove_file(&path).map_err(io("remove", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// `len u32 | crc32c u32 | zxid u64 | payload`, the crc over `zxid | payload`.
@@ -560,7 +644,7 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
         bytes.get(4..12),
         bytes.get(12..16),
         bytes.get(16..24),
-        bytes.get(24..),
+        bytes.get(SNAPSHOT_HEADER_BYTES..),
     ) else {
         return Err(corrupt("short snapshot"));
     };
@@ -574,7 +658,7 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
     }
     Ok(Snapshot {
         zxid: Zxid(be64(zxid)),
-        data: Payload::from(data.to_vec()),
+        data: Payload::from(data),
     })
 }
 
@@ -758,6 +842,78 @@ mod tests {
     }
 
     #[test]
+    fn an_install_that_crashed_before_its_rename_leaves_the_old_state() {
+        // A learner killed while writing a SNAP's snapshot: the `.tmp` (whole or cut) is
+        // ignored, the old snapshot and log come back, and the next install replaces both.
+        let dir = temp_dir("install-crash");
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        let old = Snapshot {
+            zxid: Zxid::new(1, 4),
+            data: Payload::from(b"old state".to_vec()),
+        };
+        store.install_snapshot(&old).unwrap();
+        store.append(&entry(1, 5)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let new = Snapshot {
+            zxid: Zxid::new(2, 9),
+            data: Payload::from(vec![7u8; 4096]),
+        };
+        let tmp = dir.join("version-2").join("keel-zab.snapshot.tmp");
+        let mut whole = snapshot_header(&new).to_vec();
+        whole.extend_from_slice(&new.data);
+        for written in [whole.len(), whole.len() / 2, 3] {
+            fs::write(&tmp, &whole[..written]).unwrap();
+            let (_, durable) = FileStore::open(&dir).unwrap();
+            assert_eq!(durable.snapshot, old, "{written} bytes written");
+            assert_eq!(durable.log, vec![entry(1, 5)]);
+        }
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        store.install_snapshot(&new).unwrap();
+        drop(store);
+        let (_, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.snapshot, new);
+        assert!(durable.log.is_empty());
+        assert!(!tmp.exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_prepared_compaction_is_published_by_the_store_or_dropped_by_a_crash() {
+        // The snapshot file is written off the driver's thread; until the store renames it,
+        // a crash leaves the old snapshot and log, and `open` removes the file.
+        let dir = temp_dir("prepared");
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        for counter in 1..=4 {
+            store.append(&entry(1, counter)).unwrap();
+        }
+        store.sync().unwrap();
+        let at_two = Snapshot {
+            zxid: Zxid::new(1, 2),
+            data: Payload::from(b"two".to_vec()),
+        };
+        let prepared = FileStore::prepare_snapshot(&dir, &at_two).unwrap();
+        drop(store); // The crash: never published.
+        let (mut store, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.snapshot, Snapshot::empty());
+        assert_eq!(durable.log.len(), 4);
+        assert!(!prepared.path.exists(), "open removes a prepared snapshot");
+        let prepared = FileStore::prepare_snapshot(&dir, &at_two).unwrap();
+        store
+            .compact_prepared(prepared, &[entry(1, 3), entry(1, 4)])
+            .unwrap();
+        drop(store);
+        let (_, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.snapshot, at_two);
+        assert_eq!(durable.log, vec![entry(1, 3), entry(1, 4)]);
+        let discarded = FileStore::prepare_snapshot(&dir, &at_two).unwrap();
+        let path = discarded.path.clone();
+        FileStore::discard(discarded);
+        assert!(!path.exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn store_survives_reopen_truncate_torn_tail_and_snapshot() {
         // What was synced comes back in order; truncation and a torn tail cut the log; a
         // snapshot install drops the log and survives a reopen.
@@ -904,7 +1060,10 @@ mod tests {
         // The crash: a newer snapshot replaced, the log not rewritten yet.
         let (store, _) = FileStore::open(&dir).unwrap();
         store
-            .replace("keel-zab.snapshot", &snapshot_bytes(&snapshot(6)))
+            .replace(
+                "keel-zab.snapshot",
+                &[&snapshot_header(&snapshot(6)), &snapshot(6).data],
+            )
             .unwrap();
         drop(store);
         let (store, durable) = FileStore::open(&dir).unwrap();
@@ -920,7 +1079,10 @@ mod tests {
             data: Payload::from(b"other".to_vec()),
         };
         store
-            .replace("keel-zab.snapshot", &snapshot_bytes(&foreign))
+            .replace(
+                "keel-zab.snapshot",
+                &[&snapshot_header(&foreign), &foreign.data],
+            )
             .unwrap();
         drop(store);
         let (_, durable) = FileStore::open(&dir).unwrap();

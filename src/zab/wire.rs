@@ -45,6 +45,8 @@ pub const NOTIFICATION_BYTES_MAX: usize = 512 * 1024;
 /// authinfo entries a packet may carry.
 pub const AUTH_IDS_MAX: usize = 1024;
 
+/// A packet's type, zxid and data length.
+const PACKET_HEAD_BYTES: usize = 16;
 const NOTIFICATION_BYTES_V2_MIN: usize = 44;
 const NOTIFICATION_BYTES_LEGACY_28: usize = 28;
 const NOTIFICATION_BYTES_LEGACY_40: usize = 40;
@@ -223,8 +225,9 @@ pub struct AuthId {
 pub struct QuorumPacket {
     pub kind: i32,
     pub zxid: i64,
-    /// None is jute's null buffer (length -1).
-    pub data: Option<Vec<u8>>,
+    /// None is jute's null buffer (length -1). Shared, not copied, with the [`Packet`] it
+    /// comes from or goes to (a SNAP's is the whole snapshot).
+    pub data: Option<Payload>,
     pub auth: Vec<AuthId>,
 }
 
@@ -241,9 +244,30 @@ fn write_buffer(out: &mut Vec<u8>, value: Option<&[u8]>) {
 
 /// Appends one packet (QuorumPackets go back to back, with no length prefix).
 pub fn encode_packet(packet: &QuorumPacket, out: &mut Vec<u8>) {
+    let data_bytes = packet.data.as_ref().map_or(0, |data| data.len());
+    out.reserve(PACKET_HEAD_BYTES + data_bytes + 4);
+    encode_packet_head(packet, out);
+    if let Some(data) = &packet.data {
+        out.extend_from_slice(data);
+    }
+    encode_packet_tail(packet, out);
+}
+
+/// Appends what precedes a packet's data bytes: type, zxid and the data's length (-1: null).
+/// Head, data and tail back to back are `encode_packet`'s bytes: a sender may write a large
+/// data buffer (a SNAP's) from where it is instead of copying it.
+pub fn encode_packet_head(packet: &QuorumPacket, out: &mut Vec<u8>) {
     out.extend_from_slice(&packet.kind.to_be_bytes());
     out.extend_from_slice(&packet.zxid.to_be_bytes());
-    write_buffer(out, packet.data.as_deref());
+    let len = packet
+        .data
+        .as_ref()
+        .map_or(-1, |data| i32::try_from(data.len()).unwrap_or(i32::MAX));
+    out.extend_from_slice(&len.to_be_bytes());
+}
+
+/// Appends what follows a packet's data bytes: the authinfo vector.
+pub fn encode_packet_tail(packet: &QuorumPacket, out: &mut Vec<u8>) {
     let count = i32::try_from(packet.auth.len()).unwrap_or(i32::MAX);
     out.extend_from_slice(&count.to_be_bytes());
     for id in &packet.auth {
@@ -302,7 +326,7 @@ pub fn decode_packet(
         None => None,
         Some(len) => match c.take(len) {
             None => return Ok(None),
-            Some(data) => Some(data.to_vec()),
+            Some(data) => Some(Payload::from(data)),
         },
     };
     let Some(count) = read_len(&mut c, AUTH_IDS_MAX)? else {
@@ -330,8 +354,8 @@ pub fn decode_packet(
     )))
 }
 
-fn int_data(value: i32) -> Option<Vec<u8>> {
-    Some(value.to_be_bytes().to_vec())
+fn int_data(value: i32) -> Option<Payload> {
+    Some(Payload::from(value.to_be_bytes().as_slice()))
 }
 
 fn epoch_zxid(epoch: u32) -> i64 {
@@ -343,13 +367,13 @@ pub fn to_quorum_packet(packet: &Packet, sender: PeerId) -> QuorumPacket {
     use packet_type as t;
     let z = |zxid: Zxid| zxid.0 as i64;
     let (kind, zxid, data) = match packet {
-        Packet::Request { payload } => (t::REQUEST, -1, Some(payload.to_vec())),
-        Packet::Proposal { entry } => (t::PROPOSAL, z(entry.zxid), Some(entry.payload.to_vec())),
+        Packet::Request { payload } => (t::REQUEST, -1, Some(payload.clone())),
+        Packet::Proposal { entry } => (t::PROPOSAL, z(entry.zxid), Some(entry.payload.clone())),
         Packet::Ack { zxid } => (t::ACK, z(*zxid), None),
         Packet::Commit { zxid } => (t::COMMIT, z(*zxid), None),
-        Packet::Ping { payload } => (t::PING, 0, Some(payload.to_vec())),
-        Packet::Inform { entry } => (t::INFORM, z(entry.zxid), Some(entry.payload.to_vec())),
-        Packet::NewLeader { epoch } => (t::NEWLEADER, epoch_zxid(*epoch), Some(Vec::new())),
+        Packet::Ping { payload } => (t::PING, 0, Some(payload.clone())),
+        Packet::Inform { entry } => (t::INFORM, z(entry.zxid), Some(entry.payload.clone())),
+        Packet::NewLeader { epoch } => (t::NEWLEADER, epoch_zxid(*epoch), Some(Payload::from([]))),
         Packet::FollowerInfo {
             accepted_epoch,
             observer,
@@ -363,12 +387,12 @@ pub fn to_quorum_packet(packet: &Packet, sender: PeerId) -> QuorumPacket {
             info.extend_from_slice(&(sender as i64).to_be_bytes());
             info.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
             info.extend_from_slice(&0i64.to_be_bytes()); // configVersion
-            (kind, epoch_zxid(*accepted_epoch), Some(info))
+            (kind, epoch_zxid(*accepted_epoch), Some(Payload::from(info)))
         }
         Packet::UpToDate => (t::UPTODATE, -1, None),
         Packet::Diff { zxid } => (t::DIFF, z(*zxid), None),
         Packet::Trunc { zxid } => (t::TRUNC, z(*zxid), None),
-        Packet::Snap { snapshot } => (t::SNAP, z(snapshot.zxid), Some(snapshot.data.to_vec())),
+        Packet::Snap { snapshot } => (t::SNAP, z(snapshot.zxid), Some(snapshot.data.clone())),
         Packet::LeaderInfo { epoch } => (
             t::LEADERINFO,
             epoch_zxid(*epoch),
@@ -417,7 +441,7 @@ fn data_i32(kind: i32, data: Option<&[u8]>) -> Result<i32, WireError> {
 pub fn from_quorum_packet(q: &QuorumPacket) -> Result<Packet, WireError> {
     use packet_type as t;
     let zxid = Zxid(q.zxid as u64);
-    let payload = || Payload::from(q.data.clone().unwrap_or_default());
+    let payload = || q.data.clone().unwrap_or_else(|| Payload::from([]));
     let entry = || Entry {
         zxid,
         payload: payload(),
@@ -637,7 +661,7 @@ mod tests {
         let q = QuorumPacket {
             kind: 2,
             zxid: 1,
-            data: Some(vec![0; 64]),
+            data: Some(Payload::from(vec![0; 64])),
             auth: vec![],
         };
         encode_packet(&q, &mut out);
