@@ -47,6 +47,27 @@ fn spawn(args: &[&str], json: &std::path::Path) -> std::process::Child {
 }
 
 /// Waits for `child`, killing it and failing the test past RUN_BOUND.
+/// `keel-loadgen failover --kill-pid PID` against `servers`, bounded by `timeout`.
+fn spawn_failover_killing(
+    servers: &str,
+    pid: &str,
+    timeout: &str,
+    json: &std::path::Path,
+) -> std::process::Child {
+    spawn(
+        &[
+            "failover",
+            "--servers",
+            servers,
+            "--kill-pid",
+            pid,
+            "--timeout",
+            timeout,
+        ],
+        json,
+    )
+}
+
 fn finish(mut child: std::process::Child, what: &str) -> (Output, Duration) {
     let started = Instant::now();
     loop {
@@ -132,18 +153,7 @@ fn failover_kills_the_pid_and_times_from_the_kill() {
     let pid = victim.id().to_string();
     let json = json_path("failover-kill");
     let servers = server().to_string();
-    let child = spawn(
-        &[
-            "failover",
-            "--servers",
-            &servers,
-            "--kill-pid",
-            &pid,
-            "--timeout",
-            "10s",
-        ],
-        &json,
-    );
+    let child = spawn_failover_killing(&servers, &pid, "10s", &json);
     let (output, _) = finish(child, "failover --kill-pid");
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let status = victim.wait().expect("wait for the victim");
@@ -177,18 +187,7 @@ fn failover_with_no_server_gives_up_at_its_timeout_and_kills_nothing() {
         .spawn()
         .expect("spawn sleep");
     let pid = victim.id().to_string();
-    let child = spawn(
-        &[
-            "failover",
-            "--servers",
-            &servers,
-            "--kill-pid",
-            &pid,
-            "--timeout",
-            "1s",
-        ],
-        &json,
-    );
+    let child = spawn_failover_killing(&servers, &pid, "1s", &json);
     let (output, _) = finish(child, "failover --kill-pid without a server");
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(

@@ -103,8 +103,6 @@ pub struct FileStore {
     /// The file's length: the log, then zeros written ahead of it (`PREALLOC_BYTES` at a
     /// time), so an fdatasync after an append does not also have to grow the file.
     allocated_bytes: u64,
-    /// Written (or pending) appends no sync has been asked to cover yet.
-    unsynced: bool,
     /// With it, `start_sync` returns at once and `take_synced` reports the answer.
     syncer: Option<LogSyncer>,
     /// The zeros being written past `allocated_bytes` on a thread of their own, which
@@ -116,8 +114,8 @@ pub struct FileStore {
     sync_in_flight: Option<Synced>,
     /// False (`forceSync=no`): `start_sync` writes appends but never fdatasyncs them.
     force_sync: bool,
-    /// Appends since the last sync was asked for: (entries, bytes).
-    unsynced_batch: (u64, u64),
+    /// Appends (written or pending) no sync has been asked to cover yet: (entries, bytes).
+    unsynced: (u64, u64),
 }
 
 impl FileStore {
@@ -149,10 +147,9 @@ impl FileStore {
             records,
             pending: Vec::new(),
             allocated_bytes: len,
-            unsynced: false,
             syncer: None,
             sync_in_flight: None,
-            unsynced_batch: (0, 0),
+            unsynced: (0, 0),
             force_sync: true,
             zeroing: None,
         };
@@ -210,10 +207,10 @@ impl FileStore {
             zxid: entry.zxid,
             offset_bytes: self.log_len_bytes,
         });
-        self.log_len_bytes += (self.pending.len() - before) as u64;
-        self.unsynced = true;
-        self.unsynced_batch.0 += 1;
-        self.unsynced_batch.1 += (self.pending.len() - before) as u64;
+        let record_bytes = (self.pending.len() - before) as u64;
+        self.log_len_bytes += record_bytes;
+        self.unsynced.0 += 1;
+        self.unsynced.1 += record_bytes;
         Ok(())
     }
 
@@ -286,6 +283,7 @@ impl FileStore {
     /// log's cuts and rewrites still sync. Acknowledged writes can be lost on a crash.
     pub fn skip_append_syncs(&mut self) {
         self.force_sync = false;
+        self.syncer = None;
     }
 
     /// The last record in the log, durable or not.
@@ -301,21 +299,20 @@ impl FileStore {
     /// IO errors (of the write; the sync's come from `take_synced`).
     pub fn start_sync(&mut self) -> Result<(), StoreError> {
         self.write_pending()?;
-        if !self.unsynced || self.sync_in_flight.is_some() {
+        if self.unsynced.0 == 0 || self.sync_in_flight.is_some() {
             return Ok(());
         }
         let Some(upto) = self.last_zxid() else {
             return Ok(());
         };
-        self.unsynced = false;
-        let (entries, bytes) = std::mem::take(&mut self.unsynced_batch);
+        let (entries, bytes) = std::mem::take(&mut self.unsynced);
         let mut batch = Synced {
             upto,
             entries,
             bytes,
             took: Duration::ZERO,
         };
-        let Some(syncer) = self.syncer.as_ref().filter(|_| self.force_sync) else {
+        let Some(syncer) = &self.syncer else {
             let started = Instant::now();
             if self.force_sync {
                 self.log.sync_data().map_err(io("fsync", &self.log_path))?;
@@ -377,9 +374,9 @@ impl FileStore {
     /// IO errors.
     pub fn sync(&mut self) -> Result<(), StoreError> {
         self.write_pending()?;
-        if self.unsynced {
+        if self.unsynced.0 > 0 {
             self.log.sync_data().map_err(io("fsync", &self.log_path))?;
-            self.unsynced = false;
+            self.unsynced = (0, 0);
         }
         Ok(())
     }
@@ -445,7 +442,7 @@ impl FileStore {
         self.log_len_bytes = bytes.len() as u64;
         self.allocated_bytes = self.log_len_bytes;
         self.pending.clear();
-        self.unsynced = false;
+        self.unsynced = (0, 0);
         Ok(())
     }
 
@@ -526,7 +523,7 @@ impl FileStore {
         self.log.sync_all().map_err(io("fsync", &self.log_path))?;
         self.log_len_bytes = len_bytes;
         self.allocated_bytes = len_bytes;
-        self.unsynced = false;
+        self.unsynced = (0, 0);
         Ok(())
     }
 
