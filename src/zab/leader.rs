@@ -9,7 +9,7 @@
 //! proposals; the epoch equals acceptedEpoch once chosen.
 
 use super::peer::{Peer, ProposeError, State};
-use super::{Entry, Link, Message, Packet, Payload, PeerId, Zxid};
+use super::{Entry, Link, Message, Packet, Payload, PeerId, Snapshot, Zxid};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,9 @@ struct Handle {
     /// Observers: the last entry they hold (sync stream or INFORM).
     informed_zxid: Zxid,
     last_heard_tick: u64,
+    /// Set when its SNAP was put off for a fresh snapshot (`Config::snap_tail_entries_min`):
+    /// the tick it started waiting and the zxid of the newest snapshot then. It waits once.
+    snapshot_wait: Option<(u64, Zxid)>,
 }
 
 /// A leader's learners by how far they got, for `mntr` (ZooKeeper's learners,
@@ -89,6 +92,9 @@ pub(crate) struct LeaderState {
     last_ping_tick: u64,
     /// This leadership's id on every link (never 0).
     session: u64,
+    /// A snapshot newer than the log's, offered by the driver before its compaction: SNAPs
+    /// send it (and the log after it).
+    offered: Option<Snapshot>,
 }
 
 impl LeaderState {
@@ -155,6 +161,7 @@ impl Peer {
             next_counter: 1,
             last_ping_tick: self.now_ticks,
             session: self.rng.next_u64() | 1,
+            offered: None,
         }));
         self.leader_try_choose_epoch();
     }
@@ -255,6 +262,7 @@ impl Peer {
             acked_zxid: Zxid::ZERO,
             informed_zxid: Zxid::ZERO,
             last_heard_tick: self.now_ticks,
+            snapshot_wait: None,
         };
         self.leader_mut().learners.insert(from, handle);
         match self.leader().epoch {
@@ -351,17 +359,29 @@ impl Peer {
     }
 
     /// Sends DIFF, TRUNC or SNAP, the missing proposals, and NEWLEADER (reference §5.6).
+    /// A SNAP sends the newest snapshot held (offered or the log's); when the log after it
+    /// is long, a serving leader first puts the learner off, once, and asks for a fresh one
+    /// (`Ready::snapshot_wanted`, `Config::snap_tail_entries_min`).
     fn leader_sync(&mut self, id: PeerId) {
         let epoch = self.leader().epoch.expect("syncing without an epoch");
-        let learner_zxid = self.leader().learners[&id].last_zxid;
+        let handle = &self.leader().learners[&id];
+        let (learner_zxid, waited) = (handle.last_zxid, handle.snapshot_wait.is_some());
         let last = self.log.last_zxid();
-        let snapshot = self.log.snapshot().clone();
         let (first, from) = if self.log.contains(learner_zxid) {
             (Packet::Diff { zxid: last }, learner_zxid)
-        } else if learner_zxid > snapshot.zxid {
+        } else if learner_zxid > self.log.snapshot().zxid {
             let to = self.log.last_below(learner_zxid);
             (Packet::Trunc { zxid: to }, to)
         } else {
+            let snapshot = self.leader_newest_snapshot().clone();
+            let tail = self.log.after(snapshot.zxid).len();
+            let long = tail > self.config.snap_tail_entries_min
+                && tail.saturating_mul(self.config.snap_entry_cost_bytes) > snapshot.data.len();
+            if long && !waited && self.leader().is_serving() {
+                self.handle_mut(id).snapshot_wait = Some((self.now_ticks, snapshot.zxid));
+                self.ready.snapshot_wanted = Some(snapshot.zxid);
+                return;
+            }
             let zxid = snapshot.zxid;
             (Packet::Snap { snapshot }, zxid)
         };
@@ -592,11 +612,78 @@ impl Peer {
             self.leader_ping();
         }
         self.leader_drop_silent();
+        self.leader_end_snapshot_waits();
         if self.leader().is_serving()
             && self.voters_at(Stage::NewLeaderAcked, true) < self.config.quorum()
         {
             self.become_looking(); // Lost the quorum for syncLimit.
         }
+    }
+
+    /// Learners put off for a fresh snapshot that did not come in `snapshot_wait_ticks` get
+    /// the newest one held.
+    fn leader_end_snapshot_waits(&mut self) {
+        let expired = self
+            .now_ticks
+            .saturating_sub(self.config.snapshot_wait_ticks);
+        self.leader_sync_waiting(|since, _| since <= expired);
+    }
+
+    /// Syncs the learners waiting for a fresh snapshot for which `done(since_tick, zxid
+    /// of the newest snapshot when they started)` holds.
+    fn leader_sync_waiting(&mut self, done: impl Fn(u64, Zxid) -> bool) {
+        let ids: Vec<PeerId> = self
+            .leader()
+            .learners
+            .iter()
+            .filter(|(_, h)| h.stage == Stage::EpochAcked)
+            .filter(|(_, h)| {
+                h.snapshot_wait
+                    .is_some_and(|(since, zxid)| done(since, zxid))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.leader_sync(id);
+        }
+    }
+
+    /// Syncs the learners waiting for a snapshot newer than the one they found.
+    fn leader_sync_refreshed(&mut self) {
+        let newest = self.leader_newest_snapshot().zxid;
+        self.leader_sync_waiting(|_, found| found < newest);
+    }
+
+    fn leader_newest_snapshot(&self) -> &Snapshot {
+        match &self.leader().offered {
+            Some(offered) if offered.zxid > self.log.snapshot().zxid => offered,
+            _ => self.log.snapshot(),
+        }
+    }
+
+    /// A snapshot of the state applied up to `snapshot.zxid`, for SNAPs from now on; learners
+    /// waiting for one get it at once. Ignored unless this is a serving leader, the zxid is
+    /// committed and newer than any snapshot held, and the log holds what follows it.
+    pub(crate) fn leader_offer_snapshot(&mut self, snapshot: &Snapshot) {
+        let usable = self.leader().is_serving()
+            && snapshot.zxid <= self.commit_zxid
+            && snapshot.zxid <= self.applied_zxid
+            && snapshot.zxid > self.leader_newest_snapshot().zxid
+            && self.log.contains(snapshot.zxid);
+        if usable {
+            self.leader_mut().offered = Some(snapshot.clone());
+            self.leader_sync_refreshed();
+        }
+    }
+
+    /// After a compaction: an offered snapshot no newer than the log's is dropped.
+    pub(crate) fn leader_on_compacted(&mut self) {
+        let log_zxid = self.log.snapshot().zxid;
+        let leader = self.leader_mut();
+        if leader.offered.as_ref().is_some_and(|s| s.zxid <= log_zxid) {
+            leader.offered = None;
+        }
+        self.leader_sync_refreshed();
     }
 
     fn leader_ping(&mut self) {

@@ -147,6 +147,16 @@ pub struct Config {
     /// machine prepares a txn from it and proposes that (Keel's server: a request must be
     /// validated against the leader's tree before it becomes a txn).
     pub requests_to_driver: bool,
+    /// A serving leader about to SNAP a learner asks its driver for a fresh snapshot
+    /// (`Ready::snapshot_wanted`) and sends that when offered (`Peer::offer_snapshot`) if
+    /// the log after its newest snapshot is long: more than `snap_tail_entries_min`
+    /// entries, and more than the snapshot's bytes over `snap_entry_cost_bytes` (replaying
+    /// one entry costs the learner about as much as building and loading that many bytes of
+    /// snapshot). ZooKeeper always streams its current tree. `usize::MAX`: never ask.
+    pub snap_tail_entries_min: usize,
+    pub snap_entry_cost_bytes: usize,
+    /// How long a learner waits for that fresh snapshot before the leader sends what it has.
+    pub snapshot_wait_ticks: u64,
 }
 
 /// A configuration that cannot run.
@@ -180,6 +190,9 @@ impl Config {
             proposals_in_flight_max: 1000,
             zxid_counter_max: 0xffff_fffe,
             requests_to_driver: false,
+            snap_tail_entries_min: usize::MAX,
+            snap_entry_cost_bytes: 1000,
+            snapshot_wait_ticks: 10,
         }
     }
 

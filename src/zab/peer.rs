@@ -73,6 +73,10 @@ pub struct Ready {
     pub session_touches: Vec<(PeerId, Payload)>,
     /// Leader with `Config::requests_to_driver`: learners' forwarded REQUEST payloads.
     pub requests: Vec<(PeerId, Payload)>,
+    /// Leader: a learner waits for a snapshot newer than this zxid (the newest this peer
+    /// holds; `Config::snap_tail_entries_min`): take one of the applied state and hand it
+    /// to `Peer::offer_snapshot` (and compact with it).
+    pub snapshot_wanted: Option<Zxid>,
 }
 
 impl Ready {
@@ -83,6 +87,7 @@ impl Ready {
             && self.role.is_none()
             && self.session_touches.is_empty()
             && self.requests.is_empty()
+            && self.snapshot_wanted.is_none()
     }
 
     /// True when some appends need an fsync before `on_persisted`.
@@ -287,6 +292,18 @@ impl Peer {
             "compact to an unknown zxid"
         );
         self.log.install(snapshot);
+        if matches!(self.state, State::Leading(_)) {
+            self.leader_on_compacted();
+        }
+    }
+
+    /// Leader: offers a snapshot of the applied state for SNAPs (learners waiting for a
+    /// fresh one get it at once, later ones too until the log's snapshot is as new). It
+    /// does not replace the log's snapshot: `compact` does.
+    pub fn offer_snapshot(&mut self, snapshot: &Snapshot) {
+        if matches!(self.state, State::Leading(_)) {
+            self.leader_offer_snapshot(snapshot);
+        }
     }
 
     /// Leaves any role for a new election (the driver could not do what the role needs).

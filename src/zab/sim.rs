@@ -309,6 +309,8 @@ struct Coverage {
     stalls: u64,
     nemesis: u64,
     leaders_serving: u64,
+    snapshots_wanted: u64,
+    snapshots_offered: u64,
 }
 
 impl Coverage {
@@ -327,6 +329,8 @@ impl Coverage {
         self.stalls += other.stalls;
         self.nemesis += other.nemesis;
         self.leaders_serving += other.leaders_serving;
+        self.snapshots_wanted += other.snapshots_wanted;
+        self.snapshots_offered += other.snapshots_offered;
     }
 
     fn note_packet(&mut self, message: &Message) {
@@ -387,6 +391,12 @@ struct Node {
 struct Sim {
     seed: u64,
     rng: SplitMix64,
+    /// Draws for fresh snapshots, apart so that runs without them replay the older schedule.
+    snap_rng: SplitMix64,
+    /// Per-mille chance per tick that a leader asked for a fresh snapshot offers one.
+    fresh_snap: u64,
+    /// Per node: its leader asked for a fresh snapshot (`Ready::snapshot_wanted`).
+    snapshot_wanted: Vec<bool>,
     /// Draws for swizzle-clogs, apart so that runs without them replay the older schedule.
     clog_rng: SplitMix64,
     /// Draws for disk stalls, apart for the same reason.
@@ -422,9 +432,17 @@ impl Sim {
         } else {
             0
         };
+        // Fresh-snapshot draws come from their own generator, before the nodes are built:
+        // runs without them replay the older schedules.
+        let mut snap_rng = SplitMix64::new(seed ^ 0x5a9f_5e55_5a9f_5e55);
+        let (snap_tail_entries_min, fresh_snap) = if features.fresh_snaps {
+            (snap_rng.below(6) as usize, snap_rng.below(400))
+        } else {
+            (usize::MAX, 0)
+        };
         // The draw order below is part of every pinned seed: change it and they replay
         // different schedules.
-        let (nodes, ensemble) = build_nodes(&mut rng);
+        let (nodes, ensemble) = build_nodes(&mut rng, snap_tail_entries_min);
         let mut stall_rng = SplitMix64::new(seed ^ 0x57a1_1000_57a1_1000);
         let stall = if features.stalls {
             stall_rng.below(30)
@@ -446,6 +464,9 @@ impl Sim {
         let mut sim = Sim {
             seed,
             rng,
+            snap_rng,
+            fresh_snap,
+            snapshot_wanted: vec![false; count],
             clog_rng,
             stall_rng,
             nemesis_rng,
@@ -526,6 +547,10 @@ impl Sim {
             for apply in &ready.committed {
                 apply_to(&mut n.app, &n.disk, apply);
                 self.checker.on_apply(node, apply);
+            }
+            if ready.snapshot_wanted.is_some() {
+                self.coverage.snapshots_wanted += 1;
+                self.snapshot_wanted[node] = true;
             }
             if let Some(role) = ready.role {
                 if role == (Role::Leading { serving: true }) {
@@ -782,12 +807,44 @@ impl Sim {
         self.drain(node);
     }
 
+    /// A leader that asked for a fresh snapshot gets one of its applied state some ticks
+    /// later (or never, when `fresh_snap` is 0: its learners wait out `snapshot_wait_ticks`),
+    /// and half the time compacts with it too.
+    fn offer_some(&mut self) {
+        for node in 0..self.nodes.len() {
+            if !self.snapshot_wanted[node] || !self.snap_rng.chance(self.fresh_snap, 1000) {
+                continue;
+            }
+            self.snapshot_wanted[node] = false;
+            let compact = self.snap_rng.chance(1, 2);
+            let n = &mut self.nodes[node];
+            let Some(peer) = n.peer.as_mut() else {
+                continue;
+            };
+            if n.app.zxid != peer.applied_zxid() {
+                continue;
+            }
+            let snapshot = Snapshot {
+                zxid: n.app.zxid,
+                data: n.app.encode(),
+            };
+            self.coverage.snapshots_offered += 1;
+            peer.offer_snapshot(&snapshot);
+            if compact && snapshot.zxid > peer.snapshot().zxid {
+                peer.compact(snapshot.clone());
+                n.disk.compact(snapshot);
+            }
+            self.drain(node);
+        }
+    }
+
     fn run_tick(&mut self, faults: bool) {
         self.now_ticks += 1;
         if faults {
             self.inject_faults();
             self.inject_client();
         }
+        self.offer_some();
         self.compact_some();
         self.deliver_due();
         self.fsync_some();
@@ -839,7 +896,7 @@ impl Sim {
 }
 
 /// 3, 5 or 7 voters, maybe an observer, maybe a tiny zxid counter and pipeline.
-fn build_nodes(rng: &mut SplitMix64) -> (Vec<Node>, String) {
+fn build_nodes(rng: &mut SplitMix64, snap_tail_entries_min: usize) -> (Vec<Node>, String) {
     let voter_count = [3u64, 5, 7][rng.below(3) as usize];
     let observer_count = u64::from(rng.chance(1, 3));
     let voters: Vec<PeerId> = (1..=voter_count).collect();
@@ -855,6 +912,7 @@ fn build_nodes(rng: &mut SplitMix64) -> (Vec<Node>, String) {
         let mut config = Config::new(*id, voters.clone(), observers.clone());
         config.zxid_counter_max = counter_max;
         config.proposals_in_flight_max = pipeline;
+        config.snap_tail_entries_min = snap_tail_entries_min;
         let peer = Peer::new(config.clone(), Durable::empty(), rng.next_u64());
         let peer = peer.expect("valid config");
         let app = AppState {
@@ -940,24 +998,29 @@ struct Features {
     clogs: bool,
     stalls: bool,
     nemesis: bool,
+    /// Leaders put SNAPs off for fresh snapshots, offered (or not) some ticks later.
+    fresh_snaps: bool,
 }
 
 const FEATURES_ALL: Features = Features {
     clogs: true,
     stalls: true,
     nemesis: true,
+    fresh_snaps: true,
 };
-/// The simulator before swizzle-clogs, disk stalls and the nemesis.
+/// The simulator before swizzle-clogs, disk stalls, the nemesis and fresh snapshots.
 const FEATURES_V1: Features = Features {
     clogs: false,
     stalls: false,
     nemesis: false,
+    fresh_snaps: false,
 };
-/// The simulator before disk stalls and the nemesis.
+/// The simulator before disk stalls, the nemesis and fresh snapshots.
 const FEATURES_V2: Features = Features {
     clogs: true,
     stalls: false,
     nemesis: false,
+    fresh_snaps: false,
 };
 
 /// `KEEL_SIM_FAULT_TICKS` lengthens the fault phase (a seed's schedule only gets longer).
@@ -1003,6 +1066,9 @@ fn run_seed_reporting(seed: u64, features: Features) -> Coverage {
     if !features.nemesis {
         env += "KEEL_SIM_NEMESIS=0 ";
     }
+    if !features.fresh_snaps {
+        env += "KEEL_SIM_FRESH_SNAPS=0 ";
+    }
     if fault_ticks() != FAULT_TICKS {
         env += &format!("KEEL_SIM_FAULT_TICKS={} ", fault_ticks());
     }
@@ -1036,6 +1102,8 @@ fn zab_sim_ci() {
         total.clogs,
         total.stalls,
         total.nemesis,
+        total.snapshots_wanted,
+        total.snapshots_offered,
     ];
     assert!(
         reached.iter().all(|count| *count > 0),
@@ -1055,6 +1123,7 @@ fn zab_sim_replay() {
         clogs: enabled("KEEL_SIM_CLOGS"),
         stalls: enabled("KEEL_SIM_STALLS"),
         nemesis: enabled("KEEL_SIM_NEMESIS"),
+        fresh_snaps: enabled("KEEL_SIM_FRESH_SNAPS"),
     };
     let coverage = run_seed(seed, features, true).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     eprintln!("seed {seed}: {coverage:?}");

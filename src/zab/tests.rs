@@ -12,15 +12,26 @@ struct Cluster {
     applied: Vec<Vec<Zxid>>,
     auto_persist: bool,
     touches: Vec<(PeerId, Payload)>,
+    /// Every `Ready::snapshot_wanted`, with the peer that asked.
+    snapshots_wanted: Vec<(PeerId, Zxid)>,
 }
 
 impl Cluster {
     fn new(voters: u64, durables: Vec<Durable>) -> Cluster {
+        Cluster::configured(voters, durables, |_| {})
+    }
+
+    fn configured(voters: u64, durables: Vec<Durable>, adjust: impl Fn(&mut Config)) -> Cluster {
         let ids: Vec<PeerId> = (1..=voters).collect();
+        let config = |id: PeerId| {
+            let mut config = Config::new(id, ids.clone(), vec![]);
+            adjust(&mut config);
+            config
+        };
         let peers: Vec<Peer> = ids
             .iter()
             .zip(durables)
-            .map(|(id, durable)| Peer::new(Config::new(*id, ids.clone(), vec![]), durable, *id))
+            .map(|(id, durable)| Peer::new(config(*id), durable, *id))
             .map(|peer| peer.expect("valid config"))
             .collect();
         let count = peers.len();
@@ -31,6 +42,7 @@ impl Cluster {
             applied: vec![vec![]; count],
             auto_persist: true,
             touches: vec![],
+            snapshots_wanted: vec![],
         };
         cluster.drain_all();
         cluster
@@ -52,6 +64,9 @@ impl Cluster {
             _ => None,
         });
         self.touches.extend(ready.session_touches);
+        if let Some(zxid) = ready.snapshot_wanted {
+            self.snapshots_wanted.push((from, zxid));
+        }
         for apply in ready.committed {
             if let Apply::Entry(entry) = apply {
                 self.applied[index].push(entry.zxid);
@@ -273,6 +288,7 @@ fn zxid_counter_rollover_forces_a_new_epoch() {
         applied: vec![vec![]; 3],
         auto_persist: true,
         touches: vec![],
+        snapshots_wanted: vec![],
     };
     cluster.drain_all();
     cluster.run(30);
@@ -385,4 +401,102 @@ fn an_epoch_is_acked_for_the_quorum_only_once() {
     let _ = peer.take_ready();
     let link = follow(&mut peer, 3, 1);
     assert_eq!(ack_epoch_after_leader_info(&mut peer, link, 5), None);
+}
+
+/// A 3-server ensemble led by server 3 with six entries committed and compacted at (1,2),
+/// in which server 1 restarts with nothing: it needs a SNAP, and the log after the leader's
+/// snapshot (four entries) is longer than `snap_tail_entries_min`.
+fn cluster_with_a_learner_behind_the_snapshot() -> Cluster {
+    let mut cluster = Cluster::configured(3, (0..3).map(|_| Durable::empty()).collect(), |c| {
+        c.snap_tail_entries_min = 2;
+    });
+    cluster.run(30);
+    assert_eq!(cluster.leader(), Some(3));
+    for value in 1..=6u8 {
+        let _ = cluster.peer(3).propose(Payload::from(vec![value]));
+        cluster.drain(2);
+    }
+    cluster.run(5);
+    assert_eq!(cluster.peer(3).commit_zxid(), Zxid::new(1, 6));
+    cluster.peer(3).compact(Snapshot {
+        zxid: Zxid::new(1, 2),
+        data: Payload::from(b"state at (1,2)".to_vec()),
+    });
+    let mut config = Config::new(1, vec![1, 2, 3], vec![]);
+    config.snap_tail_entries_min = 2;
+    cluster.peers[0] = Peer::new(config, Durable::empty(), 11).expect("valid config");
+    cluster.sent.clear();
+    cluster.applied[0].clear();
+    cluster.drain(0);
+    cluster
+}
+
+fn snaps_to(cluster: &Cluster, to: PeerId) -> Vec<Zxid> {
+    cluster
+        .sent
+        .iter()
+        .filter_map(|(_, e)| match &e.message {
+            Message::Quorum {
+                packet: Packet::Snap { snapshot },
+                ..
+            } if e.to == to => Some(snapshot.zxid),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_long_tail_puts_the_snap_off_until_a_fresh_snapshot_is_offered() {
+    let mut cluster = cluster_with_a_learner_behind_the_snapshot();
+    cluster.run(3);
+    // The leader asked for a snapshot newer than its (1,2) and sent no SNAP meanwhile.
+    assert_eq!(cluster.snapshots_wanted, vec![(3, Zxid::new(1, 2))]);
+    assert_eq!(snaps_to(&cluster, 1), vec![]);
+    // One no newer than what it holds does not end the wait.
+    cluster.peer(3).offer_snapshot(&Snapshot {
+        zxid: Zxid::new(1, 2),
+        data: Payload::from(b"state at (1,2)".to_vec()),
+    });
+    cluster.drain(2);
+    assert_eq!(snaps_to(&cluster, 1), vec![]);
+    // A fresh one is sent at once, with the log after it; the learner then serves.
+    cluster.peer(3).offer_snapshot(&Snapshot {
+        zxid: Zxid::new(1, 5),
+        data: Payload::from(b"state at (1,5)".to_vec()),
+    });
+    cluster.drain(2);
+    cluster.run(5);
+    assert_eq!(snaps_to(&cluster, 1), vec![Zxid::new(1, 5)]);
+    assert_eq!(cluster.applied[0], vec![Zxid::new(1, 6)]);
+    assert_eq!(
+        cluster.peer(1).role(),
+        Role::Following {
+            leader: 3,
+            serving: true
+        }
+    );
+    // The offered snapshot serves later SNAPs too: no second request.
+    assert_eq!(cluster.snapshots_wanted.len(), 1);
+}
+
+#[test]
+fn a_fresh_snapshot_that_never_comes_ends_the_wait_with_the_old_one() {
+    let mut cluster = cluster_with_a_learner_behind_the_snapshot();
+    let wait_ticks = Config::new(3, vec![1, 2, 3], vec![]).snapshot_wait_ticks;
+    cluster.run(wait_ticks - 1);
+    assert_eq!(cluster.snapshots_wanted.len(), 1);
+    assert_eq!(snaps_to(&cluster, 1), vec![]);
+    cluster.run(3);
+    assert_eq!(snaps_to(&cluster, 1), vec![Zxid::new(1, 2)]);
+    assert_eq!(
+        cluster.applied[0],
+        vec![
+            Zxid::new(1, 3),
+            Zxid::new(1, 4),
+            Zxid::new(1, 5),
+            Zxid::new(1, 6)
+        ]
+    );
+    // It waited once: a compaction later does not sync it again.
+    assert_eq!(cluster.snapshots_wanted.len(), 1);
 }
