@@ -21,6 +21,8 @@
 #   FAILOVERS [3]  FAILOVER_TIMEOUT [60] s  ATTEMPT_TIMEOUT [1s]
 #   FAILOVER_SETTLE [5] s: pause once the ensemble is whole, before each kill
 #   CATCHUP_NODES [1000000]  CATCHUP_TIMEOUT [300] s: bound on the rejoined follower's sync
+#   CATCHUP_SETTLE [0] s: pause between the populate and the follower's restart, so that the
+#     servers' own snapshots after the populate end first (the restart then syncs alone)
 #   POPULATE_TIMEOUT [1200] s  POPULATE_SESSIONS [64]
 #   POPULATE_OUTSTANDING [64]  KEYS [10000]  THREADS [1]: loadgen worker threads
 #   ENSEMBLE_TIMEOUT [90] s: bound on each wait for one leader and two followers
@@ -49,6 +51,7 @@ FAILOVER_SETTLE=${FAILOVER_SETTLE:-5}
 ATTEMPT_TIMEOUT=${ATTEMPT_TIMEOUT:-1s}
 CATCHUP_NODES=${CATCHUP_NODES:-1000000}
 CATCHUP_TIMEOUT=${CATCHUP_TIMEOUT:-300}
+CATCHUP_SETTLE=${CATCHUP_SETTLE:-0}
 POPULATE_TIMEOUT=${POPULATE_TIMEOUT:-1200}
 POPULATE_SESSIONS=${POPULATE_SESSIONS:-64}
 POPULATE_OUTSTANDING=${POPULATE_OUTSTANDING:-64}
@@ -330,6 +333,10 @@ catchup() {
         return 1
     fi
     kc_log "$SRV_KIND populate: $(grep -h 'seconds:' "$SRV_BASE/populate.txt")"
+    if ((CATCHUP_SETTLE > 0)); then
+        kc_log "$SRV_KIND catch-up: ${CATCHUP_SETTLE}s for the servers' own snapshots to end"
+        sleep "$CATCHUP_SETTLE"
+    fi
     local leader_zxid
     leader_zxid=$(server_zxid "$leader")
     kc_log "$SRV_KIND catch-up: leader zxid $leader_zxid; restarting server $victim"

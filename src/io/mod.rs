@@ -72,6 +72,54 @@ where
     glommio::executor().spawn_blocking(work)
 }
 
+/// Runs `work` to completion on a new thread that may run on any CPU of the process, and
+/// blocks the caller until it ends. A thread started from a pinned executor (or from its
+/// blocking pool) inherits that executor's one CPU: long CPU work there (building or
+/// loading a snapshot of a million znodes) would queue behind the executor on its CPU while
+/// another idles. Runs `work` on the caller's thread if no thread can be started.
+pub fn run_unpinned<R: Send>(name: &str, work: impl FnOnce() -> R + Send) -> R {
+    let work = std::sync::Mutex::new(Some(work));
+    let take = || work.lock().ok().and_then(|mut slot| slot.take());
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn_scoped(scope, || {
+                allow_every_process_cpu();
+                take().map(|work| work())
+            });
+        let done = match spawned {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(error) => {
+                tracing::warn!(%error, name, "no thread for unpinned work; running it here");
+                None
+            }
+        };
+        match done {
+            Some(result) => result,
+            None => take()
+                .map(|work| work())
+                .unwrap_or_else(|| unreachable!("work ran once")),
+        }
+    })
+}
+
+/// Widens the calling thread's CPU affinity to the main thread's (the process's own, which
+/// executors never narrow). Failure leaves the thread where it is: harmless.
+fn allow_every_process_cpu() {
+    // SAFETY: cpu_set_t is a plain bit array, so all-zero bytes are a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let set_bytes = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is a live, writable cpu_set_t of `set_bytes` bytes; getpid() names the
+    // main thread, and 0 the calling thread.
+    unsafe {
+        if libc::sched_getaffinity(libc::getpid(), set_bytes, &mut set) == 0 {
+            libc::sched_setaffinity(0, set_bytes, &set);
+        }
+    }
+}
+
 /// Raises RLIMIT_MEMLOCK's soft limit to its hard limit, so io_uring can register buffers
 /// where the hard limit allows (platform.md §2.2). Failure is harmless: glommio falls back.
 pub fn raise_memlock_limit() {

@@ -366,6 +366,33 @@ where
     connected
 }
 
+/// Builds and publishes an ensemble snapshot on a blocking thread; the core is told when it
+/// ended (a failure is logged: the next one is due after snapCount more txns).
+fn spawn_snapshot_job(
+    core: &Rc<RefCell<quorum::QuorumCore>>,
+    stats: &Arc<ServerStats>,
+    job: quorum::SnapshotJob,
+) {
+    let core = core.clone();
+    let stats = stats.clone();
+    io::spawn_local(async move {
+        let began = Instant::now();
+        // The blocking pool's thread shares the replica core's CPU; the build does not.
+        let built = io::spawn_blocking(move || io::run_unpinned("keel-snap-build", || job.run()));
+        match built.await {
+            Ok(bytes) => {
+                stats
+                    .snapshot_time_ms
+                    .record(u64::try_from(began.elapsed().as_millis()).unwrap_or(0));
+                stats.last_snapshot_bytes.store(bytes, Relaxed);
+            }
+            Err(error) => tracing::warn!(%error, "ensemble snapshot failed"),
+        }
+        core.borrow_mut().snapshot_done();
+    })
+    .detach();
+}
+
 /// The replica core of a server in an ensemble: shards' requests and the zab driver's
 /// events step the `QuorumCore`; committed batches go to every shard.
 async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
@@ -390,6 +417,7 @@ async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
     {
         let core = core.clone();
         let flush = flush.clone();
+        let stats = stats.clone();
         let events = ensemble.events();
         io::spawn_local(async move {
             loop {
@@ -399,11 +427,16 @@ async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
                     return;
                 }
                 let now = now(started);
-                let mut core = core.borrow_mut();
+                let mut borrowed = core.borrow_mut();
                 for event in taken {
-                    core.on_event(event, now);
+                    borrowed.on_event(event, now);
                 }
-                drop(core);
+                // A learner waiting for a fresh SNAP should not wait for the next tick.
+                let job = borrowed.snapshot_due();
+                drop(borrowed);
+                if let Some(job) = job {
+                    spawn_snapshot_job(&core, &stats, job);
+                }
                 flush.notify();
             }
         })
@@ -426,22 +459,7 @@ async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
                     core.snapshot_due()
                 };
                 if let Some(job) = job {
-                    let core = core.clone();
-                    let stats = stats.clone();
-                    io::spawn_local(async move {
-                        let began = Instant::now();
-                        match io::spawn_blocking(move || job.run()).await {
-                            Ok(bytes) => {
-                                stats.snapshot_time_ms.record(
-                                    u64::try_from(began.elapsed().as_millis()).unwrap_or(0),
-                                );
-                                stats.last_snapshot_bytes.store(bytes, Relaxed);
-                            }
-                            Err(error) => tracing::warn!(%error, "ensemble snapshot failed"),
-                        }
-                        core.borrow_mut().snapshot_done();
-                    })
-                    .detach();
+                    spawn_snapshot_job(&core, &stats, job);
                 }
                 flush.notify();
             }

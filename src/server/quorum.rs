@@ -189,6 +189,10 @@ pub(super) struct QuorumCore {
     snap_count: u64,
     txns_since_snapshot: u64,
     snapshot_running: bool,
+    /// Leader: a learner waits for a snapshot newer than this (`Event::SnapshotWanted`).
+    snapshot_wanted: Option<i64>,
+    /// The zxid of the last snapshot job started: it is offered to waiting learners.
+    snapshot_started_zxid: i64,
 }
 
 impl QuorumCore {
@@ -214,6 +218,8 @@ impl QuorumCore {
             snap_count: ensemble.snap_count,
             txns_since_snapshot: 0,
             snapshot_running: false,
+            snapshot_wanted: None,
+            snapshot_started_zxid: 0,
         }
     }
 
@@ -236,6 +242,10 @@ impl QuorumCore {
                 Ok(touches) => self.replica.touch_sessions(&touches, now),
                 Err(error) => tracing::warn!(from, %error, "dropping malformed session touches"),
             },
+            Event::SnapshotWanted { newer_than } => {
+                let zxid = i64::try_from(newer_than.0).unwrap_or(i64::MAX);
+                self.snapshot_wanted = Some(self.snapshot_wanted.map_or(zxid, |z| z.max(zxid)));
+            }
             Event::Synced(batch) => self.stats.record_sync(
                 u64::try_from(batch.took.as_millis()).unwrap_or(u64::MAX),
                 batch.entries,
@@ -264,7 +274,10 @@ impl QuorumCore {
 
     fn install(&mut self, snapshot: &Snapshot, now: Now) {
         let loading = std::time::Instant::now();
-        let loaded = match load_snapshot_bytes(&self.snapshot_dir, snapshot) {
+        let dir = &self.snapshot_dir;
+        let loaded =
+            crate::io::run_unpinned("keel-snap-load", || load_snapshot_bytes(dir, snapshot));
+        let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(error) => panic!(
                 "the snapshot at {} cannot be loaded: {error}",
@@ -421,14 +434,25 @@ impl QuorumCore {
         }
     }
 
-    /// A snapshot of the committed view is due (every ~snapCount txns): returns what to
-    /// write, and marks one running until `snapshot_done`.
+    /// A snapshot of the committed view is due (every ~snapCount txns, or at once for a
+    /// learner waiting for a SNAP): returns what to write, and marks one running until
+    /// `snapshot_done`. One that is running already serves a waiting learner when it ends.
     pub(super) fn snapshot_due(&mut self) -> Option<SnapshotJob> {
         let zxid = self.committed_view.last_zxid();
-        if self.snapshot_running || self.txns_since_snapshot < self.snap_count || zxid <= 0 {
+        if self
+            .snapshot_wanted
+            .is_some_and(|newer_than| self.snapshot_started_zxid > newer_than)
+        {
+            // A job started since (maybe still running) is newer: it is offered when built.
+            self.snapshot_wanted = None;
+        }
+        let due = self.snapshot_wanted.is_some() || self.txns_since_snapshot >= self.snap_count;
+        if self.snapshot_running || !due || zxid <= 0 {
             return None;
         }
         self.snapshot_running = true;
+        self.snapshot_wanted = None;
+        self.snapshot_started_zxid = zxid;
         self.txns_since_snapshot = 0;
         let sessions = self
             .replica
@@ -481,7 +505,7 @@ impl QuorumCore {
 }
 
 /// A snapshot to build off the replica core and hand to the driver for compaction.
-pub(super) struct SnapshotJob {
+pub struct SnapshotJob {
     tree: DataTree,
     sessions: Vec<(i64, i32)>,
     driver: Arc<Driver>,
@@ -502,6 +526,10 @@ impl SnapshotJob {
             data: Payload::from(bytes),
         };
         let build_ms = building.elapsed().as_millis() as u64;
+        // Learners waiting for a SNAP get it now, not after the write and fsync below.
+        self.driver
+            .offer_snapshot(snapshot.clone())
+            .map_err(|e| e.to_string())?;
         let compacting = std::time::Instant::now();
         self.driver
             .compact(snapshot, COMPACT_TIMEOUT)
