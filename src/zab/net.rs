@@ -703,6 +703,8 @@ struct Conn {
     stream: TcpStream,
     kind: Kind,
     input: Vec<u8>,
+    /// Learner: the SNAP whose data is arriving straight into its buffer.
+    snap_in: Option<SnapIn>,
     output: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     output_sent: usize,
@@ -1258,6 +1260,7 @@ impl Loop {
                 stream,
                 kind,
                 input: Vec::new(),
+                snap_in: None,
                 output: VecDeque::new(),
                 output_sent: 0,
                 output_bytes: 0,
@@ -1415,15 +1418,37 @@ impl Loop {
         let chunk = &mut self.read_chunk;
         let mut outcome = None;
         let mut drained = false;
+        let learner = matches!(conn.kind, Kind::LearnerOut { .. });
         for _ in 0..reads_max {
-            match conn.stream.read(chunk) {
+            let read = match conn.snap_in.as_mut().and_then(SnapIn::unfilled) {
+                Some(unfilled) => conn.stream.read(unfilled).inspect(|n| {
+                    if let Some(snap) = conn.snap_in.as_mut() {
+                        snap.filled += n;
+                    }
+                }),
+                None => conn.stream.read(chunk).inspect(|n| {
+                    conn.input
+                        .extend_from_slice(chunk.get(..*n).unwrap_or_default());
+                }),
+            };
+            if learner && conn.snap_in.is_none() {
+                if let Some(snap) =
+                    SnapIn::begin(&mut conn.input, self.limits.packet_data_bytes_max)
+                {
+                    tracing::info!(
+                        id = self.own.id,
+                        data_bytes = snap.data.len(),
+                        "zab net: SNAP header received"
+                    );
+                    conn.snap_in = Some(snap);
+                }
+            }
+            match read {
                 Ok(0) => {
                     outcome = Some("closed by the peer");
                     break;
                 }
-                Ok(n) => conn
-                    .input
-                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     drained = true;
                     break;
@@ -1433,17 +1458,6 @@ impl Loop {
                     outcome = Some("read failed");
                     break;
                 }
-            }
-        }
-        if matches!(conn.kind, Kind::LearnerOut { .. }) {
-            if let Some(data_bytes) =
-                reserve_for_snap(&mut conn.input, self.limits.packet_data_bytes_max)
-            {
-                tracing::info!(
-                    id = self.own.id,
-                    data_bytes,
-                    "zab net: SNAP header received"
-                );
             }
         }
         if let Err(reason) = self.parse(token) {
@@ -1478,7 +1492,12 @@ impl Loop {
                     session_stamp,
                     recv_seq,
                     ..
-                } => parse_packet(rest, self.limits.packet_data_bytes_max).map(|got| {
+                } => match conn.snap_in.as_ref().map(|snap| snap.unfilled_bytes()) {
+                    Some(0) => SnapIn::finish(&mut conn.snap_in, rest),
+                    Some(_) => Ok(None),
+                    None => parse_packet(rest, self.limits.packet_data_bytes_max),
+                }
+                .map(|got| {
                     got.map(|(packet, n)| {
                         match &packet {
                             Packet::Diff { .. } => self.counters.syncs_diff += 1,
@@ -1759,20 +1778,76 @@ fn parse_packet(
     }
 }
 
-/// A learner's input that starts with a SNAP whose data (within `data_bytes_max`) it cannot
-/// hold yet grows once to the whole packet, instead of doubling its way there while the
-/// snapshot arrives: returns the data length then.
-fn reserve_for_snap(input: &mut Vec<u8>, data_bytes_max: usize) -> Option<usize> {
-    // type i32, zxid i64, data length i32, data, auth count i32.
-    let kind = i32::from_be_bytes(input.get(0..4)?.try_into().ok()?);
-    let len = i32::from_be_bytes(input.get(12..16)?.try_into().ok()?);
-    let data_bytes = usize::try_from(len).ok().filter(|&n| n <= data_bytes_max)?;
-    let packet_bytes = 16 + data_bytes + 4;
-    if kind != packet_type::SNAP || input.capacity() >= packet_bytes {
-        return None;
+/// A SNAP arriving on a learner's connection. Its data (the whole snapshot, ~200 MB for
+/// 1M znodes) is read from the socket straight into the buffer that becomes
+/// `Snapshot::data`: no copy through the read chunk, the input buffer and the decoder.
+struct SnapIn {
+    zxid: Zxid,
+    data: Payload,
+    filled: usize,
+}
+
+impl SnapIn {
+    /// A SNAP that starts `input` with a data length within `data_bytes_max` and is not all
+    /// there yet: its data bytes so far move out of `input` (the parser takes a whole one).
+    fn begin(input: &mut Vec<u8>, data_bytes_max: usize) -> Option<SnapIn> {
+        // type i32, zxid i64, data length i32, data, authinfo count i32.
+        let kind = i32::from_be_bytes(input.get(0..4)?.try_into().ok()?);
+        let zxid = i64::from_be_bytes(input.get(4..12)?.try_into().ok()?);
+        let len = i32::from_be_bytes(input.get(12..16)?.try_into().ok()?);
+        let data_bytes = usize::try_from(len).ok().filter(|&n| n <= data_bytes_max)?;
+        if kind != packet_type::SNAP || input.len() >= 16 + data_bytes + 4 {
+            return None;
+        }
+        // Collected in place (a zero-filled Arc, no Vec to copy from); unique until `finish`.
+        let mut data: Payload = std::iter::repeat_n(0u8, data_bytes).collect();
+        let arrived = input.get(16..).unwrap_or_default();
+        let filled = arrived.len().min(data_bytes);
+        let buffer = Arc::get_mut(&mut data)?;
+        buffer
+            .get_mut(..filled)?
+            .copy_from_slice(arrived.get(..filled)?);
+        input.drain(..16 + filled);
+        Some(SnapIn {
+            zxid: Zxid(zxid as u64),
+            data,
+            filled,
+        })
     }
-    input.reserve_exact(packet_bytes - input.len());
-    Some(data_bytes)
+
+    fn unfilled_bytes(&self) -> usize {
+        self.data.len() - self.filled
+    }
+
+    /// Where the next data bytes go, if any are missing.
+    fn unfilled(&mut self) -> Option<&mut [u8]> {
+        let filled = self.filled;
+        Arc::get_mut(&mut self.data)?
+            .get_mut(filled..)
+            .filter(|rest| !rest.is_empty())
+    }
+
+    /// The SNAP packet once its data is in and `rest` holds its authinfo count (which must
+    /// be 0: a SNAP is Keel-to-Keel), and the input bytes that count took.
+    fn finish(
+        snap_in: &mut Option<SnapIn>,
+        rest: &[u8],
+    ) -> Result<Option<(Packet, usize)>, &'static str> {
+        let Some(count) = rest.get(..4) else {
+            return Ok(None);
+        };
+        if count != [0; 4] {
+            return Err("a SNAP with authinfo");
+        }
+        let Some(snap) = snap_in.take() else {
+            return Ok(None);
+        };
+        let snapshot = Snapshot {
+            zxid: snap.zxid,
+            data: snap.data,
+        };
+        Ok(Some((Packet::Snap { snapshot }, 4)))
+    }
 }
 
 /// The server id in a FOLLOWERINFO/OBSERVERINFO at the start of `bytes` (LearnerInfo's sid).
@@ -1922,5 +1997,98 @@ mod tests {
         wire::encode_packet(&wire::to_quorum_packet(&packet, 3), &mut info);
         assert_eq!(learner_id(&info), Some(3));
         assert_eq!(learner_id(&info[..20]), None);
+    }
+
+    /// Feeds `bytes` to a learner's SNAP path as reads of `step` bytes would: the input
+    /// buffer until a SNAP header begins it, then the SNAP's own buffer, then the input.
+    fn receive_in_steps(bytes: &[u8], step: usize) -> Result<Vec<Packet>, &'static str> {
+        let (mut input, mut snap_in, mut packets) = (Vec::new(), None::<SnapIn>, Vec::new());
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + step).min(bytes.len());
+            match snap_in.as_mut().and_then(SnapIn::unfilled) {
+                Some(unfilled) => {
+                    let n = unfilled.len().min(end - at);
+                    unfilled[..n].copy_from_slice(&bytes[at..at + n]);
+                    snap_in.as_mut().unwrap().filled += n;
+                    at += n;
+                }
+                None => {
+                    input.extend_from_slice(&bytes[at..end]);
+                    at = end;
+                }
+            }
+            if snap_in.is_none() {
+                snap_in = SnapIn::begin(&mut input, 1 << 20);
+            }
+            loop {
+                let got = match snap_in.as_ref().map(SnapIn::unfilled_bytes) {
+                    Some(0) => SnapIn::finish(&mut snap_in, &input)?,
+                    Some(_) => None,
+                    None => parse_packet(&input, 1 << 20)?,
+                };
+                let Some((packet, used)) = got else { break };
+                input.drain(..used);
+                packets.push(packet);
+            }
+        }
+        Ok(packets)
+    }
+
+    #[test]
+    fn a_snap_is_read_into_its_own_buffer_whatever_the_read_sizes() {
+        // A DIFF, a SNAP of 10,000 bytes and a PROPOSAL back to back, read in pieces of
+        // every size from 1 byte to all at once, come out as the packets that were sent.
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let sent = vec![
+            Packet::Diff { zxid: Zxid(5) },
+            Packet::Snap {
+                snapshot: Snapshot {
+                    zxid: Zxid(0x1_0000_0007),
+                    data: Payload::from(data),
+                },
+            },
+            Packet::Proposal {
+                entry: Entry {
+                    zxid: Zxid(0x1_0000_0008),
+                    payload: Payload::from(vec![1, 2, 3]),
+                },
+            },
+        ];
+        let mut bytes = Vec::new();
+        for packet in &sent {
+            wire::encode_packet(&wire::to_quorum_packet(packet, 1), &mut bytes);
+        }
+        for step in [
+            1,
+            3,
+            4,
+            15,
+            16,
+            17,
+            19,
+            20,
+            21,
+            1000,
+            4096,
+            10_020,
+            bytes.len(),
+        ] {
+            assert_eq!(
+                receive_in_steps(&bytes, step),
+                Ok(sent.clone()),
+                "step {step}"
+            );
+        }
+        // A SNAP carrying authinfo is refused, not mistaken for another packet.
+        let mut snap_only = Vec::new();
+        wire::encode_packet(&wire::to_quorum_packet(&sent[1], 1), &mut snap_only);
+        let mut tampered = snap_only[..snap_only.len() - 4].to_vec();
+        tampered.extend_from_slice(&1i32.to_be_bytes());
+        tampered.extend_from_slice(&[0; 8]);
+        assert_eq!(
+            receive_in_steps(&tampered, 4096),
+            Err("a SNAP with authinfo")
+        );
     }
 }
