@@ -42,7 +42,7 @@
 mod tests;
 
 use crate::proto::Acl;
-use crate::tree::{DataTree, NodeKind, PathCursor, RestoreError, StoredStat, TreeBuilder};
+use crate::tree::{DataTree, NodeKind, RestoreError, StoredStat, TreeBuilder};
 use bytemuck::{Pod, Zeroable};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -847,7 +847,6 @@ impl<'a> Sections<'a> {
 
     fn tree(&self, acls: &[Vec<Acl>], last_zxid: i64) -> Result<DataTree, LoadError> {
         let mut builder = TreeBuilder::new();
-        let mut cursor = PathCursor::default();
         for record in self.nodes {
             let depth = usize::try_from(record.depth).unwrap_or(usize::MAX);
             let name = self
@@ -877,11 +876,8 @@ impl<'a> Sections<'a> {
                 aversion: record.aversion,
                 kind,
             };
-            let path = cursor
-                .enter(depth, name)
-                .ok_or(LoadError::Corrupt("node depth out of pre-order"))?;
             builder
-                .add(path, stat, data, acl)
+                .add_at_depth(depth, name, stat, data, acl)
                 .map_err(LoadError::Tree)?;
         }
         builder.finish(last_zxid).map_err(LoadError::Tree)

@@ -19,21 +19,22 @@ pub fn validate_path(path: &str) -> Result<(), ErrorCode> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(ErrorCode::BadArguments);
     };
-    if rest.is_empty() {
-        return Ok(());
+    // A trailing `/` or a `//` makes an empty segment.
+    if rest.is_empty() || rest.split('/').all(valid_name) {
+        Ok(())
+    } else {
+        Err(ErrorCode::BadArguments)
     }
-    if rest.ends_with('/') {
-        return Err(ErrorCode::BadArguments);
-    }
-    if rest.chars().any(is_forbidden_char) {
-        return Err(ErrorCode::BadArguments);
-    }
-    // With the trailing slash excluded, an empty segment can only come from `//`.
-    let segment_bad = |segment: &str| segment.is_empty() || segment == "." || segment == "..";
-    if rest.split('/').any(segment_bad) {
-        return Err(ErrorCode::BadArguments);
-    }
-    Ok(())
+}
+
+/// Whether `name` may be one segment of a valid path (`validate_path`'s rules): not empty,
+/// `.` or `..`, and without `/` or a forbidden character.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.chars().any(is_forbidden_char)
 }
 
 fn is_forbidden_char(c: char) -> bool {

@@ -17,7 +17,7 @@
 
 use super::data_tree::system_node;
 use super::node::{ChildMap, Name, Node, NodeKind};
-use super::path::{split_parent, validate_path};
+use super::path::{split_parent, valid_name, validate_path};
 use super::quota::{trim_quota_path, LIMIT_NODE};
 use super::DataTree;
 use crate::proto::{open_acl_unsafe, read_acl_unsafe, Acl};
@@ -61,6 +61,7 @@ pub enum RestoreError {
 /// A node whose subtree is still arriving.
 struct Frame {
     node: Node,
+    name: Name,
     children: Vec<(Name, Arc<Node>)>,
     /// False once a child arrived out of name order: sort when closing.
     children_sorted: bool,
@@ -75,6 +76,8 @@ pub struct TreeBuilder {
     /// The path of the top frame, `""` for the root (so a child's path is `path + "/" + name`).
     path: String,
     acls: BTreeMap<Arc<[Acl]>, u64>,
+    /// The last list interned and its uses since (not yet counted in `acls`).
+    last_acl: Option<(Arc<[Acl]>, u64)>,
 }
 
 impl Default for TreeBuilder {
@@ -90,6 +93,7 @@ impl TreeBuilder {
             frames: Vec::new(),
             path: String::new(),
             acls: BTreeMap::new(),
+            last_acl: None,
         }
     }
 
@@ -109,31 +113,9 @@ impl TreeBuilder {
         data: Option<Arc<[u8]>>,
         acl: &[Acl],
     ) -> Result<(), RestoreError> {
-        let acl = self.intern_acl(acl);
-        let node = Node {
-            czxid: stat.czxid,
-            mzxid: stat.mzxid,
-            pzxid: stat.pzxid,
-            ctime_ms: stat.ctime_ms,
-            mtime_ms: stat.mtime_ms,
-            ephemeral_owner: stat.ephemeral_owner,
-            version: stat.version,
-            cversion: stat.cversion,
-            aversion: stat.aversion,
-            kind: stat.kind,
-            data,
-            acl,
-            children: None,
-        };
+        let node = self.node(stat, data, acl);
         if self.frames.is_empty() {
-            if self.tree.node_count_distinct > 0 {
-                return Err(RestoreError::Duplicate(path.to_string()));
-            }
-            if !path.is_empty() && path != "/" {
-                return Err(RestoreError::RootNotFirst(path.to_string()));
-            }
-            self.frames.push(Frame::new(node, 0));
-            return Ok(());
+            return self.add_root(node, path);
         }
         if validate_path(path).is_err() {
             return Err(RestoreError::BadPath(path.to_string()));
@@ -148,22 +130,101 @@ impl TreeBuilder {
             }
             self.close_top()?;
         }
-        let Some(parent) = self.frames.last_mut() else {
-            return Err(RestoreError::Orphan(path.to_string()));
+        self.open_child(node, name)
+    }
+
+    /// Adds the node named `name` at `depth` (the root: depth 0, name ignored; its children:
+    /// 1), the pre-order of the nodes before it giving its parent: what a snapshot stores.
+    /// Same as `add` with the path, without building and splitting that path per node.
+    ///
+    /// # Errors
+    /// As `add`.
+    pub fn add_at_depth(
+        &mut self,
+        depth: usize,
+        name: &str,
+        stat: StoredStat,
+        data: Option<Arc<[u8]>>,
+        acl: &[Acl],
+    ) -> Result<(), RestoreError> {
+        let node = self.node(stat, data, acl);
+        if depth == 0 || self.frames.is_empty() {
+            let path = if depth == 0 {
+                "/".to_string()
+            } else {
+                self.child_path(name)
+            };
+            return self.add_root(node, &path);
+        }
+        if !valid_name(name) {
+            return Err(RestoreError::BadPath(self.child_path(name)));
+        }
+        // depth >= 1 here: the root is never closed this way.
+        while self.frames.len() > depth {
+            self.close_top()?;
+        }
+        if self.frames.len() != depth {
+            return Err(RestoreError::Orphan(self.child_path(name)));
+        }
+        self.open_child(node, name)
+    }
+
+    fn node(&mut self, stat: StoredStat, data: Option<Arc<[u8]>>, acl: &[Acl]) -> Node {
+        Node {
+            czxid: stat.czxid,
+            mzxid: stat.mzxid,
+            pzxid: stat.pzxid,
+            ctime_ms: stat.ctime_ms,
+            mtime_ms: stat.mtime_ms,
+            ephemeral_owner: stat.ephemeral_owner,
+            version: stat.version,
+            cversion: stat.cversion,
+            aversion: stat.aversion,
+            kind: stat.kind,
+            data,
+            acl: self.intern_acl(acl),
+            children: None,
+        }
+    }
+
+    fn add_root(&mut self, node: Node, path: &str) -> Result<(), RestoreError> {
+        if !self.frames.is_empty() || self.tree.node_count_distinct > 0 {
+            return Err(RestoreError::Duplicate(path.to_string()));
+        }
+        if !path.is_empty() && path != "/" {
+            return Err(RestoreError::RootNotFirst(path.to_string()));
+        }
+        self.frames.push(Frame::new(node, Name::new(""), 0));
+        Ok(())
+    }
+
+    /// The path of a child of the top frame named `name`, for errors.
+    fn child_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.path)
+    }
+
+    /// Opens `node`, named `name`, under the top frame (whose path `self.path` is).
+    fn open_child(&mut self, node: Node, name: &str) -> Result<(), RestoreError> {
+        let Some(parent) = self.frames.last() else {
+            return Err(RestoreError::Orphan(self.child_path(name)));
         };
         if parent.node.kind == NodeKind::Ephemeral {
-            return Err(RestoreError::ChildOfEphemeral(path.to_string()));
+            return Err(RestoreError::ChildOfEphemeral(self.child_path(name)));
         }
         let name = Name::new(name);
-        if let Some((previous, _)) = parent.children.last() {
-            if *previous >= name {
+        if let Some(parent) = self.frames.last_mut() {
+            if parent
+                .children
+                .last()
+                .is_some_and(|(previous, _)| *previous >= name)
+            {
                 parent.children_sorted = false;
             }
         }
         let parent_path_bytes = self.path.len();
         self.path.push('/');
         self.path.push_str(name.as_str());
-        self.frames.push(Frame::new(node, parent_path_bytes));
+        self.frames.push(Frame::new(node, name, parent_path_bytes));
         Ok(())
     }
 
@@ -180,10 +241,11 @@ impl TreeBuilder {
         let Some(root) = self.frames.pop() else {
             return Err(RestoreError::Empty);
         };
-        let root = root.close("/")?;
+        let (root, _) = root.close("/")?;
         self.tree
             .index_created("/", root.kind, root.ephemeral_owner, &root.data);
         self.tree.root = Arc::new(root);
+        self.count_last_acl();
         let mut tree = self.tree;
         tree.acls = self.acls.into_iter().collect();
         tree.last_zxid = last_zxid;
@@ -200,12 +262,11 @@ impl TreeBuilder {
             return Ok(());
         };
         let parent_path_bytes = frame.parent_path_bytes;
-        let node = frame.close(&self.path)?;
+        let (node, frame_name) = frame.close(&self.path)?;
         let path = self.path.as_str();
         self.tree
             .index_created(path, node.kind, node.ephemeral_owner, &node.data);
-        let name_start = parent_path_bytes + 1;
-        let name = Name::new(path.get(name_start..).unwrap_or_default());
+        let name = frame_name;
         if name.as_str() == LIMIT_NODE {
             let parent_path = path.get(..parent_path_bytes).unwrap_or_default();
             if let Some(prefix) = trim_quota_path(parent_path) {
@@ -221,6 +282,29 @@ impl TreeBuilder {
 
     /// The shared copy of an ACL list, counted once more.
     fn intern_acl(&mut self, acl: &[Acl]) -> Arc<[Acl]> {
+        // Most nodes share their predecessor's list: count it without a map lookup.
+        if let Some((last, uses)) = &mut self.last_acl {
+            if **last == *acl {
+                *uses += 1;
+                return last.clone();
+            }
+        }
+        self.count_last_acl();
+        let interned = self.intern_acl_in_map(acl);
+        self.last_acl = Some((interned.clone(), 0));
+        interned
+    }
+
+    /// Adds the uses of `last_acl` not yet in the map.
+    fn count_last_acl(&mut self) {
+        if let Some((last, uses)) = self.last_acl.take() {
+            if let Some(count) = self.acls.get_mut(&last) {
+                *count += uses;
+            }
+        }
+    }
+
+    fn intern_acl_in_map(&mut self, acl: &[Acl]) -> Arc<[Acl]> {
         if let Some((interned, count)) = self.acls.get_key_value(acl) {
             let interned = interned.clone();
             let count = count + 1;
@@ -234,19 +318,22 @@ impl TreeBuilder {
 }
 
 impl Frame {
-    fn new(node: Node, parent_path_bytes: usize) -> Frame {
+    fn new(node: Node, name: Name, parent_path_bytes: usize) -> Frame {
         Frame {
             node,
+            name,
             children: Vec::new(),
             children_sorted: true,
             parent_path_bytes,
         }
     }
 
-    /// The finished node, its child table built. `path` is its path, for errors.
-    fn close(self, path: &str) -> Result<Node, RestoreError> {
+    /// The finished node, its child table built, and its name. `path` is its path, for
+    /// errors.
+    fn close(self, path: &str) -> Result<(Node, Name), RestoreError> {
         let Frame {
             mut node,
+            name,
             mut children,
             children_sorted,
             ..
@@ -261,7 +348,7 @@ impl Frame {
         if !children.is_empty() {
             node.children = Some(Arc::new(ChildMap::from_sorted(children)));
         }
-        Ok(node)
+        Ok((node, name))
     }
 }
 
