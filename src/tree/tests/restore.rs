@@ -41,6 +41,23 @@ fn rebuild(nodes: &[Stored], last_zxid: i64) -> Result<DataTree, RestoreError> {
     builder.finish(last_zxid)
 }
 
+/// The same through `add_at_depth`, with each node's depth and name as a snapshot has them.
+fn rebuild_by_depth(nodes: &[Stored], last_zxid: i64) -> Result<DataTree, RestoreError> {
+    let mut builder = TreeBuilder::new();
+    for (path, stat, data, acl) in nodes {
+        let (depth, name) = depth_and_name(path);
+        builder.add_at_depth(depth, name, *stat, data.clone(), acl)?;
+    }
+    builder.finish(last_zxid)
+}
+
+fn depth_and_name(path: &str) -> (usize, &str) {
+    match path.rsplit_once('/') {
+        Some((_, "")) | None => (0, ""),
+        Some((_, name)) => (path.matches('/').count(), name),
+    }
+}
+
 fn full_dump(tree: &DataTree) -> Vec<Stored> {
     stored_nodes(tree, false)
 }
@@ -84,6 +101,9 @@ proptest! {
         prop_assert!(rebuilt.is_ok(), "{rebuilt:?}");
         let rebuilt = rebuilt.unwrap_or_default();
         assert_same(&h.tree, &rebuilt);
+        let by_depth = rebuild_by_depth(&stored_nodes(&h.tree, reverse), last_zxid);
+        prop_assert!(by_depth.is_ok(), "{by_depth:?}");
+        assert_same(&h.tree, &by_depth.unwrap_or_default());
         // The same writes on both give the same results and the same trees (quota bookkeeping
         // and sequence counters included).
         let mut twin = Harness::new();
@@ -152,6 +172,49 @@ fn bad_input_is_an_error_not_a_panic() {
     for bad in ["//a", "/a/", "no-slash", "/a/./b"] {
         let result = add_all(&[("/", persistent), (bad, persistent)]);
         assert!(result.is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn bad_input_by_depth_is_an_error_not_a_panic() {
+    let persistent = stat(NodeKind::Persistent, 0);
+    let add_all = |nodes: &[(usize, &str, StoredStat)]| {
+        let mut builder = TreeBuilder::new();
+        for (depth, name, stat) in nodes {
+            builder.add_at_depth(*depth, name, *stat, None, &open())?;
+        }
+        builder.finish(1)
+    };
+    let root = (0, "", persistent);
+    assert_eq!(
+        add_all(&[(1, "a", persistent)]).err(),
+        Some(RestoreError::RootNotFirst("/a".into()))
+    );
+    assert!(matches!(
+        add_all(&[root, root]),
+        Err(RestoreError::Duplicate(_))
+    ));
+    // Deeper than the open nodes allow: its parent never came.
+    assert_eq!(
+        add_all(&[root, (1, "a", persistent), (3, "c", persistent)]).err(),
+        Some(RestoreError::Orphan("/a/c".into()))
+    );
+    assert!(matches!(
+        add_all(&[root, (1, "a", persistent), (1, "a", persistent)]),
+        Err(RestoreError::Duplicate(_))
+    ));
+    let ephemeral = stat(NodeKind::Ephemeral, 5);
+    assert_eq!(
+        add_all(&[root, (1, "e", ephemeral), (2, "x", persistent)]).err(),
+        Some(RestoreError::ChildOfEphemeral("/e/x".into()))
+    );
+    for bad in ["", ".", "..", "a/b", "a\u{0}b", "a\u{1f}"] {
+        let result = add_all(&[root, (1, bad, persistent)]);
+        assert_eq!(
+            result.err(),
+            Some(RestoreError::BadPath(format!("/{bad}"))),
+            "{bad:?} accepted"
+        );
     }
 }
 
