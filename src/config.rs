@@ -50,6 +50,10 @@ pub const CPU_INDEX_MAX: usize = 1023;
 /// The most shards `keel.shards` may ask for.
 pub const SHARDS_MAX: usize = 1024;
 
+/// A leader SNAPs a learner from a fresh snapshot when more entries than this follow its
+/// newest one (and they cost more than building it): below it, replaying the tail is cheap.
+pub const SNAP_TAIL_ENTRIES_MIN_DEFAULT: usize = 10_000;
+
 /// What the server does with no config file: a standalone server like `zoo_sample.cfg`, on
 /// loopback and with data under `./keel-data`.
 const EMBEDDED_SETTINGS: [(&str, &str); 6] = [
@@ -256,6 +260,9 @@ pub struct Config {
     pub wal_batch_wait_us: u32,
     pub max_outstanding_per_session: usize,
     pub connections_per_shard_max: usize,
+    /// `keel.sync.snap_tail_entries_min`: see `zab::Config::snap_tail_entries_min` (a leader
+    /// SNAPs from a fresh snapshot when more entries than this follow its newest one).
+    pub snap_tail_entries_min: usize,
 
     /// Keys nobody reads. Log the key, never the value: `unknown_value` returns it if needed.
     pub unknown_keys: Vec<String>,
@@ -340,6 +347,7 @@ impl Config {
             wal_batch_wait_us: 0,
             max_outstanding_per_session: MAX_OUTSTANDING_PER_SESSION_DEFAULT,
             connections_per_shard_max: CONNECTIONS_PER_SHARD_MAX_DEFAULT,
+            snap_tail_entries_min: SNAP_TAIL_ENTRIES_MIN_DEFAULT,
             unknown_keys: Vec::new(),
             warnings: Vec::new(),
             settings: Settings::default(),
@@ -732,12 +740,16 @@ impl Config {
             "connections_per_shard_max" => {
                 self.connections_per_shard_max = parse_int(key, value, 1, count_max)?;
             }
+            "sync.snap_tail_entries_min" => {
+                self.snap_tail_entries_min = parse_int(key, value, 0, i64::from(i32::MAX))?;
+            }
             _ => {
                 return Err(ConfigError::Invalid {
                     key: key.to_owned(),
                     reason: "unknown Keel key; known: keel.cpus, keel.shards, keel.unpinned, \
                              keel.wal.batch_bytes_max, keel.wal.batch_wait_us, keel.wal.truncate_at_corruption, \
-                             keel.max_outstanding_per_session, keel.connections_per_shard_max"
+                             keel.max_outstanding_per_session, keel.connections_per_shard_max, \
+                             keel.sync.snap_tail_entries_min"
                         .to_owned(),
                 })
             }
@@ -1742,6 +1754,21 @@ mod tests {
         assert!(parse_error("keel.cpus=a\n").contains("not a CPU index"));
         assert!(parse_error("keel.cpus=\n").contains("keel.cpus"));
         assert!(parse_error("keel.cpus=2000\n").contains("above the limit"));
+    }
+
+    #[test]
+    fn snap_tail_threshold_is_read_and_bounded() {
+        assert_eq!(
+            parse("dataDir=/d\n").snap_tail_entries_min,
+            SNAP_TAIL_ENTRIES_MIN_DEFAULT
+        );
+        let config = parse("dataDir=/d\nkeel.sync.snap_tail_entries_min=250\n");
+        assert_eq!(config.snap_tail_entries_min, 250);
+        let message = parse_error("keel.sync.snap_tail_entries_min=-1\n");
+        assert!(
+            message.contains("keel.sync.snap_tail_entries_min"),
+            "{message}"
+        );
     }
 
     #[test]

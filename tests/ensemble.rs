@@ -554,18 +554,17 @@ fn five_servers_serve_with_three_and_stop_serving_with_two() {
     assert_acked_everywhere(&ensemble, &serving, &acked);
 }
 
-#[test]
-fn a_follower_that_missed_compacted_history_catches_up_by_snap() {
-    // snapCount=200: the leader snapshots and compacts its log while a follower is down, so
-    // the follower's restart needs the leader's snapshot (SNAP), not a DIFF.
-    let mut ensemble = Ensemble::start_with("ens-snap", 3, 0, "snapCount=200\n");
+/// Kills a follower, creates `count` znodes under /snap through the leader, restarts the
+/// follower and checks that it synced by SNAP and serves every znode. Returns the ensemble
+/// and the leader's index.
+fn catch_up_by_snap(tag: &str, extra_cfg: &str, count: usize) -> (Ensemble, usize) {
+    let mut ensemble = Ensemble::start_with(tag, 3, 0, extra_cfg);
     let leader = ensemble.wait_serving(&[0, 1, 2], "start");
     let follower = (0..3).find(|&i| i != leader).expect("a follower");
     ensemble.kill_9(follower);
     let mut conn = Conn::connect(ensemble.addr(leader), 10_000).expect("connect");
     let (err, _) = conn.create("/snap", b"", 0).expect("create /snap");
     assert_eq!(err, OK);
-    let count = 1500;
     for i in 0..count {
         let (err, _) = conn
             .create(&format!("/snap/n{i}"), format!("v{i}").as_bytes(), 0)
@@ -594,6 +593,31 @@ fn a_follower_that_missed_compacted_history_catches_up_by_snap() {
     assert_eq!(children.len(), count);
     let (err, data, _) = reader.get_data("/snap/n1234").expect("getData");
     assert_eq!((err, data), (OK, b"v1234".to_vec()));
+    (ensemble, leader)
+}
+
+#[test]
+fn a_follower_that_missed_compacted_history_catches_up_by_snap() {
+    // snapCount=200: the leader snapshots and compacts its log while a follower is down, so
+    // the follower's restart needs the leader's snapshot (SNAP), not a DIFF.
+    catch_up_by_snap("ens-snap", "snapCount=200\n", 1500);
+}
+
+#[test]
+fn a_follower_behind_a_long_log_tail_gets_a_fresh_snapshot() {
+    // snapCount=1000 and 1500 creates: the leader's newest snapshot is ~500 entries behind
+    // when the follower returns. With keel.sync.snap_tail_entries_min=100 that tail is long
+    // (and replaying it costs more than building the ~120 kB snapshot), so the leader puts
+    // the SNAP off, builds a snapshot of its current state and sends that.
+    let cfg = "snapCount=1000\nkeel.sync.snap_tail_entries_min=100\n";
+    let (ensemble, leader) = catch_up_by_snap("ens-fresh", cfg, 1500);
+    let waits = mntr_value(ensemble.addr(leader), "keel_leader_snap_waits");
+    assert_eq!(
+        waits.as_deref(),
+        Some("1"),
+        "the leader did not wait for a fresh snapshot:\n{}",
+        ensemble.logs()
+    );
 }
 
 /// Network namespaces on a bridge, one per server: server i (from 1) is 10.201.N.i in

@@ -256,6 +256,7 @@ fn quorum_lines(stats: &super::stats::ServerStats) -> Vec<(&'static str, String)
             ("zk_synced_non_voting_followers", "0".to_owned()),
             ("zk_synced_observers", counts.synced_observers.to_string()),
             ("zk_pending_syncs", "0".to_owned()),
+            ("keel_leader_snap_waits", figures.snapshot_waits.to_string()),
         ]);
     }
     lines

@@ -493,6 +493,7 @@ impl QuorumCore {
                 status.counters.syncs_trunc,
                 status.counters.syncs_snap,
             ],
+            snapshot_waits: status.snapshot_waits,
         };
         if let Ok(mut stored) = self.stats.quorum.lock() {
             *stored = figures;

@@ -67,6 +67,8 @@ pub struct QuorumFigures {
     pub learners: Option<crate::zab::LearnerCounts>,
     /// Keel's own: how leaders synced this server since it started (DIFF, TRUNC, SNAP).
     pub syncs: [u64; 3],
+    /// Keel's own, on a leader: SNAPs put off for a fresh snapshot.
+    pub snapshot_waits: u64,
 }
 
 /// ZooKeeper's `AvgMinMaxCounter`: count, sum, min, max of recorded values.

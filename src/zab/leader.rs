@@ -379,6 +379,7 @@ impl Peer {
                 && tail.saturating_mul(self.config.snap_entry_cost_bytes) > snapshot.data.len();
             if long && !waited && self.leader().is_serving() {
                 self.handle_mut(id).snapshot_wait = Some((self.now_ticks, snapshot.zxid));
+                self.snapshot_waits += 1;
                 self.ready.snapshot_wanted = Some(snapshot.zxid);
                 return;
             }

@@ -110,9 +110,6 @@ const SHARED_DATA_BYTES_MIN: usize = 64 * 1024;
 const ZAB_TICK_MS_MAX: u64 = 100;
 /// Unanswered dials of the chosen leader in a row before a learner looks again.
 const LEADER_DIALS_UNANSWERED_MAX: u32 = 3;
-/// A leader SNAPs a learner from a fresh snapshot when more entries than this follow its
-/// newest one, and they cost more than building it (`zab::Config::snap_entry_cost_bytes`).
-const SNAP_TAIL_ENTRIES_MIN: usize = 10_000;
 /// Measured here: the learner replays ~3 µs per entry (234k after a 155 MB snapshot: 0.8 s),
 /// while the leader builds its snapshot at ~1 GB/s (203 MB, 1M znodes, 0.2 s) on another
 /// thread and the learner loads it at ~0.7 GB/s: ~1000 bytes of snapshot per entry.
@@ -237,7 +234,7 @@ impl NetConfig {
         // The replica core bounds what is in flight (sessions x outstanding requests).
         zab.proposals_in_flight_max = 1 << 20;
         zab.requests_to_driver = true;
-        zab.snap_tail_entries_min = SNAP_TAIL_ENTRIES_MIN;
+        zab.snap_tail_entries_min = config.snap_tail_entries_min;
         zab.snap_entry_cost_bytes = SNAP_ENTRY_COST_BYTES;
         zab.snapshot_wait_ticks = (zab.init_limit_ticks / 2).max(1);
         zab.validate()?;
@@ -321,6 +318,8 @@ pub struct Status {
     pub applied_zxid: Zxid,
     pub violations: u64,
     pub requests_dropped: u64,
+    /// Leader: SNAPs put off for a fresh snapshot.
+    pub snapshot_waits: u64,
     pub counters: Counters,
     /// Set when the loop stopped on a store error (the peer must not go on).
     pub fatal: Option<String>,
@@ -650,6 +649,7 @@ fn status_of(peer: &Peer, counters: Counters, fatal: Option<String>) -> Status {
         applied_zxid: peer.applied_zxid(),
         violations: peer.violations(),
         requests_dropped: peer.requests_dropped(),
+        snapshot_waits: peer.snapshot_waits(),
         counters,
         fatal,
         learners: peer.learner_counts(),

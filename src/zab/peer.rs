@@ -164,6 +164,7 @@ pub struct Peer {
     pub(crate) last_violation: Option<&'static str>,
     /// Client writes a leader dropped because its pipeline was full.
     pub(crate) requests_dropped: u64,
+    pub(crate) snapshot_waits: u64,
 }
 
 impl Peer {
@@ -204,6 +205,7 @@ impl Peer {
             violations: 0,
             last_violation: None,
             requests_dropped: 0,
+            snapshot_waits: 0,
             config,
         };
         peer.become_looking();
@@ -433,6 +435,11 @@ impl Peer {
     /// What the last violation was, for logs.
     pub fn last_violation(&self) -> Option<&'static str> {
         self.last_violation
+    }
+
+    /// Leader: SNAPs put off for a fresh snapshot (`Config::snap_tail_entries_min`).
+    pub fn snapshot_waits(&self) -> u64 {
+        self.snapshot_waits
     }
 
     pub fn requests_dropped(&self) -> u64 {
