@@ -197,12 +197,7 @@ impl NetConfig {
                 .addresses
                 .first()
                 .ok_or(NetError::UnknownServer(*id))?;
-            let ip = match address.host.as_str() {
-                "localhost" => std::net::Ipv4Addr::LOCALHOST,
-                host => host
-                    .parse::<std::net::Ipv4Addr>()
-                    .map_err(|_| NetError::UnresolvedHost(address.host.clone()))?,
-            };
+            let ip = resolve_host(&address.host)?;
             servers.push(ServerAddrs {
                 id: *id,
                 quorum: SocketAddr::from((ip, address.quorum_port)),
@@ -273,7 +268,7 @@ pub enum NetError {
     },
     #[error("{0}: {1}")]
     Setup(&'static str, std::io::Error),
-    #[error("host {0:?} is not an IPv4 address (names other than localhost are not resolved)")]
+    #[error("host {0:?} does not resolve to an address")]
     UnresolvedHost(String),
     #[error("server {0} has no addresses")]
     UnknownServer(PeerId),
@@ -1778,6 +1773,27 @@ fn parse_packet(
     }
 }
 
+/// A `server.N` host: an IPv4 or IPv6 address as written, or a name resolved once, at
+/// start, through the system resolver (/etc/hosts, DNS), its first IPv4 address preferred
+/// as ZooKeeper's `InetAddress.getByName` usually returns it.
+fn resolve_host(host: &str) -> Result<std::net::IpAddr, NetError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(ip);
+    }
+    let unresolved = || NetError::UnresolvedHost(host.to_owned());
+    let addrs: Vec<SocketAddr> = (host, 0)
+        .to_socket_addrs()
+        .map_err(|_| unresolved())?
+        .collect();
+    addrs
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(addrs.first())
+        .map(SocketAddr::ip)
+        .ok_or_else(unresolved)
+}
+
 /// A SNAP arriving on a learner's connection. Its data (the whole snapshot, ~200 MB for
 /// 1M znodes) is read from the socket straight into the buffer that becomes
 /// `Snapshot::data`: no copy through the read chunk, the input buffer and the decoder.
@@ -1923,11 +1939,17 @@ mod tests {
         let remote = crate::config::Config::parse_str(&text("10.0.0.4"), &dir).unwrap();
         let net = NetConfig::from_server_config(&remote, 7).unwrap();
         assert_eq!(net.servers[3].quorum, "10.0.0.4:2891".parse().unwrap());
-        let named = crate::config::Config::parse_str(&text("zk4.example"), &dir).unwrap();
-        assert!(matches!(
-            NetConfig::from_server_config(&named, 7),
-            Err(NetError::UnresolvedHost(_))
-        ));
+        // Names go through the system resolver (localhost is in /etc/hosts); IPv6 is taken
+        // as written; a name that does not resolve is refused at start, naming it.
+        let v6 = crate::config::Config::parse_str(&text("[::1]"), &dir).unwrap();
+        let net = NetConfig::from_server_config(&v6, 7).unwrap();
+        assert_eq!(net.servers[3].quorum, "[::1]:2891".parse().unwrap());
+        let named = crate::config::Config::parse_str(&text("zk4.invalid"), &dir).unwrap();
+        let refused = NetConfig::from_server_config(&named, 7);
+        assert!(
+            matches!(&refused, Err(NetError::UnresolvedHost(host)) if host == "zk4.invalid"),
+            "{refused:?}"
+        );
         // ZooKeeper's 2 s tickTime: elections on a 100 ms tick, limits scaled to it.
         let slow = text("127.0.0.1").replace("tickTime=50", "tickTime=2000");
         let net = NetConfig::from_server_config(
