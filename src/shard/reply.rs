@@ -1,4 +1,6 @@
-//! Turning requests into replica-core work, and write results into reply frames.
+//! Write results into reply frames. Which requests become replica-core work, and what work,
+//! is `replica::forward::to_replica` (re-exported here): a leader maps a learner's forwarded
+//! request with the same function.
 
 use crate::proto::jute::Writer;
 use crate::proto::records::{self, MultiOp, Request};
