@@ -768,10 +768,25 @@ fn a_global_session_moves_between_servers_and_expires_everywhere() {
         .expect("the session resumes on another follower");
     assert_eq!(moved.session_id, session_id);
     // This client does not send its last zxid seen: a sync makes the follower catch up.
+    // It goes to the leader as a REQUEST and comes back as SYNC: no txn, no zxid.
+    let zxid_before = srvr_field(ensemble.addr(leader), "Zxid").expect("leader's srvr");
     let reply = moved
         .call(keel::proto::op::SYNC, |w| w.write_string("/owned"))
         .expect("sync");
     assert_eq!(reply.err, OK);
+    let zxid_after = srvr_field(ensemble.addr(leader), "Zxid").expect("leader's srvr");
+    assert_eq!(zxid_after, zxid_before, "a follower's sync costs no zxid");
+    let pending_syncs = mntr_value(ensemble.addr(leader), "zk_pending_syncs");
+    assert_eq!(
+        pending_syncs.as_deref(),
+        Some("0"),
+        "the leader answered it"
+    );
+    // A session no server knows: the follower asks the leader (REVALIDATE) and refuses it.
+    assert!(
+        Conn::resume(ensemble.addr(followers[0]), timeout_ms, session_id ^ 0x7777).is_err(),
+        "an unknown session must not resume on a follower"
+    );
     let (err, _, stat) = moved.get_data("/owned").expect("getData");
     assert_eq!(err, OK);
     assert_eq!(stat.ephemeral_owner, session_id);

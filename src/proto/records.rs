@@ -232,6 +232,20 @@ impl<'a> Request<'a> {
         Ok((header, request))
     }
 
+    /// Decodes a request record without its header (`code` says which): what a learner
+    /// forwards in a REQUEST after `sessionId, cxid, type`.
+    ///
+    /// # Errors
+    /// Any malformed record, or bytes after it.
+    pub fn decode_record(code: i32, record: &'a [u8]) -> Result<Request<'a>, ProtoError> {
+        let mut r = Reader::new(record);
+        let request = Self::decode_body(code, &mut r)?;
+        if !r.is_empty() {
+            return Err(ProtoError::Trailing(r.remaining()));
+        }
+        Ok(request)
+    }
+
     fn decode_body(code: i32, r: &mut Reader<'a>) -> Result<Request<'a>, ProtoError> {
         Ok(match code {
             op::CREATE

@@ -1,210 +1,200 @@
-//! forward: the bytes a learner's replica core sends its leader — forwarded client requests
-//! (ZAB's REQUEST packet) and session touches (the PING reply) — and their decoding.
+//! forward: what a learner's replica core sends its leader — forwarded client requests
+//! (ZAB's REQUEST packet) and session touches (the PING reply) — and their decoding, plus
+//! the one mapping from a decoded client request to the replica core's work.
 //!
-//! Owns: the encoding of both. A REQUEST's data starts as ZooKeeper's does (`long
-//! sessionId`, `int cxid`, `int type`), then carries Keel's own body: the prepared
-//! `WriteOp` (jute-style, big-endian), the connection's auth ids, or a createSession's
-//! timeout. Only Keel leaders read it (a JVM leader would not: joining one is a later step).
+//! Owns: ZooKeeper's REQUEST data (`Learner.request`): `long sessionId, int cxid, int type`,
+//! then the client's request record exactly as the client sent it (a CreateRequest's jute
+//! bytes, a SyncRequest's path, nothing for closeSession); a createSession's record is its
+//! negotiated timeout as a 4-byte int (`ZooKeeperServer.createSession`). The connection's
+//! auth ids travel beside it, in the QuorumPacket's authinfo. The leader decodes the record
+//! with the client-protocol decoder (`proto::records::Request::decode_record`) and turns it
+//! into a `WriteOp` with `to_replica`, as the shards do for their own clients.
 //! A PING reply is ZooKeeper's: `long sessionId`, `int timeout` per touched session.
 //! Must not: panic on bytes from the network; every decode error is a `ProtoError`.
 
 use crate::proto::jute::{Reader, Writer};
-use crate::proto::{op, Acl, Id, ProtoError};
+use crate::proto::records::{MultiOp, Request};
+use crate::proto::{op, Id, ProtoError};
 use crate::tree::WriteOp;
 
-/// One forwarded request as the leader's replica core needs it.
+/// `long sessionId, int cxid, int type` ahead of a forwarded request's record.
+const REQUEST_HEAD_BYTES: usize = 16;
+
+/// One forwarded request: a REQUEST's data, split, and its authinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarded {
     pub session_id: i64,
     pub cxid: i32,
     pub op_code: i32,
-    pub body: ForwardedBody,
+    /// The client's request record (without its RequestHeader), as it sent it.
+    pub record: Vec<u8>,
+    pub auth_ids: Vec<Id>,
 }
 
+/// What a forwarded request asks the leader's replica core for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardedBody {
     /// A new session the learner numbered; its password derives from the id.
     CreateSession {
         timeout_ms: i32,
     },
-    Write {
-        op: WriteOp,
-        auth_ids: Vec<Id>,
-    },
-    /// `sync(path)`: the leader commits a marker the learner answers on.
-    Sync {
-        path: String,
-    },
+    Write(WriteOp),
+    /// `sync(path)`: answered by a SYNC packet once what the leader proposed is committed.
+    Sync,
 }
 
-// Tags of the WriteOp encoding.
-const TAG_CREATE: i32 = 1;
-const TAG_DELETE: i32 = 2;
-const TAG_DELETE_CONTAINER: i32 = 3;
-const TAG_SET_DATA: i32 = 4;
-const TAG_SET_ACL: i32 = 5;
-const TAG_CHECK: i32 = 6;
-const TAG_MULTI: i32 = 7;
-const TAG_CLOSE_SESSION: i32 = 8;
-/// Nesting a multi inside a multi is not something a client can send; refuse deeper input.
-const MULTI_DEPTH_MAX: usize = 2;
-
 impl Forwarded {
+    /// A createSession: its record is the negotiated timeout.
+    pub fn create_session(session_id: i64, timeout_ms: i32) -> Forwarded {
+        Forwarded {
+            session_id,
+            cxid: 0,
+            op_code: op::CREATE_SESSION,
+            record: timeout_ms.to_be_bytes().to_vec(),
+            auth_ids: Vec::new(),
+        }
+    }
+
+    /// A sync: its record is the client's SyncRequest (`ustring path`).
+    pub fn sync(session_id: i64, cxid: i32, path: &str, auth_ids: Vec<Id>) -> Forwarded {
+        let mut record = Vec::with_capacity(4 + path.len());
+        Writer::new(&mut record).write_string(path);
+        Forwarded {
+            session_id,
+            cxid,
+            op_code: op::SYNC,
+            record,
+            auth_ids,
+        }
+    }
+
+    /// The REQUEST's data.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(REQUEST_HEAD_BYTES + self.record.len());
         let mut w = Writer::new(&mut out);
         w.write_i64(self.session_id);
         w.write_i32(self.cxid);
         w.write_i32(self.op_code);
-        match &self.body {
-            ForwardedBody::CreateSession { timeout_ms } => w.write_i32(*timeout_ms),
-            ForwardedBody::Sync { path } => w.write_string(path),
-            ForwardedBody::Write { op, auth_ids } => {
-                write_op(&mut w, op);
-                w.write_vec_len(auth_ids.len());
-                for id in auth_ids {
-                    id.write(&mut w);
-                }
-            }
-        }
+        out.extend_from_slice(&self.record);
         out
     }
 
     /// # Errors
-    /// Bytes that are not a forwarded request (short, bad tags, trailing bytes).
-    pub fn decode(bytes: &[u8]) -> Result<Forwarded, ProtoError> {
-        let mut r = Reader::new(bytes);
+    /// Data shorter than the request head.
+    pub fn decode(data: &[u8], auth_ids: Vec<Id>) -> Result<Forwarded, ProtoError> {
+        let mut r = Reader::new(data);
         let session_id = r.read_i64()?;
         let cxid = r.read_i32()?;
         let op_code = r.read_i32()?;
-        let body = match op_code {
+        let record = data.get(REQUEST_HEAD_BYTES..).ok_or(ProtoError::Short)?;
+        Ok(Forwarded {
+            session_id,
+            cxid,
+            op_code,
+            record: record.to_vec(),
+            auth_ids,
+        })
+    }
+
+    /// Decodes the record for the leader's replica core.
+    ///
+    /// # Errors
+    /// A malformed record, trailing bytes, or a request that is not forwarded (a read).
+    pub fn body(&self) -> Result<ForwardedBody, ProtoError> {
+        let mut r = Reader::new(&self.record);
+        let body = match self.op_code {
             op::CREATE_SESSION => ForwardedBody::CreateSession {
                 timeout_ms: r.read_i32()?,
             },
-            op::SYNC => ForwardedBody::Sync {
-                path: r.read_string()?.to_owned(),
-            },
-            _ => {
-                let op = read_op(&mut r, 0)?;
-                let count = r.read_vec_len()?.unwrap_or(0);
-                let mut auth_ids = Vec::with_capacity(count.min(64));
-                for _ in 0..count {
-                    auth_ids.push(Id::read(&mut r)?);
+            op::SYNC => {
+                r.read_string()?;
+                ForwardedBody::Sync
+            }
+            code => {
+                let request = Request::decode_record(code, &self.record)?;
+                match to_replica(&request) {
+                    Some(Forward::Write(op)) => return Ok(ForwardedBody::Write(op)),
+                    _ => return Err(ProtoError::UnknownOp(code)),
                 }
-                ForwardedBody::Write { op, auth_ids }
             }
         };
         if !r.is_empty() {
             return Err(ProtoError::Trailing(r.remaining()));
         }
-        Ok(Forwarded {
-            session_id,
-            cxid,
-            op_code,
-            body,
-        })
+        Ok(body)
     }
 }
 
-fn write_op(w: &mut Writer<'_>, op: &WriteOp) {
-    match op {
-        WriteOp::Create {
+/// What a client request needs from the replica core.
+pub enum Forward {
+    Write(WriteOp),
+    Sync(String),
+}
+
+/// The replica-core work for `request`, or None when a shard answers it alone. The one
+/// mapping for a shard's own clients and a leader's forwarded requests alike.
+pub fn to_replica(request: &Request<'_>) -> Option<Forward> {
+    let single = |multi_op: MultiOp<'_>| multi_write_op(&multi_op).map(Forward::Write);
+    match request {
+        Request::Create { op, body } => single(MultiOp::Create {
+            op: *op,
+            body: body.clone(),
+        }),
+        Request::Delete { path, version } => single(MultiOp::Delete {
             path,
-            data,
-            acl,
-            flags,
-            ttl,
-            op,
-        } => {
-            w.write_i32(TAG_CREATE);
-            w.write_string(path);
-            w.write_buffer(data.as_deref());
-            Acl::write_vec(acl, w);
-            w.write_i32(*flags);
-            w.write_i64(*ttl);
-            w.write_i32(*op);
-        }
-        WriteOp::Delete { path, version } => {
-            w.write_i32(TAG_DELETE);
-            w.write_string(path);
-            w.write_i32(*version);
-        }
-        WriteOp::DeleteContainer { path } => {
-            w.write_i32(TAG_DELETE_CONTAINER);
-            w.write_string(path);
-        }
-        WriteOp::SetData {
+            version: *version,
+        }),
+        Request::SetData {
             path,
             data,
             version,
-        } => {
-            w.write_i32(TAG_SET_DATA);
-            w.write_string(path);
-            w.write_buffer(data.as_deref());
-            w.write_i32(*version);
-        }
-        WriteOp::SetAcl { path, acl, version } => {
-            w.write_i32(TAG_SET_ACL);
-            w.write_string(path);
-            Acl::write_vec(acl, w);
-            w.write_i32(*version);
-        }
-        WriteOp::Check { path, version } => {
-            w.write_i32(TAG_CHECK);
-            w.write_string(path);
-            w.write_i32(*version);
-        }
-        WriteOp::Multi(ops) => {
-            w.write_i32(TAG_MULTI);
-            w.write_vec_len(ops.len());
-            for op in ops {
-                write_op(w, op);
-            }
-        }
-        WriteOp::CloseSession => w.write_i32(TAG_CLOSE_SESSION),
+        } => single(MultiOp::SetData {
+            path,
+            data: *data,
+            version: *version,
+        }),
+        Request::SetAcl { path, acl, version } => Some(Forward::Write(WriteOp::SetAcl {
+            path: (*path).to_owned(),
+            acl: acl.clone(),
+            version: *version,
+        })),
+        Request::Multi(ops) => Some(Forward::Write(WriteOp::Multi(
+            ops.iter().filter_map(multi_write_op).collect(),
+        ))),
+        Request::CloseSession => Some(Forward::Write(WriteOp::CloseSession)),
+        Request::Sync { path } => Some(Forward::Sync((*path).to_owned())),
+        _ => None,
     }
 }
 
-fn read_op(r: &mut Reader<'_>, depth: usize) -> Result<WriteOp, ProtoError> {
-    let path = |r: &mut Reader<'_>| r.read_string().map(str::to_owned);
-    Ok(match r.read_i32()? {
-        TAG_CREATE => WriteOp::Create {
-            path: path(r)?,
-            data: r.read_buffer()?.map(<[u8]>::to_vec),
-            acl: Acl::read_vec(r)?,
-            flags: r.read_i32()?,
-            ttl: r.read_i64()?,
-            op: r.read_i32()?,
+fn multi_write_op(multi_op: &MultiOp<'_>) -> Option<WriteOp> {
+    Some(match multi_op {
+        MultiOp::Create { op, body } => WriteOp::Create {
+            path: body.path.to_owned(),
+            data: body.data.map(<[u8]>::to_vec),
+            acl: body.acl.clone(),
+            flags: body.flags,
+            ttl: body.ttl_ms,
+            op: *op,
         },
-        TAG_DELETE => WriteOp::Delete {
-            path: path(r)?,
-            version: r.read_i32()?,
+        MultiOp::Delete { path, version } => WriteOp::Delete {
+            path: (*path).to_owned(),
+            version: *version,
         },
-        TAG_DELETE_CONTAINER => WriteOp::DeleteContainer { path: path(r)? },
-        TAG_SET_DATA => WriteOp::SetData {
-            path: path(r)?,
-            data: r.read_buffer()?.map(<[u8]>::to_vec),
-            version: r.read_i32()?,
+        MultiOp::SetData {
+            path,
+            data,
+            version,
+        } => WriteOp::SetData {
+            path: (*path).to_owned(),
+            data: data.map(<[u8]>::to_vec),
+            version: *version,
         },
-        TAG_SET_ACL => WriteOp::SetAcl {
-            path: path(r)?,
-            acl: Acl::read_vec(r)?,
-            version: r.read_i32()?,
+        MultiOp::Check { path, version } => WriteOp::Check {
+            path: (*path).to_owned(),
+            version: *version,
         },
-        TAG_CHECK => WriteOp::Check {
-            path: path(r)?,
-            version: r.read_i32()?,
-        },
-        TAG_MULTI if depth < MULTI_DEPTH_MAX => {
-            let count = r.read_vec_len()?.unwrap_or(0);
-            let mut ops = Vec::with_capacity(count.min(1024));
-            for _ in 0..count {
-                ops.push(read_op(r, depth + 1)?);
-            }
-            WriteOp::Multi(ops)
-        }
-        TAG_CLOSE_SESSION => WriteOp::CloseSession,
-        tag => return Err(ProtoError::UnknownOp(tag)),
+        MultiOp::GetChildren { .. } | MultiOp::GetData { .. } => return None,
     })
 }
 
@@ -233,81 +223,84 @@ pub fn decode_touches(bytes: &[u8]) -> Result<Vec<(i64, i32)>, ProtoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::open_acl_unsafe;
 
-    fn samples() -> Vec<Forwarded> {
-        let create = WriteOp::Create {
-            path: "/a/b".into(),
-            data: Some(b"xyz".to_vec()),
-            acl: open_acl_unsafe(),
-            flags: 3,
-            ttl: 1234,
-            op: op::CREATE_TTL,
+    #[test]
+    fn a_request_is_its_head_then_the_record_as_sent() {
+        // Learner.request: long sessionId, int cxid, int type, then the client's bytes; the
+        // auth ids are not in the data (they go in authinfo).
+        let record = vec![0, 0, 0, 2, b'/', b'a', 0xff, 0xff, 0xff, 0xff];
+        let forwarded = Forwarded {
+            session_id: 0x0102_0304_0506_0708,
+            cxid: 9,
+            op_code: op::DELETE,
+            record: record.clone(),
+            auth_ids: vec![Id::new("ip", "127.0.0.1")],
         };
-        let multi = WriteOp::Multi(vec![
-            create.clone(),
-            WriteOp::Check {
+        let mut expected = vec![1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 9, 0, 0, 0, 2];
+        expected.extend_from_slice(&record);
+        let data = forwarded.encode();
+        assert_eq!(data, expected);
+        let back = Forwarded::decode(&data, forwarded.auth_ids.clone()).unwrap();
+        assert_eq!(back, forwarded);
+        assert_eq!(
+            back.body().unwrap(),
+            ForwardedBody::Write(WriteOp::Delete {
                 path: "/a".into(),
-                version: 4,
-            },
-            WriteOp::SetData {
-                path: "/a".into(),
-                data: None,
-                version: -1,
-            },
-            WriteOp::Delete {
-                path: "/a/c".into(),
-                version: 2,
-            },
-        ]);
-        let write = |op_code, op| Forwarded {
-            session_id: 0x0200_0000_0000_0007,
-            cxid: 42,
-            op_code,
-            body: ForwardedBody::Write {
-                op,
-                auth_ids: vec![Id::new("digest", "u:h"), Id::new("ip", "127.0.0.1")],
-            },
-        };
-        vec![
-            write(op::CREATE_TTL, create),
-            write(op::MULTI, multi),
-            write(
-                op::SET_ACL,
-                WriteOp::SetAcl {
-                    path: "/x".into(),
-                    acl: open_acl_unsafe(),
-                    version: 0,
-                },
-            ),
-            write(op::CLOSE_SESSION, WriteOp::CloseSession),
-            Forwarded {
-                session_id: -5,
-                cxid: 0,
-                op_code: op::CREATE_SESSION,
-                body: ForwardedBody::CreateSession { timeout_ms: 30_000 },
-            },
-            Forwarded {
-                session_id: 9,
-                cxid: 7,
-                op_code: op::SYNC,
-                body: ForwardedBody::Sync { path: "/".into() },
-            },
-        ]
+                version: -1
+            })
+        );
+        for cut in 0..REQUEST_HEAD_BYTES {
+            assert!(
+                Forwarded::decode(&data[..cut], vec![]).is_err(),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]
-    fn forwarded_requests_round_trip_and_damage_is_an_error() {
-        for sample in samples() {
-            let bytes = sample.encode();
-            assert_eq!(Forwarded::decode(&bytes).unwrap(), sample);
-            for cut in 0..bytes.len() {
-                assert!(Forwarded::decode(&bytes[..cut]).is_err(), "cut at {cut}");
-            }
-            let mut longer = bytes.clone();
-            longer.push(0);
-            assert!(Forwarded::decode(&longer).is_err());
-        }
+    fn create_session_sync_and_close_session_records_are_zookeepers() {
+        // createSession: the timeout as a 4-byte int; sync: SyncRequest; closeSession: none.
+        let create = Forwarded::create_session(5, 30_000);
+        assert_eq!(create.record, vec![0, 0, 0x75, 0x30]);
+        let body = |f: &Forwarded| Forwarded::decode(&f.encode(), vec![]).unwrap().body();
+        assert_eq!(
+            body(&create),
+            Ok(ForwardedBody::CreateSession { timeout_ms: 30_000 })
+        );
+        let sync = Forwarded::sync(5, 3, "/x", vec![]);
+        assert_eq!(sync.record, vec![0, 0, 0, 2, b'/', b'x']);
+        assert_eq!(body(&sync), Ok(ForwardedBody::Sync));
+        let close = Forwarded {
+            session_id: 5,
+            cxid: 4,
+            op_code: op::CLOSE_SESSION,
+            record: Vec::new(),
+            auth_ids: vec![],
+        };
+        assert_eq!(close.encode().len(), REQUEST_HEAD_BYTES);
+        assert_eq!(
+            body(&close),
+            Ok(ForwardedBody::Write(WriteOp::CloseSession))
+        );
+    }
+
+    #[test]
+    fn damaged_or_unforwardable_records_are_errors() {
+        // Trailing bytes, a cut record and a read request are refused, never a panic.
+        let mut sync = Forwarded::sync(5, 3, "/x", vec![]);
+        sync.record.push(0);
+        assert!(sync.body().is_err());
+        let mut create = Forwarded::create_session(5, 1);
+        create.record.pop();
+        assert!(create.body().is_err());
+        let read = Forwarded {
+            session_id: 5,
+            cxid: 4,
+            op_code: op::GET_DATA,
+            record: vec![0, 0, 0, 1, b'/', 0],
+            auth_ids: vec![],
+        };
+        assert_eq!(read.body(), Err(ProtoError::UnknownOp(op::GET_DATA)));
     }
 
     #[test]

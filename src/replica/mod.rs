@@ -3,29 +3,42 @@
 //!
 //! Owns: the authoritative data tree, the session table, the zxid counter and the batch of
 //! committed work not yet handed to the shards; in an ensemble also the learner's requests
-//! waiting for their commits and the leader's undo record of speculative session changes.
+//! waiting for their commits, its forwarded syncs waiting for the leader's SYNC (oldest
+//! first) and its reconnects waiting for the leader's REVALIDATE answer, and the leader's
+//! undo record of speculative session changes and learners' syncs to hand to ZAB.
 //! Must not: do IO or read clocks. The driver (`server`) feeds it `Inbound` messages and ticks
 //! with the time, and ships each sealed `CommitBatch` to every shard once it is durable
 //! (standalone: the write-ahead log; ensemble: a ZAB commit).
 //! Roles (`Role`): standalone and a serving leader prepare, number and apply writes here (a
 //! leader speculatively: `reset_to` rolls back what a lost leadership did not commit); a
-//! learner forwards writes (`take_forwards`) and applies only committed txns
-//! (`apply_committed`), answering its own clients' requests when their txns arrive.
+//! learner forwards writes and syncs (`take_forwards`) and applies only committed txns
+//! (`apply_committed`), answering its own clients' requests when their txns arrive and
+//! their syncs when the leader's SYNC does (`syncs_answered`). Neither costs a zxid: a
+//! forwarded sync is answered by ZAB (`take_learner_syncs`), a session unknown to a learner
+//! is asked about with REVALIDATE (`take_revalidations`, `revalidate`, `revalidated`).
+//! Limits: `SYNCS_FORWARDED_MAX` and `REVALIDATIONS_PENDING_MAX`; beyond them the request's
+//! connection is closed (`CommitEntry::Overloaded`) rather than a queue grown.
 //! Invariants: zxids handed out increase (by one per txn, or to a new epoch's first); a
 //! batch's view is the tree after its last entry; every write gets exactly one reply entry, in
 //! the order it arrived from its shard.
 
 pub mod forward;
 
-use crate::proto::{op, ErrorCode, Id};
+use crate::proto::{op, ErrorCode, Id, ProtoError};
 use crate::session::{session_password, SessionTable};
 use crate::tree::{prep, DataTree, OpResult, PrepContext, Txn, TxnHeader, WatchTrigger, WriteOp};
 use forward::{Forwarded, ForwardedBody};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-/// The cxid of a learner's revalidation marker (no client uses negative xids for requests).
-const REVALIDATE_CXID: i32 = i32::MIN;
+/// Learner: syncs forwarded to the leader and not answered yet, at most.
+pub const SYNCS_FORWARDED_MAX: usize = 16_384;
+// A correct leader never has more of one learner's syncs waiting than that learner forwarded.
+const _: () = assert!(SYNCS_FORWARDED_MAX <= crate::zab::SYNCS_PENDING_MAX);
+/// Learner: sessions waiting for the leader's REVALIDATE answer, at most.
+pub const REVALIDATIONS_PENDING_MAX: usize = 4096;
+/// Learner: reconnects of one session waiting for that answer, at most.
+const REVALIDATION_ROUTES_MAX: usize = 16;
 
 /// How this server takes part in an ensemble.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,10 +63,12 @@ enum Pending {
         route: Route,
         op_code: i32,
     },
+    /// `answered` once the leader's SYNC for it came; replied when it reaches the front.
     Sync {
         cxid: i32,
         route: Route,
         path: String,
+        answered: bool,
     },
 }
 
@@ -89,6 +104,9 @@ pub enum Inbound {
         op_code: i32,
         op: WriteOp,
         auth_ids: Arc<[Id]>,
+        /// In an ensemble: the client's request record as it sent it, which a learner
+        /// forwards to its leader unchanged (ZooKeeper's REQUEST).
+        record: Option<Vec<u8>>,
     },
     /// `sync(path)`: answered once everything before it is committed.
     Sync {
@@ -96,6 +114,7 @@ pub enum Inbound {
         session_id: i64,
         xid: i32,
         path: String,
+        auth_ids: Arc<[Id]>,
     },
     /// Sessions that showed traffic since the shard's last report.
     Touch { session_ids: Vec<i64> },
@@ -135,6 +154,11 @@ pub enum CommitEntry {
     /// A session resumed elsewhere; its older connection is closed.
     SessionMoved {
         old: Route,
+    },
+    /// A request this server could not queue (a learner's limit): its connection is
+    /// closed, and the client retries after reconnecting.
+    Overloaded {
+        route: Route,
     },
     Synced {
         route: Route,
@@ -198,8 +222,15 @@ pub struct Replica {
     pending: HashMap<i64, VecDeque<Pending>>,
     /// Learner: sessions it numbered, waiting for their createSession to commit.
     pending_connects: HashMap<i64, Route>,
-    /// Learner: resumes of sessions not known here, waiting for their revalidation marker.
-    pending_revalidations: HashMap<i64, Vec<Route>>,
+    /// Learner: forwarded syncs (session, cxid) in the order the leader answers them.
+    syncs_forwarded: VecDeque<(i64, i32)>,
+    /// Learner: resumes of sessions not known here (with their negotiated timeouts),
+    /// waiting for the leader's REVALIDATE answer.
+    pending_revalidations: HashMap<i64, Vec<(Route, i32)>>,
+    /// Learner: sessions to ask the leader about (id, timeout), oldest first.
+    revalidations: Vec<(i64, i32)>,
+    /// Leader: learners whose forwarded syncs were handled, in order, for ZAB.
+    learner_syncs: Vec<u64>,
     /// Learner: sessions with traffic since the last PING reply, with their timeouts.
     touched: HashMap<i64, i32>,
     /// Leader: speculative session changes by zxid, oldest first.
@@ -224,7 +255,10 @@ impl Replica {
             forwards: Vec::new(),
             pending: HashMap::new(),
             pending_connects: HashMap::new(),
+            syncs_forwarded: VecDeque::new(),
             pending_revalidations: HashMap::new(),
+            revalidations: Vec::new(),
+            learner_syncs: Vec::new(),
             touched: HashMap::new(),
             session_changes: VecDeque::new(),
         }
@@ -250,11 +284,14 @@ impl Replica {
             self.forwards.clear();
             self.pending.clear();
             self.pending_connects.clear();
+            self.syncs_forwarded.clear();
             self.pending_revalidations.clear();
+            self.revalidations.clear();
             self.touched.clear();
         }
         if !matches!(role, Role::Leader { .. }) {
             self.session_changes.clear();
+            self.learner_syncs.clear();
         }
         self.owners.clear();
         self.role = role;
@@ -263,6 +300,17 @@ impl Replica {
     /// Learner: the requests to forward to the leader since the last call.
     pub fn take_forwards(&mut self) -> Vec<Forwarded> {
         std::mem::take(&mut self.forwards)
+    }
+
+    /// Learner: the sessions (id, timeout) to revalidate with the leader since the last call.
+    pub fn take_revalidations(&mut self) -> Vec<(i64, i32)> {
+        std::mem::take(&mut self.revalidations)
+    }
+
+    /// Leader: the learners whose syncs were handled since the last call, in order. Hand
+    /// them to ZAB after the proposals of the same calls.
+    pub fn take_learner_syncs(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.learner_syncs)
     }
 
     /// Learner: the sessions touched since the last call, for the PING reply.
@@ -361,11 +409,17 @@ impl Replica {
                 op_code,
                 op,
                 auth_ids,
+                record,
             } => match self.role {
                 Role::Standalone | Role::Leader { .. } => {
                     self.write(Some(route), session_id, xid, op_code, &op, &auth_ids, now);
                 }
                 Role::Learner => {
+                    // A shard of an ensemble member always sends the record.
+                    let Some(record) = record else {
+                        self.batch.push(CommitEntry::Overloaded { route });
+                        return;
+                    };
                     self.learner_touch(session_id);
                     self.pending
                         .entry(session_id)
@@ -379,10 +433,8 @@ impl Replica {
                         session_id,
                         cxid: xid,
                         op_code,
-                        body: ForwardedBody::Write {
-                            op,
-                            auth_ids: auth_ids.iter().cloned().collect(),
-                        },
+                        record,
+                        auth_ids: auth_ids.to_vec(),
                     });
                 }
                 Role::Looking => {}
@@ -392,27 +444,14 @@ impl Replica {
                 session_id,
                 xid,
                 path,
+                auth_ids,
             } => match self.role {
                 Role::Standalone | Role::Leader { .. } => {
                     self.sessions.touch(session_id, now.mono_ms);
                     self.batch.push(CommitEntry::Synced { route, xid, path });
                 }
                 Role::Learner => {
-                    self.learner_touch(session_id);
-                    self.forwards.push(Forwarded {
-                        session_id,
-                        cxid: xid,
-                        op_code: op::SYNC,
-                        body: ForwardedBody::Sync { path: path.clone() },
-                    });
-                    self.pending
-                        .entry(session_id)
-                        .or_default()
-                        .push_back(Pending::Sync {
-                            cxid: xid,
-                            route,
-                            path,
-                        });
+                    self.learner_sync(route, session_id, xid, path, &auth_ids);
                 }
                 Role::Looking => {}
             },
@@ -432,6 +471,72 @@ impl Replica {
         }
     }
 
+    /// A learner forwards a sync (ZooKeeper: REQUEST of type sync) and answers it when the
+    /// leader's SYNC for it arrives, or earlier when a later request of the same session
+    /// commits (the leader handled that request after the sync).
+    fn learner_sync(&mut self, route: Route, session_id: i64, xid: i32, path: String, ids: &[Id]) {
+        if self.syncs_forwarded.len() >= SYNCS_FORWARDED_MAX {
+            self.batch.push(CommitEntry::Overloaded { route });
+            return;
+        }
+        self.learner_touch(session_id);
+        self.forwards
+            .push(Forwarded::sync(session_id, xid, &path, ids.to_vec()));
+        self.syncs_forwarded.push_back((session_id, xid));
+        self.pending
+            .entry(session_id)
+            .or_default()
+            .push_back(Pending::Sync {
+                cxid: xid,
+                route,
+                path,
+                answered: false,
+            });
+    }
+
+    /// Learner: the leader answered this many of the forwarded syncs, oldest first, and
+    /// everything committed before them is applied. A SYNC for no pending sync is ignored
+    /// (ZooKeeper: "Not expecting a sync").
+    pub fn syncs_answered(&mut self, count: usize) {
+        for _ in 0..count {
+            let Some((session_id, cxid)) = self.syncs_forwarded.pop_front() else {
+                return;
+            };
+            let Some(queue) = self.pending.get_mut(&session_id) else {
+                continue; // The session closed.
+            };
+            let sync = queue.iter_mut().find_map(|p| match p {
+                Pending::Sync {
+                    cxid: c, answered, ..
+                } if *c == cxid => Some(answered),
+                _ => None,
+            });
+            if let Some(answered) = sync {
+                *answered = true; // Else a later request's commit answered it already.
+            }
+            self.release_answered_syncs(session_id);
+        }
+    }
+
+    /// Replies to the answered syncs at the front of a session's pending requests.
+    fn release_answered_syncs(&mut self, session_id: i64) {
+        let Some(queue) = self.pending.get_mut(&session_id) else {
+            return;
+        };
+        while let Some(Pending::Sync { answered: true, .. }) = queue.front() {
+            if let Some(Pending::Sync {
+                cxid, route, path, ..
+            }) = queue.pop_front()
+            {
+                self.batch.push(CommitEntry::Synced {
+                    route,
+                    xid: cxid,
+                    path,
+                });
+            }
+        }
+    }
+
     fn learner_touch(&mut self, session_id: i64) {
         if let Some(session) = self.sessions.get(session_id) {
             self.touched.insert(session_id, session.timeout_ms);
@@ -445,12 +550,8 @@ impl Replica {
         if id == 0 {
             let id = self.sessions.next_session_id();
             self.pending_connects.insert(id, route);
-            self.forwards.push(Forwarded {
-                session_id: id,
-                cxid: 0,
-                op_code: op::CREATE_SESSION,
-                body: ForwardedBody::CreateSession { timeout_ms },
-            });
+            self.forwards
+                .push(Forwarded::create_session(id, timeout_ms));
             return;
         }
         if password != session_password(id) {
@@ -458,24 +559,54 @@ impl Replica {
             return;
         }
         if self.sessions.get(id).is_none() {
-            // Perhaps created on another server and not applied here yet (ZooKeeper asks
-            // its leader: REVALIDATE): a marker through the leader brings everything
-            // committed before it, then the session is checked again.
-            self.pending_revalidations
-                .entry(id)
-                .or_default()
-                .push(route);
-            self.forwards.push(Forwarded {
-                session_id: id,
-                cxid: REVALIDATE_CXID,
-                op_code: op::SYNC,
-                body: ForwardedBody::Sync {
-                    path: String::new(),
-                },
-            });
+            // Perhaps created on another server and not applied here yet: ask the leader
+            // (ZooKeeper's REVALIDATE), which knows every session and touches it.
+            self.learner_ask_leader(route, id, timeout_ms);
             return;
         }
         self.learner_resume(route, id);
+    }
+
+    fn learner_ask_leader(&mut self, route: Route, id: i64, timeout_ms: i32) {
+        let sessions = self.pending_revalidations.len();
+        let routes = self.pending_revalidations.get(&id).map_or(0, Vec::len);
+        let full = routes == 0 && sessions >= REVALIDATIONS_PENDING_MAX;
+        if full || routes >= REVALIDATION_ROUTES_MAX {
+            self.batch.push(CommitEntry::Overloaded { route });
+            return;
+        }
+        if routes == 0 {
+            self.revalidations.push((id, timeout_ms));
+        }
+        self.pending_revalidations
+            .entry(id)
+            .or_default()
+            .push((route, timeout_ms));
+    }
+
+    /// Learner: the leader's REVALIDATE answer. A valid session attaches to the waiting
+    /// connections (with the timeout they negotiated if this learner has not applied its
+    /// createSession yet, as ZooKeeper's `finishSessionInit`); an invalid one is refused.
+    pub fn revalidated(&mut self, session_id: i64, valid: bool) {
+        let Some(routes) = self.pending_revalidations.remove(&session_id) else {
+            return; // Not asked here, or answered already.
+        };
+        for (route, timeout_ms) in routes {
+            if !valid {
+                self.batch.push(CommitEntry::SessionRejected { route });
+            } else if self.sessions.get(session_id).is_some() {
+                self.learner_resume(route, session_id);
+            } else {
+                self.touched.insert(session_id, timeout_ms);
+                self.resume(route, session_id, timeout_ms, session_password(session_id));
+            }
+        }
+    }
+
+    /// Leader: a learner asks whether a session is alive; it is touched if it is
+    /// (ZooKeeper's `checkIfValidGlobalSession`).
+    pub fn revalidate(&mut self, session_id: i64, now: Now) -> bool {
+        matches!(self.role, Role::Leader { .. }) && self.sessions.touch(session_id, now.mono_ms)
     }
 
     /// A learner attaches a session it knows, or refuses one that is closing or gone.
@@ -489,22 +620,33 @@ impl Replica {
         self.resume(route, id, timeout_ms, session_password(id));
     }
 
-    /// Leader: a request a learner forwarded. Anything else drops it (the learner's client
-    /// is disconnected when that learner's leadership ends).
-    pub fn step_forwarded(&mut self, request: Forwarded, now: Now) {
+    /// Leader: a request `learner` forwarded, prepared exactly like a local client's. Any
+    /// other role drops it (the learner's client is disconnected when that learner's
+    /// leadership ends).
+    ///
+    /// # Errors
+    /// A record that does not decode: the request is dropped.
+    pub fn step_forwarded(
+        &mut self,
+        request: Forwarded,
+        learner: u64,
+        now: Now,
+    ) -> Result<(), ProtoError> {
         if !matches!(self.role, Role::Leader { .. }) {
-            return;
+            return Ok(());
         }
+        let body = request.body()?;
         let Forwarded {
             session_id,
             cxid,
             op_code,
-            body,
+            auth_ids,
+            ..
         } = request;
         match body {
             ForwardedBody::CreateSession { timeout_ms } => {
                 if self.sessions.get(session_id).is_some() {
-                    return; // A duplicate: the learner numbered it once.
+                    return Ok(()); // A duplicate: the learner numbered it once.
                 }
                 let timeout_ms = self.negotiate_timeout(timeout_ms);
                 self.sessions.add(session_id, timeout_ms, now.mono_ms);
@@ -516,17 +658,16 @@ impl Replica {
                     now,
                 );
             }
-            ForwardedBody::Write { op, auth_ids } => {
+            ForwardedBody::Write(op) => {
                 self.write(None, session_id, cxid, op_code, &op, &auth_ids, now);
             }
-            ForwardedBody::Sync { .. } => {
-                // A marker txn: when the learner applies it, everything committed before
-                // the sync is applied there too.
+            ForwardedBody::Sync => {
+                // No txn: ZAB answers the learner once what is proposed now is committed.
                 self.sessions.touch(session_id, now.mono_ms);
-                let txn = Txn::Error { err: ErrorCode::Ok };
-                self.commit(session_id, cxid, op::ERROR, txn, now);
+                self.learner_syncs.push(learner);
             }
         }
+        Ok(())
     }
 
     /// Leader: sessions a learner's clients touched (its PING reply).
@@ -550,7 +691,6 @@ impl Replica {
         let result = self.tree.apply(header, &txn);
         self.txn_count += 1;
         let mut reply = None;
-        let mut synced = None;
         match &txn {
             Txn::CreateSession { timeout_ms } => {
                 self.sessions.add(session_id, *timeout_ms, now.mono_ms);
@@ -569,44 +709,40 @@ impl Replica {
             }
             _ => {}
         }
-        if header.cxid == REVALIDATE_CXID && header.op == op::ERROR {
-            for route in self
-                .pending_revalidations
-                .remove(&session_id)
-                .unwrap_or_default()
-            {
-                self.learner_resume(route, session_id);
-            }
-        }
+        // The session's first waiting write: the syncs before it were handled by the leader
+        // before this txn, so its commit answers them too (their SYNCs come later).
         let waiting = self.pending.get_mut(&session_id);
-        let matches = waiting
-            .as_ref()
-            .and_then(|q| q.front())
-            .is_some_and(|p| match p {
-                Pending::Write { cxid, .. } | Pending::Sync { cxid, .. } => *cxid == header.cxid,
-            });
-        if matches {
-            match waiting.and_then(VecDeque::pop_front) {
-                Some(Pending::Write {
-                    cxid,
-                    route,
-                    op_code,
-                }) => {
-                    reply = Some(Reply {
-                        route,
-                        xid: cxid,
-                        op_code,
-                        result: result.result,
-                    });
-                }
-                Some(Pending::Sync { cxid, route, path }) => {
-                    synced = Some(CommitEntry::Synced {
+        let first_write = waiting.as_ref().and_then(|q| {
+            q.iter()
+                .position(|p| matches!(p, Pending::Write { .. }))
+                .filter(|at| {
+                    matches!(q.get(*at), Some(Pending::Write { cxid, .. }) if *cxid == header.cxid)
+                })
+        });
+        let mut op_result = Some(result.result);
+        if let (Some(at), Some(queue)) = (first_write, waiting) {
+            for pending in queue.drain(..=at) {
+                match pending {
+                    Pending::Sync {
+                        cxid, route, path, ..
+                    } => self.batch.push(CommitEntry::Synced {
                         route,
                         xid: cxid,
                         path,
-                    });
+                    }),
+                    Pending::Write {
+                        cxid,
+                        route,
+                        op_code,
+                    } => {
+                        reply = Some(Reply {
+                            route,
+                            xid: cxid,
+                            op_code,
+                            result: op_result.take().unwrap_or(OpResult::Ok),
+                        });
+                    }
                 }
-                None => {}
             }
         }
         let closed_session = matches!(txn, Txn::CloseSession { .. }).then_some(session_id);
@@ -620,7 +756,9 @@ impl Replica {
             reply,
             closed_session,
         });
-        self.batch.extend(synced);
+        if closed_session.is_none() {
+            self.release_answered_syncs(session_id);
+        }
     }
 
     /// A known session attaches to `route`; a connection it had elsewhere is closed.
@@ -913,6 +1051,7 @@ mod tests {
                     op: op::CREATE,
                 },
                 auth_ids: Arc::from(Vec::new()),
+                record: None,
             });
         }
         messages
@@ -942,68 +1081,297 @@ mod tests {
         assert_eq!(a.view.last_zxid(), b.view.last_zxid());
     }
 
+    const SESSION: i64 = 0x0100_0000_0000_0001;
+
+    fn leader() -> Replica {
+        let mut leader = replica();
+        leader.set_role(Role::Leader { next_zxid: 1 });
+        let create = Forwarded::create_session(SESSION, 10_000);
+        leader.step_forwarded(create, 2, now()).unwrap();
+        assert!(
+            leader.sessions().get(SESSION).is_some(),
+            "the session is open"
+        );
+        leader.seal_batch().expect("createSession");
+        leader
+    }
+
+    /// A client's request record (no RequestHeader), as kazoo or the Java client writes it.
+    fn create_record(path: &str, data: &[u8], acl: &[crate::proto::Acl], flags: i32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = crate::proto::jute::Writer::new(&mut out);
+        w.write_string(path);
+        w.write_buffer(Some(data));
+        crate::proto::Acl::write_vec(acl, &mut w);
+        w.write_i32(flags);
+        out
+    }
+
+    fn set_data_record(path: &str, data: &[u8], version: i32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = crate::proto::jute::Writer::new(&mut out);
+        w.write_string(path);
+        w.write_buffer(Some(data));
+        w.write_i32(version);
+        out
+    }
+
+    /// MultiRequest: per op a MultiHeader{type, done=false, err=-1} and its record, then
+    /// MultiHeader{-1, true, -1}.
+    fn multi_record(ops: &[(i32, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (code, record) in ops {
+            let mut w = crate::proto::jute::Writer::new(&mut out);
+            w.write_i32(*code);
+            w.write_bool(false);
+            w.write_i32(-1);
+            out.extend_from_slice(record);
+        }
+        let mut w = crate::proto::jute::Writer::new(&mut out);
+        w.write_i32(-1);
+        w.write_bool(true);
+        w.write_i32(-1);
+        out
+    }
+
+    /// Steps one write on a leader as a local client's (decoded as a shard does) or as a
+    /// learner's forwarded record, and returns the txns it committed.
+    fn prepare(
+        leader: &mut Replica,
+        code: i32,
+        record: &[u8],
+        ids: &[Id],
+        forwarded: bool,
+    ) -> String {
+        let xid = 40;
+        if forwarded {
+            let request = Forwarded {
+                session_id: SESSION,
+                cxid: xid,
+                op_code: code,
+                record: record.to_vec(),
+                auth_ids: ids.to_vec(),
+            };
+            let data = request.encode();
+            let request = Forwarded::decode(&data, ids.to_vec()).expect("decodes");
+            leader.step_forwarded(request, 2, now()).expect("a write");
+        } else {
+            let request = crate::proto::records::Request::decode_record(code, record).unwrap();
+            let Some(forward::Forward::Write(op)) = forward::to_replica(&request) else {
+                panic!("not a write");
+            };
+            leader.step(
+                Inbound::Write {
+                    route: Route { shard: 0, conn: 1 },
+                    session_id: SESSION,
+                    xid,
+                    op_code: code,
+                    op,
+                    auth_ids: Arc::from(ids.to_vec()),
+                    record: None,
+                },
+                now(),
+            );
+        }
+        let batch = leader.seal_batch().expect("committed");
+        format!("{:?}", batch.txns)
+    }
+
     #[test]
-    fn a_learner_revalidates_a_session_it_has_not_applied_yet() {
-        // A client resumes on a learner before that learner applied the session's
-        // createSession: it is answered after a marker through the leader, not refused.
+    fn a_forwarded_raw_write_is_prepared_on_the_leader_exactly_like_a_local_one() {
+        // A learner forwards the client's record bytes; the leader decodes them with the
+        // client decoder and prepares the same txns, auth ids included, as for its own client.
+        let digest = Id::new("digest", "u:h");
+        let acl = vec![crate::proto::Acl {
+            perms: crate::proto::perms::ALL,
+            id: digest.clone(),
+        }];
+        let mut writes = vec![
+            (op::CREATE, create_record("/a", b"x", &open_acl_unsafe(), 0)),
+            (op::CREATE, create_record("/locked", b"", &acl, 0)),
+            (op::SET_DATA, set_data_record("/locked", b"y", 0)),
+            (op::SET_DATA, set_data_record("/a", b"z", 5)),
+        ];
+        let multi = multi_record(&[
+            (
+                op::CREATE,
+                create_record("/a/m", b"1", &open_acl_unsafe(), 2),
+            ),
+            (op::SET_DATA, set_data_record("/a", b"w", -1)),
+        ]);
+        writes.push((op::MULTI, multi));
+        let (mut local, mut remote) = (leader(), leader());
+        for (code, record) in &writes {
+            let ids = [digest.clone()];
+            let expected = prepare(&mut local, *code, record, &ids, false);
+            assert_eq!(prepare(&mut remote, *code, record, &ids, true), expected);
+        }
+        assert_eq!(local.tree().last_zxid(), remote.tree().last_zxid());
+        assert!(
+            remote.tree().node("/a/m0000000000").is_some(),
+            "the multi's create"
+        );
+        // Without the digest id the forwarded setData fails its ACL check, as a local one.
+        let record = set_data_record("/locked", b"q", -1);
+        let denied = prepare(&mut remote, op::SET_DATA, &record, &[], true);
+        assert!(denied.contains("NoAuth"), "{denied}");
+    }
+
+    fn learner() -> Replica {
         let mut learner = replica();
         learner.set_role(Role::Learner);
-        let route = Route { shard: 0, conn: 9 };
-        let id = 0x0200_0000_0000_0001;
-        learner.step(
-            Inbound::Connect {
-                route,
-                session_id: id,
-                password: session_password(id),
-                timeout_ms: 10_000,
+        learner.apply_committed(
+            &TxnHeader {
+                session_id: SESSION,
+                cxid: 0,
+                zxid: 1,
+                time_ms: 1,
+                op: op::CREATE_SESSION,
             },
+            Txn::CreateSession { timeout_ms: 10_000 },
             now(),
         );
-        assert!(
-            learner.seal_batch().is_none(),
-            "no answer before the marker"
-        );
+        learner.seal_batch();
+        learner
+    }
+
+    fn sync_message(xid: i32) -> Inbound {
+        Inbound::Sync {
+            route: Route { shard: 0, conn: 3 },
+            session_id: SESSION,
+            xid,
+            path: "/".into(),
+            auth_ids: Arc::from(vec![Id::new("ip", "127.0.0.1")]),
+        }
+    }
+
+    #[test]
+    fn a_follower_sync_costs_no_zxid_and_is_answered_by_the_leaders_sync() {
+        // The learner forwards sync as ZooKeeper's REQUEST; the leader commits nothing and
+        // hands the learner to ZAB; the learner answers when told its sync was answered.
+        let mut learner = learner();
+        let zxid_before = learner.tree().last_zxid();
+        learner.step(sync_message(5), now());
         let forwards = learner.take_forwards();
         assert_eq!(forwards.len(), 1);
-        assert_eq!(
-            (forwards[0].session_id, forwards[0].cxid),
-            (id, REVALIDATE_CXID)
-        );
-        let header = |zxid, cxid, op| TxnHeader {
-            session_id: id,
-            cxid,
-            zxid,
-            time_ms: 1,
-            op,
-        };
-        let create = Txn::CreateSession { timeout_ms: 10_000 };
-        learner.apply_committed(&header(1, 0, op::CREATE_SESSION), create, now());
-        let marker = Txn::Error { err: ErrorCode::Ok };
-        learner.apply_committed(&header(2, REVALIDATE_CXID, op::ERROR), marker, now());
+        assert_eq!(forwards[0].op_code, op::SYNC);
+        assert_eq!(forwards[0].record, vec![0, 0, 0, 1, b'/']);
+        assert!(learner.seal_batch().is_none(), "not answered before SYNC");
+        let mut leader = leader();
+        let leader_zxid = leader.tree().last_zxid();
+        let request = forwards.into_iter().next().unwrap();
+        leader.step_forwarded(request, 2, now()).unwrap();
+        assert!(leader.seal_batch().is_none(), "no marker txn");
+        assert_eq!(leader.tree().last_zxid(), leader_zxid);
+        assert_eq!(leader.take_learner_syncs(), vec![2]);
+        learner.syncs_answered(1);
         let batch = learner.seal_batch().expect("answered");
-        assert!(batch.entries.iter().any(|e| matches!(e,
-            CommitEntry::SessionOpened { route: r, session_id, .. } if *r == route && *session_id == id)));
-        // A session that never existed is refused once its marker is applied.
-        let ghost = id + 1;
+        assert!(matches!(
+            batch.entries.as_slice(),
+            [CommitEntry::Synced { xid: 5, .. }]
+        ));
+        assert_eq!(learner.tree().last_zxid(), zxid_before);
+        // A SYNC with no sync waiting is ignored.
+        learner.syncs_answered(1);
+        assert!(learner.seal_batch().is_none());
+    }
+
+    #[test]
+    fn a_later_write_of_the_session_answers_its_earlier_sync_first() {
+        // The leader handled the sync before the write, so the write's commit answers the
+        // sync too, and the replies keep the session's order; the SYNC that follows is spent.
+        let mut learner = learner();
+        learner.step(sync_message(5), now());
         learner.step(
-            Inbound::Connect {
-                route,
-                session_id: ghost,
-                password: session_password(ghost),
-                timeout_ms: 10_000,
+            Inbound::Write {
+                route: Route { shard: 0, conn: 3 },
+                session_id: SESSION,
+                xid: 6,
+                op_code: op::DELETE,
+                op: WriteOp::Delete {
+                    path: "/nope".into(),
+                    version: -1,
+                },
+                auth_ids: Arc::from(Vec::new()),
+                record: Some(vec![
+                    0, 0, 0, 5, b'/', b'n', b'o', b'p', b'e', 0xff, 0xff, 0xff, 0xff,
+                ]),
             },
             now(),
         );
-        let marker = Txn::Error { err: ErrorCode::Ok };
-        let ghost_header = TxnHeader {
-            session_id: ghost,
-            ..header(3, REVALIDATE_CXID, op::ERROR)
+        assert_eq!(learner.take_forwards().len(), 2);
+        let header = TxnHeader {
+            session_id: SESSION,
+            cxid: 6,
+            zxid: 2,
+            time_ms: 1,
+            op: op::DELETE,
         };
-        learner.apply_committed(&ghost_header, marker, now());
+        let failed = Txn::Error {
+            err: ErrorCode::NoNode,
+        };
+        learner.apply_committed(&header, failed, now());
+        let batch = learner.seal_batch().expect("answered");
+        match batch.entries.as_slice() {
+            [CommitEntry::Synced { xid: 5, .. }, CommitEntry::Txn {
+                reply: Some(reply), ..
+            }] => assert_eq!(reply.xid, 6),
+            other => panic!("sync then write expected: {other:?}"),
+        }
+        learner.syncs_answered(1);
+        assert!(learner.seal_batch().is_none(), "answered once");
+    }
+
+    fn resume(learner: &mut Replica, id: i64) {
+        learner.step(
+            Inbound::Connect {
+                route: Route { shard: 1, conn: 9 },
+                session_id: id,
+                password: session_password(id),
+                timeout_ms: 12_000,
+            },
+            now(),
+        );
+    }
+
+    #[test]
+    fn a_session_unknown_to_a_learner_is_revalidated_by_the_leader() {
+        // REVALIDATE carries (id, negotiated timeout); the leader answers from its session
+        // table and touches the session; the learner then attaches or refuses the client.
+        let mut learner = learner();
+        let mut leader = leader();
+        let moved = SESSION; // Known to the leader only.
+        let mut fresh = replica();
+        fresh.set_role(Role::Learner);
+        resume(&mut fresh, moved);
+        assert!(
+            fresh.seal_batch().is_none(),
+            "no answer before the leader's"
+        );
+        assert_eq!(fresh.take_revalidations(), vec![(moved, 12_000)]);
+        assert!(fresh.take_forwards().is_empty(), "no marker request");
+        let valid = leader.revalidate(moved, now());
+        assert!(valid);
+        assert!(leader.seal_batch().is_none(), "no txn on the leader");
+        fresh.revalidated(moved, valid);
+        let batch = fresh.seal_batch().expect("answered");
+        assert!(batch.entries.iter().any(|e| matches!(e,
+            CommitEntry::SessionOpened { session_id, timeout_ms: 12_000, .. }
+                if *session_id == moved)));
+        // A session the leader does not know is refused.
+        let ghost = SESSION + 1;
+        resume(&mut learner, ghost);
+        assert_eq!(learner.take_revalidations(), vec![(ghost, 12_000)]);
+        let valid = leader.revalidate(ghost, now());
+        assert!(!valid);
+        learner.revalidated(ghost, valid);
         let batch = learner.seal_batch().expect("answered");
         assert!(batch
             .entries
             .iter()
-            .any(|e| matches!(e, CommitEntry::SessionRejected { route: r } if *r == route)));
+            .any(|e| matches!(e, CommitEntry::SessionRejected { .. })));
+        // A stray answer changes nothing.
+        learner.revalidated(ghost, true);
+        assert!(learner.seal_batch().is_none());
     }
 }

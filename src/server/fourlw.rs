@@ -234,8 +234,8 @@ fn mntr(shard: &Shard) -> String {
 
 /// A ZooKeeper `AvgMinMaxCounter` summary: `<prefix>_{avg,min,max,cnt,sum}_<name>`.
 /// An ensemble member's mntr keys: zk_peer_state right after zk_server_state, as ZooKeeper
-/// prints it, then the quorum size and a leader's learner counts. Keel keeps no pending
-/// SYNC requests on the leader (a follower's sync is a marker txn), so zk_pending_syncs is 0.
+/// prints it, then the quorum size and a leader's learner counts and pending learner syncs
+/// (ZooKeeper's `Leader.getNumPendingSyncs`).
 fn quorum_lines(stats: &super::stats::ServerStats) -> Vec<(&'static str, String)> {
     let figures = match stats.quorum.lock() {
         Ok(figures) => figures.clone(),
@@ -255,7 +255,7 @@ fn quorum_lines(stats: &super::stats::ServerStats) -> Vec<(&'static str, String)
             ("zk_synced_followers", counts.synced_followers.to_string()),
             ("zk_synced_non_voting_followers", "0".to_owned()),
             ("zk_synced_observers", counts.synced_observers.to_string()),
-            ("zk_pending_syncs", "0".to_owned()),
+            ("zk_pending_syncs", figures.pending_syncs.to_string()),
             ("keel_leader_snap_waits", figures.snapshot_waits.to_string()),
         ]);
     }

@@ -15,15 +15,22 @@
 //! → ZAB commits (Event::Apply of our own zxids) → the batch goes to the shards. On a
 //! learner: shard → `Replica::step` (forward) → `Driver::forward` → the leader → commit →
 //! Event::Apply → `Replica::apply_committed` (replies to our own waiting clients) → shards.
+//! A learner's sync: forwarded as a REQUEST; the leader's replica core hands the learner to
+//! `Driver::sync_learners` after the proposals before it; ZAB sends SYNC once they commit;
+//! Event::SyncsAnswered → `Replica::syncs_answered`. A session unknown to a learner:
+//! `Driver::revalidate` → the leader's Event::Revalidate → `Replica::revalidate` →
+//! `Driver::answer_revalidations` → the learner's Event::Revalidated → `Replica::revalidated`.
 
 use super::stats::ServerStats;
 use super::{publish_stats, ServerError};
 use crate::config::Config;
 use crate::log::record::{decode_txn, encode_txn};
+use crate::proto::Id;
 use crate::replica::forward::{decode_touches, encode_touches, Forwarded};
 use crate::replica::{CommitBatch, CommitEntry, Now, Replica, Role as ReplicaRole};
 use crate::tree::{DataTree, Txn, TxnHeader};
 use crate::zab::net::{Driver, Event, NetConfig};
+use crate::zab::AuthId;
 use crate::zab::{Apply, Payload, Role, Snapshot, Zxid};
 use crossbeam::channel::{self, Receiver};
 use std::collections::VecDeque;
@@ -193,6 +200,8 @@ pub(super) struct QuorumCore {
     snapshot_wanted: Option<i64>,
     /// The zxid of the last snapshot job started: it is offered to waiting learners.
     snapshot_started_zxid: i64,
+    /// Leader: answers to learners' REVALIDATEs (learner, session id, valid) to send.
+    revalidation_answers: Vec<(u64, i64, bool)>,
 }
 
 impl QuorumCore {
@@ -220,6 +229,7 @@ impl QuorumCore {
             snapshot_running: false,
             snapshot_wanted: None,
             snapshot_started_zxid: 0,
+            revalidation_answers: Vec::new(),
         }
     }
 
@@ -232,12 +242,27 @@ impl QuorumCore {
             }
             Event::Apply(Apply::Snapshot(snapshot)) => self.install(&snapshot, now),
             Event::Role { role, next_zxid } => self.on_role(role, next_zxid, now),
-            Event::Request { from, payload } => match Forwarded::decode(&payload) {
-                Ok(request) => self.replica.step_forwarded(request, now),
-                Err(error) => {
-                    tracing::warn!(from, %error, "dropping a malformed forwarded request")
+            Event::Request {
+                from,
+                payload,
+                auth,
+            } => {
+                let ids = auth.iter().map(|a| Id::new(&a.scheme, &a.id)).collect();
+                let stepped = Forwarded::decode(&payload, ids)
+                    .and_then(|request| self.replica.step_forwarded(request, from, now));
+                if let Err(error) = stepped {
+                    tracing::warn!(from, %error, "dropping a malformed forwarded request");
                 }
-            },
+            }
+            Event::Revalidate(asked) => {
+                let valid = self.replica.revalidate(asked.session_id, now);
+                self.revalidation_answers
+                    .push((asked.from, asked.session_id, valid));
+            }
+            Event::Revalidated { session_id, valid } => {
+                self.replica.revalidated(session_id, valid);
+            }
+            Event::SyncsAnswered(count) => self.replica.syncs_answered(count),
             Event::Touches { from, payload } => match decode_touches(&payload) {
                 Ok(touches) => self.replica.touch_sessions(&touches, now),
                 Err(error) => tracing::warn!(from, %error, "dropping malformed session touches"),
@@ -370,13 +395,7 @@ impl QuorumCore {
     /// it until committed; anything else is committed already. Then moves committed batches
     /// to `outgoing`.
     pub(super) fn seal_and_release(&mut self) {
-        let forwards = self.replica.take_forwards();
-        if !forwards.is_empty() {
-            let payloads = forwards.iter().map(|f| Payload::from(f.encode())).collect();
-            if let Err(error) = self.driver.forward(payloads) {
-                tracing::warn!(%error, "could not forward requests to the leader");
-            }
-        }
+        self.hand_requests_to_leader();
         if let Some(mut batch) = self.replica.seal_batch() {
             if matches!(self.replica.role(), ReplicaRole::Leader { .. }) {
                 let txns = std::mem::take(&mut batch.txns);
@@ -403,6 +422,7 @@ impl QuorumCore {
                 self.outgoing.push(batch);
             }
         }
+        self.answer_learners();
         while self
             .waiting
             .front()
@@ -413,6 +433,49 @@ impl QuorumCore {
             };
             self.committed_view = waiting.batch.view.clone();
             self.outgoing.push(waiting.batch);
+        }
+    }
+
+    /// Learner: forwards requests (REQUEST) and asks about unknown sessions (REVALIDATE).
+    fn hand_requests_to_leader(&mut self) {
+        let forwards = self.replica.take_forwards();
+        if !forwards.is_empty() {
+            let requests = forwards
+                .into_iter()
+                .map(|f| {
+                    let auth = f.auth_ids.iter().map(|id| AuthId {
+                        scheme: id.scheme.to_string(),
+                        id: id.id.to_string(),
+                    });
+                    (Payload::from(f.encode()), auth.collect())
+                })
+                .collect();
+            if let Err(error) = self.driver.forward(requests) {
+                tracing::warn!(%error, "could not forward requests to the leader");
+            }
+        }
+        let revalidations = self.replica.take_revalidations();
+        if !revalidations.is_empty() {
+            if let Err(error) = self.driver.revalidate(revalidations) {
+                tracing::warn!(%error, "could not ask the leader to revalidate sessions");
+            }
+        }
+    }
+
+    /// Leader: learners' syncs (after the proposals sealed before them) and REVALIDATE
+    /// answers go to the driver.
+    fn answer_learners(&mut self) {
+        let syncs = self.replica.take_learner_syncs();
+        if !syncs.is_empty() {
+            if let Err(error) = self.driver.sync_learners(syncs) {
+                tracing::warn!(%error, "could not hand learners' syncs to the zab driver");
+            }
+        }
+        let answers = std::mem::take(&mut self.revalidation_answers);
+        if !answers.is_empty() {
+            if let Err(error) = self.driver.answer_revalidations(answers) {
+                tracing::warn!(%error, "could not answer learners' revalidations");
+            }
         }
     }
 
@@ -488,6 +551,7 @@ impl QuorumCore {
             peer_state,
             quorum_size: status.quorum_size,
             learners: status.learners,
+            pending_syncs: status.pending_syncs.unwrap_or(0),
             syncs: [
                 status.counters.syncs_diff,
                 status.counters.syncs_trunc,

@@ -59,12 +59,14 @@ pub struct ServerStats {
 }
 
 /// mntr's quorum keys (ZooKeeper's names): zk_peer_state, zk_quorum_size and, on a leader,
-/// zk_learners, zk_synced_followers, zk_synced_observers.
+/// zk_learners, zk_synced_followers, zk_synced_observers, zk_pending_syncs.
 #[derive(Debug, Clone, Default)]
 pub struct QuorumFigures {
     pub peer_state: &'static str,
     pub quorum_size: usize,
     pub learners: Option<crate::zab::LearnerCounts>,
+    /// A leader's learner syncs waiting for a commit.
+    pub pending_syncs: usize,
     /// Keel's own: how leaders synced this server since it started (DIFF, TRUNC, SNAP).
     pub syncs: [u64; 3],
     /// Keel's own, on a leader: SNAPs put off for a fresh snapshot.

@@ -560,6 +560,9 @@ fn greet(shard: &Shard, conn: &Conn, payload: &[u8]) -> Result<Inbound, String> 
     })
 }
 
+/// A RequestHeader's bytes (`int xid, int type`) ahead of a request's record.
+const REQUEST_HEADER_BYTES: usize = 8;
+
 /// Handles one request after the handshake; returns what must go to the replica core.
 fn handle_request(shard: &Shard, conn: &Conn, payload: &[u8]) -> Result<Option<Inbound>, String> {
     let (header, request) = Request::decode(payload).map_err(|e| format!("bad request: {e}"))?;
@@ -606,7 +609,9 @@ fn handle_request(shard: &Shard, conn: &Conn, payload: &[u8]) -> Result<Option<I
         });
         return Ok(None);
     }
-    Ok(forward_message(shard, conn, header, &request, started))
+    Ok(forward_message(
+        shard, conn, header, &request, payload, started,
+    ))
 }
 
 fn run_or_defer(
@@ -651,7 +656,7 @@ fn has_held(conn: &Conn) -> bool {
 async fn forward_held_writes(shard: &Shard, conn: &Conn) -> Result<(), String> {
     while let Some((frame, started)) = conn.take_held_write() {
         let (header, request) = Request::decode(&frame).map_err(|e| format!("bad request: {e}"))?;
-        let message = forward_message(shard, conn, header, &request, started)
+        let message = forward_message(shard, conn, header, &request, &frame, started)
             .ok_or("held request is not a write")?;
         if shard.to_replica.send(message).await.is_err() {
             return Err("replica core is gone".into());
@@ -661,12 +666,14 @@ async fn forward_held_writes(shard: &Shard, conn: &Conn) -> Result<(), String> {
 }
 
 /// Builds the replica-core message for a write or sync and queues its pending reply, in
-/// front of any held requests.
+/// front of any held requests. `payload` is the request as the client sent it (header and
+/// record): in an ensemble a learner forwards the record to its leader as it is.
 fn forward_message(
     shard: &Shard,
     conn: &Conn,
     header: records::RequestHeader,
     request: &Request<'_>,
+    payload: &[u8],
     started: Instant,
 ) -> Option<Inbound> {
     let forward = reply::to_replica(request)?;
@@ -678,6 +685,7 @@ fn forward_message(
             session_id,
             xid: header.xid,
             path,
+            auth_ids: state.auth_ids.clone(),
         },
         reply::Forward::Write(write_op) => Inbound::Write {
             route: shard.route(conn.id),
@@ -686,6 +694,10 @@ fn forward_message(
             op_code: header.op,
             op: write_op,
             auth_ids: state.auth_ids.clone(),
+            record: shard
+                .config
+                .is_quorum()
+                .then(|| payload.get(REQUEST_HEADER_BYTES..).unwrap_or(&[]).to_vec()),
         },
     };
     let held_at = state

@@ -204,8 +204,10 @@ impl Shard {
                     conn.reject_session();
                 }
             }
-            CommitEntry::SessionMoved { old } if old.shard == self.id => {
-                if let Some(conn) = self.conn(old.conn) {
+            CommitEntry::SessionMoved { old: route } | CommitEntry::Overloaded { route }
+                if route.shard == self.id =>
+            {
+                if let Some(conn) = self.conn(route.conn) {
                     conn.close();
                 }
             }

@@ -1,81 +1,12 @@
-//! Turning requests into replica-core work, and write results into reply frames.
+//! Write results into reply frames. Which requests become replica-core work, and what work,
+//! is `replica::forward::to_replica` (re-exported here): a leader maps a learner's forwarded
+//! request with the same function.
 
 use crate::proto::jute::Writer;
 use crate::proto::records::{self, MultiOp, Request};
 use crate::proto::{op, ErrorCode};
-use crate::tree::{OpResult, WriteOp};
-
-/// What a request needs from the replica core.
-pub enum Forward {
-    Write(WriteOp),
-    Sync(String),
-}
-
-/// The replica-core work for `request`, or None when the shard answers it alone.
-pub fn to_replica(request: &Request<'_>) -> Option<Forward> {
-    let single = |multi_op: MultiOp<'_>| multi_write_op(&multi_op).map(Forward::Write);
-    match request {
-        Request::Create { op, body } => single(MultiOp::Create {
-            op: *op,
-            body: body.clone(),
-        }),
-        Request::Delete { path, version } => single(MultiOp::Delete {
-            path,
-            version: *version,
-        }),
-        Request::SetData {
-            path,
-            data,
-            version,
-        } => single(MultiOp::SetData {
-            path,
-            data: *data,
-            version: *version,
-        }),
-        Request::SetAcl { path, acl, version } => Some(Forward::Write(WriteOp::SetAcl {
-            path: (*path).to_owned(),
-            acl: acl.clone(),
-            version: *version,
-        })),
-        Request::Multi(ops) => Some(Forward::Write(WriteOp::Multi(
-            ops.iter().filter_map(multi_write_op).collect(),
-        ))),
-        Request::CloseSession => Some(Forward::Write(WriteOp::CloseSession)),
-        Request::Sync { path } => Some(Forward::Sync((*path).to_owned())),
-        _ => None,
-    }
-}
-
-fn multi_write_op(multi_op: &MultiOp<'_>) -> Option<WriteOp> {
-    Some(match multi_op {
-        MultiOp::Create { op, body } => WriteOp::Create {
-            path: body.path.to_owned(),
-            data: body.data.map(<[u8]>::to_vec),
-            acl: body.acl.clone(),
-            flags: body.flags,
-            ttl: body.ttl_ms,
-            op: *op,
-        },
-        MultiOp::Delete { path, version } => WriteOp::Delete {
-            path: (*path).to_owned(),
-            version: *version,
-        },
-        MultiOp::SetData {
-            path,
-            data,
-            version,
-        } => WriteOp::SetData {
-            path: (*path).to_owned(),
-            data: data.map(<[u8]>::to_vec),
-            version: *version,
-        },
-        MultiOp::Check { path, version } => WriteOp::Check {
-            path: (*path).to_owned(),
-            version: *version,
-        },
-        MultiOp::GetChildren { .. } | MultiOp::GetData { .. } => return None,
-    })
-}
+pub use crate::replica::forward::{to_replica, Forward};
+use crate::tree::OpResult;
 
 /// The op codes of a multi's operations, for encoding its response.
 pub fn sub_op_codes(request: &Request<'_>) -> Vec<i32> {

@@ -2,15 +2,30 @@
 //! (ZooKeeper's `Leader.lead` and `LearnerHandler`).
 //!
 //! Owns: the chosen epoch, one handle per connected learner (its connection, stage and
-//! acked zxid), the zxid counter and the ping schedule.
+//! acked zxid), the zxid counter, the ping schedule, and learners' syncs waiting for the
+//! commit of the last proposal made before them (ZooKeeper's `pendingSyncs`).
 //! Must not: commit before a quorum of voters (itself included, after its own fsync) holds
 //! the entry; propose before a quorum acked NEWLEADER.
 //! Invariants: commits go out in zxid order; at most `proposals_in_flight_max` uncommitted
-//! proposals; the epoch equals acceptedEpoch once chosen.
+//! proposals; the epoch equals acceptedEpoch once chosen; at most `SYNCS_PENDING_MAX`
+//! pending syncs, each waiting for an uncommitted zxid, its SYNC sent after that COMMIT.
 
-use super::peer::{Peer, ProposeError, State};
-use super::{Entry, Link, Message, Packet, Payload, PeerId, Snapshot, Zxid};
-use std::collections::BTreeMap;
+use super::peer::{Peer, ProposeError, Request, Revalidation, State};
+use super::{AuthId, Entry, Link, Message, Packet, Payload, PeerId, Snapshot, Zxid};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Syncs a leader holds at most while their proposals commit (and a learner at most while
+/// it applies them); beyond it `sync_learner` refuses with `SyncsFull`.
+pub const SYNCS_PENDING_MAX: usize = 16_384;
+
+/// A learner's sync waiting for the commit of `zxid`, the last proposal when it came.
+#[derive(Debug, Clone, Copy)]
+struct PendingSync {
+    zxid: Zxid,
+    learner: PeerId,
+    /// The learner's connection: a sync does not outlive it.
+    conn: u64,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -95,11 +110,17 @@ pub(crate) struct LeaderState {
     /// A snapshot newer than the log's, offered by the driver before its compaction: SNAPs
     /// send it (and the log after it).
     offered: Option<Snapshot>,
+    /// Learners' syncs by the zxid they wait for, oldest first (so in zxid order).
+    pending_syncs: VecDeque<PendingSync>,
 }
 
 impl LeaderState {
     pub(crate) fn is_serving(&self) -> bool {
         self.phase == Phase::Broadcast
+    }
+
+    pub(crate) fn pending_syncs(&self) -> usize {
+        self.pending_syncs.len()
     }
 
     pub(crate) fn invariants(&self, peer: &Peer) {
@@ -133,6 +154,16 @@ impl LeaderState {
                 "ack beyond the log"
             );
         }
+        assert!(
+            self.pending_syncs.len() <= SYNCS_PENDING_MAX,
+            "sync overflow"
+        );
+        for pending in &self.pending_syncs {
+            assert!(
+                pending.zxid > peer.commit_zxid,
+                "a committed sync not answered"
+            );
+        }
     }
 }
 
@@ -162,6 +193,7 @@ impl Peer {
             last_ping_tick: self.now_ticks,
             session: self.rng.next_u64() | 1,
             offered: None,
+            pending_syncs: VecDeque::new(),
         }));
         self.leader_try_choose_epoch();
     }
@@ -224,7 +256,11 @@ impl Peer {
                 last_zxid,
             } => self.leader_on_ack_epoch(from, current_epoch, last_zxid),
             Packet::Ack { zxid } => self.leader_on_ack(from, zxid),
-            Packet::Request { payload } => self.leader_on_request(from, payload),
+            Packet::Request { payload, auth } => self.leader_on_request(from, payload, auth),
+            Packet::Revalidate {
+                session_id,
+                timeout_ms,
+            } => self.leader_on_revalidate(from, session_id, timeout_ms),
             Packet::Ping { payload } if !payload.is_empty() => {
                 self.ready.session_touches.push((from, payload));
             }
@@ -510,6 +546,7 @@ impl Peer {
         let previous = self.commit_zxid;
         self.commit_zxid = candidate;
         self.leader_broadcast_commit(previous);
+        self.leader_send_syncs();
     }
 
     /// COMMIT to followers; to observers COMMIT for what they hold, INFORM for the rest.
@@ -551,10 +588,14 @@ impl Peer {
         }
     }
 
-    fn leader_on_request(&mut self, from: PeerId, payload: Payload) {
+    fn leader_on_request(&mut self, from: PeerId, payload: Payload, auth: Vec<AuthId>) {
         if self.config.requests_to_driver {
             if self.leader().is_serving() {
-                self.ready.requests.push((from, payload));
+                self.ready.requests.push(Request {
+                    from,
+                    payload,
+                    auth,
+                });
             } else {
                 self.requests_dropped += 1;
             }
@@ -562,6 +603,78 @@ impl Peer {
         }
         if self.leader_propose(payload).is_err() {
             self.requests_dropped += 1;
+        }
+    }
+
+    fn leader_on_revalidate(&mut self, from: PeerId, session_id: i64, timeout_ms: i32) {
+        if !self.leader().is_serving() {
+            self.requests_dropped += 1;
+            return;
+        }
+        self.ready.revalidations.push(Revalidation {
+            from,
+            session_id,
+            timeout_ms,
+        });
+    }
+
+    pub(crate) fn leader_answer_revalidation(
+        &mut self,
+        learner: PeerId,
+        session_id: i64,
+        valid: bool,
+    ) -> Result<(), ProposeError> {
+        if !self.leader().learners.contains_key(&learner) {
+            return Err(ProposeError::UnknownLearner(learner));
+        }
+        self.leader_send(learner, Packet::Revalidated { session_id, valid });
+        Ok(())
+    }
+
+    /// Answers `learner`'s sync at once when nothing is outstanding, else once the last
+    /// proposal so far commits (`leader_send_syncs`).
+    pub(crate) fn leader_sync_learner(&mut self, learner: PeerId) -> Result<(), ProposeError> {
+        let leader = self.leader();
+        if !leader.is_serving() {
+            return Err(ProposeError::NotServing);
+        }
+        let Some(conn) = leader.learners.get(&learner).map(|h| h.conn) else {
+            return Err(ProposeError::UnknownLearner(learner));
+        };
+        let last = self.log.last_zxid();
+        if last <= self.commit_zxid {
+            self.leader_send(learner, Packet::Sync);
+            return Ok(());
+        }
+        let pending = leader.pending_syncs.len();
+        if pending >= SYNCS_PENDING_MAX {
+            return Err(ProposeError::SyncsFull(pending));
+        }
+        assert!(
+            leader.pending_syncs.back().is_none_or(|p| p.zxid <= last),
+            "pending syncs out of zxid order"
+        );
+        self.leader_mut().pending_syncs.push_back(PendingSync {
+            zxid: last,
+            learner,
+            conn,
+        });
+        Ok(())
+    }
+
+    /// After a commit went out: SYNC to each learner whose sync it covers, on the same
+    /// connection behind the COMMIT (ZooKeeper's `Leader.tryToCommit`).
+    fn leader_send_syncs(&mut self) {
+        let commit = self.commit_zxid;
+        while let Some(pending) = self.leader().pending_syncs.front().copied() {
+            if pending.zxid > commit {
+                break;
+            }
+            self.leader_mut().pending_syncs.pop_front();
+            let conn = self.leader().learners.get(&pending.learner).map(|h| h.conn);
+            if conn == Some(pending.conn) {
+                self.leader_send(pending.learner, Packet::Sync);
+            }
         }
     }
 

@@ -1,13 +1,17 @@
 //! learner: a follower or an observer talking to its leader (ZooKeeper's
 //! `Learner.registerWithLeader`, `syncWithLeader`, `Follower`/`Observer.processPacket`).
 //!
-//! Owns: the connection to the leader, the epoch it offered, and what this learner acked.
+//! Owns: the connection to the leader, the epoch it offered, what this learner acked, and
+//! the SYNCs received but not yet handed to the driver (each waits until the commits sent
+//! before it are applied here).
 //! Must not: ACK anything that is not durable; ACK NEWLEADER before currentEpoch and the
 //! synced entries are durable; serve clients before UPTODATE.
 //! Invariants: packets of one connection are handled in order, each once; a gap breaks it.
 
+use super::leader::SYNCS_PENDING_MAX;
 use super::peer::{Apply, DiskOp, Peer, ProposeError, Proposed, State};
-use super::{Entry, Link, Message, Packet, Payload, PeerId, Snapshot, Zxid};
+use super::{AuthId, Entry, Link, Message, Packet, Payload, PeerId, Snapshot, Zxid};
+use std::collections::VecDeque;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -37,6 +41,10 @@ pub(crate) struct LearnerState {
     last_heard_tick: u64,
     /// When FOLLOWERINFO last went out; resent until the leader answers.
     info_sent_tick: u64,
+    /// SYNCs received, each with the commit zxid it came after: answered to the driver once
+    /// that is applied here (the leader sent every COMMIT it covers first). At most
+    /// `SYNCS_PENDING_MAX`, the leader's own bound.
+    syncs_received: VecDeque<Zxid>,
 }
 
 impl LearnerState {
@@ -76,6 +84,7 @@ impl Peer {
             acked_zxid: Zxid::ZERO,
             last_heard_tick: self.now_ticks,
             info_sent_tick: self.now_ticks,
+            syncs_received: VecDeque::new(),
         }));
         self.learner_send_info();
     }
@@ -149,6 +158,10 @@ impl Peer {
             Packet::Ping { .. } => {
                 let payload = std::mem::replace(&mut self.ping_reply, Payload::from(Vec::new()));
                 self.learner_send(Packet::Ping { payload });
+            }
+            Packet::Sync => self.learner_on_sync(),
+            Packet::Revalidated { session_id, valid } => {
+                self.ready.revalidated.push((session_id, valid));
             }
             _ => self.learner_violation("unexpected packet kind"),
         }
@@ -274,12 +287,63 @@ impl Peer {
         }
     }
 
+    /// SYNC: the oldest sync this learner forwarded is answered once everything committed
+    /// before it is applied here (ZooKeeper queues it behind the commits the same way).
+    fn learner_on_sync(&mut self) {
+        let commit = self.commit_zxid;
+        let learner = self.learner_mut();
+        if learner.phase != Phase::Broadcast || learner.syncs_received.len() >= SYNCS_PENDING_MAX {
+            return self.learner_violation("SYNC before serving or beyond the sync limit");
+        }
+        learner.syncs_received.push_back(commit);
+        self.learner_release_syncs();
+    }
+
+    /// Counts in `Ready::syncs_answered` the SYNCs whose commits are all applied.
+    pub(crate) fn learner_release_syncs(&mut self) {
+        let applied = self.applied_zxid;
+        let learner = self.learner_mut();
+        let mut released = 0;
+        while learner
+            .syncs_received
+            .front()
+            .is_some_and(|z| *z <= applied)
+        {
+            learner.syncs_received.pop_front();
+            released += 1;
+        }
+        self.ready.syncs_answered += released;
+    }
+
     pub(crate) fn learner_forward(&mut self, payload: Payload) -> Result<Proposed, ProposeError> {
+        self.learner_forward_with(payload, Vec::new())
+    }
+
+    pub(crate) fn learner_forward_with(
+        &mut self,
+        payload: Payload,
+        auth: Vec<AuthId>,
+    ) -> Result<Proposed, ProposeError> {
         if !self.learner().is_serving() {
             return Err(ProposeError::NotServing);
         }
-        self.learner_send(Packet::Request { payload });
+        self.learner_send(Packet::Request { payload, auth });
         Ok(Proposed::Forwarded)
+    }
+
+    pub(crate) fn learner_revalidate(
+        &mut self,
+        session_id: i64,
+        timeout_ms: i32,
+    ) -> Result<(), ProposeError> {
+        if !self.learner().is_serving() {
+            return Err(ProposeError::NotServing);
+        }
+        self.learner_send(Packet::Revalidate {
+            session_id,
+            timeout_ms,
+        });
+        Ok(())
     }
 
     pub(crate) fn learner_tick(&mut self) {

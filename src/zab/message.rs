@@ -77,12 +77,34 @@ pub struct Link {
     pub seq: u64,
 }
 
+/// One entry of a QuorumPacket's `authinfo`: a client connection's authenticated id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthId {
+    pub scheme: String,
+    pub id: String,
+}
+
 /// Leader/learner packets (ZooKeeper's QuorumPacket types, `Leader.java`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    /// Learner → leader: a client write to propose.
+    /// Learner → leader: a client request (`long sessionId, int cxid, int type`, then the
+    /// client's request record as it sent it) with its connection's auth ids.
     Request {
         payload: Payload,
+        auth: Vec<AuthId>,
+    },
+    /// Leader → learner: the oldest sync this learner forwarded is answered (everything
+    /// committed when the leader got it has been sent before this packet).
+    Sync,
+    /// Learner → leader: is this session (not known here) alive? The leader touches it.
+    Revalidate {
+        session_id: i64,
+        timeout_ms: i32,
+    },
+    /// Leader → learner: the answer to a `Revalidate`.
+    Revalidated {
+        session_id: i64,
+        valid: bool,
     },
     Proposal {
         entry: Entry,

@@ -2,8 +2,10 @@
 //! broadcast) as a pure, deterministic state machine, one [`Peer`] per server.
 //!
 //! Owns: the election round and votes, the accepted/current epochs, the peer's in-memory log
-//! (a snapshot plus the entries after it), which zxid is persisted / committed / applied, and
-//! the per-learner progress on a leader.
+//! (a snapshot plus the entries after it), which zxid is persisted / committed / applied, the
+//! per-learner progress and pending syncs on a leader. A learner's syncs are answered here
+//! (SYNC after the covering COMMIT, no txn), its session revalidations carried (REVALIDATE);
+//! what a REQUEST or a session means is the driver's state machine's business.
 //! Must not: do IO, read clocks, spawn threads or draw randomness from anywhere but the seed it
 //! is given. A driver feeds it `step(from, message)`, `tick()`, `propose(payload)` and
 //! `on_persisted(zxid)`, then drains a [`Ready`] (disk operations in order, messages to send,
@@ -41,13 +43,17 @@
 //!         ready.committed -> state machine, in order (Apply::Entry | Apply::Snapshot)
 //!         ready.role      -> start/stop serving clients, forward to the new leader
 //!         ready.session_touches -> (leader) the learners' PING payloads
+//!         ready.requests / revalidations -> (leader) learners' REQUESTs and REVALIDATEs;
+//!             answered with peer.sync_learner(id) / peer.answer_revalidation(..)
+//!         ready.syncs_answered / revalidated -> (learner) the leader's SYNCs and answers
 //!     }
 //! }
 //! ```
 //!
 //! Limits: a leader holds at most `proposals_in_flight_max` uncommitted proposals; beyond it
 //! `propose` fails with `QueueFull` and a forwarded REQUEST is dropped (counted in
-//! `requests_dropped`; the client's request times out). A `Ready` holds what one batch of
+//! `requests_dropped`; the client's request times out). It holds at most
+//! `SYNCS_PENDING_MAX` learner syncs; beyond it `sync_learner` fails with `SyncsFull`. A `Ready` holds what one batch of
 //! inputs produced and is drained after each; the in-memory log grows until `compact`.
 //!
 //! Transport: election notifications tolerate loss, duplication and reordering. The
@@ -78,9 +84,14 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use leader::LearnerCounts;
-pub use message::{Entry, Link, Message, Notification, Packet, ServerState, Snapshot, Vote};
-pub use peer::{Apply, DiskOp, Durable, Envelope, Peer, ProposeError, Proposed, Ready, Role};
+pub use leader::{LearnerCounts, SYNCS_PENDING_MAX};
+pub use message::{
+    AuthId, Entry, Link, Message, Notification, Packet, ServerState, Snapshot, Vote,
+};
+pub use peer::{
+    Apply, DiskOp, Durable, Envelope, Peer, ProposeError, Proposed, Ready, Request, Revalidation,
+    Role,
+};
 
 /// A server id (`myid`).
 pub type PeerId = u64;

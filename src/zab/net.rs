@@ -78,7 +78,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::store::{FileStore, PreparedSnapshot, StoreError, Synced};
 use super::wire::{self, packet_type, WireError};
 use super::{Apply, Config, ConfigError, DiskOp, Envelope, Link, Message, Packet, Payload, Ready};
-use super::{Entry, Peer, PeerId, ProposeError, Proposed, Role, Snapshot, Zxid};
+use super::{AuthId, Entry, Peer, PeerId, ProposeError, Proposed, Revalidation, Role};
+use super::{Snapshot, Zxid};
 
 /// ZooKeeper's `QuorumCnxManager.PROTOCOL_VERSION_V1` (the initial message's first long).
 const ELECTION_PROTOCOL_VERSION: i64 = -65536;
@@ -322,6 +323,8 @@ pub struct Status {
     pub learners: Option<super::LearnerCounts>,
     /// Voters that make a quorum.
     pub quorum_size: usize,
+    /// A leader's learner syncs waiting for a commit (mntr's zk_pending_syncs).
+    pub pending_syncs: Option<usize>,
 }
 
 /// What the driver tells its owner, on the driver thread, in the order it happened.
@@ -332,8 +335,21 @@ pub enum Event {
     /// The role changed, after the applies that came before the change. `next_zxid` is a
     /// serving leader's first proposal zxid ([`Peer::next_zxid`]).
     Role { role: Role, next_zxid: Option<Zxid> },
-    /// Leader with `Config::requests_to_driver`: a learner's forwarded write.
-    Request { from: PeerId, payload: Payload },
+    /// Leader with `Config::requests_to_driver`: a learner's forwarded request (REQUEST)
+    /// and its client connection's auth ids.
+    Request {
+        from: PeerId,
+        payload: Payload,
+        auth: Vec<AuthId>,
+    },
+    /// Leader: a learner asks whether a session is alive; answer with
+    /// [`Driver::answer_revalidations`].
+    Revalidate(Revalidation),
+    /// Learner: the leader's answer to [`Driver::revalidate`].
+    Revalidated { session_id: i64, valid: bool },
+    /// Learner: this many of its forwarded syncs, oldest first, are answered (SYNC) and
+    /// everything committed before them is applied (after their `Apply` events).
+    SyncsAnswered(usize),
     /// Leader: a learner's PING payload (the sessions its clients touched).
     Touches { from: PeerId, payload: Payload },
     /// A group commit of the log finished (for metrics).
@@ -346,7 +362,13 @@ pub enum Event {
 enum Command {
     Propose(Payload, Sender<Result<Proposed, ProposeError>>),
     /// Learner: client requests for the leader (REQUEST), without waiting.
-    Forward(Vec<Payload>),
+    Forward(Vec<(Payload, Vec<AuthId>)>),
+    /// Learner: sessions to ask the leader about (REVALIDATE): (session id, timeout).
+    Revalidate(Vec<(i64, i32)>),
+    /// Leader: answers to `Event::Revalidate`: (learner, session id, valid).
+    Revalidated(Vec<(PeerId, i64, bool)>),
+    /// Leader: learners' forwarded syncs, in the order their requests were handled.
+    SyncLearners(Vec<PeerId>),
     /// Proposals whose zxids the caller already assigned, from `first` on.
     ProposeAt {
         first: Zxid,
@@ -582,8 +604,34 @@ impl Driver {
     ///
     /// # Errors
     /// The driver stopped or its queue is full.
-    pub fn forward(&self, payloads: Vec<Payload>) -> Result<(), NetError> {
-        self.command(Command::Forward(payloads))
+    pub fn forward(&self, requests: Vec<(Payload, Vec<AuthId>)>) -> Result<(), NetError> {
+        self.command(Command::Forward(requests))
+    }
+
+    /// Learner: asks the leader about sessions (session id, timeout) without waiting; each
+    /// answer comes as an `Event::Revalidated`.
+    ///
+    /// # Errors
+    /// The driver stopped or its queue is full.
+    pub fn revalidate(&self, sessions: Vec<(i64, i32)>) -> Result<(), NetError> {
+        self.command(Command::Revalidate(sessions))
+    }
+
+    /// Leader: answers learners' `Event::Revalidate`s: (learner, session id, valid).
+    ///
+    /// # Errors
+    /// The driver stopped or its queue is full.
+    pub fn answer_revalidations(&self, answers: Vec<(PeerId, i64, bool)>) -> Result<(), NetError> {
+        self.command(Command::Revalidated(answers))
+    }
+
+    /// Leader: learners' forwarded syncs, handled after every request before them (and
+    /// after the proposals those made, which the caller handed over first).
+    ///
+    /// # Errors
+    /// The driver stopped or its queue is full.
+    pub fn sync_learners(&self, learners: Vec<PeerId>) -> Result<(), NetError> {
+        self.command(Command::SyncLearners(learners))
     }
 
     /// Adds to this learner's next PING reply (its clients' session touches; reports made
@@ -649,6 +697,7 @@ fn status_of(peer: &Peer, counters: Counters, fatal: Option<String>) -> Status {
         fatal,
         learners: peer.learner_counts(),
         quorum_size: peer.config.quorum(),
+        pending_syncs: peer.pending_syncs(),
     }
 }
 
@@ -847,10 +896,35 @@ impl Loop {
                     let _ = reply.try_send(result); // The caller may have timed out.
                 }
                 Ok(Command::ProposeAt { first, payloads }) => self.propose_at(first, payloads),
-                Ok(Command::Forward(payloads)) => {
-                    for payload in payloads {
-                        if let Err(error) = self.peer.propose(payload) {
+                Ok(Command::Forward(requests)) => {
+                    for (payload, auth) in requests {
+                        if let Err(error) = self.peer.forward(payload, auth) {
                             tracing::debug!(id = self.own.id, %error, "zab net: forward dropped");
+                        }
+                    }
+                }
+                Ok(Command::Revalidate(sessions)) => {
+                    for (session_id, timeout_ms) in sessions {
+                        if let Err(error) = self.peer.revalidate(session_id, timeout_ms) {
+                            tracing::debug!(id = self.own.id, %error,
+                                "zab net: revalidation dropped");
+                        }
+                    }
+                }
+                Ok(Command::Revalidated(answers)) => {
+                    for (learner, session_id, valid) in answers {
+                        let result = self.peer.answer_revalidation(learner, session_id, valid);
+                        if let Err(error) = result {
+                            tracing::debug!(id = self.own.id, %error,
+                                "zab net: revalidation answer dropped");
+                        }
+                    }
+                }
+                Ok(Command::SyncLearners(learners)) => {
+                    for learner in learners {
+                        if let Err(error) = self.peer.sync_learner(learner) {
+                            tracing::warn!(id = self.own.id, learner, %error,
+                                "zab net: a learner's sync is refused (its client times out)");
                         }
                     }
                 }
@@ -1003,8 +1077,21 @@ impl Loop {
                 let next_zxid = self.peer.next_zxid();
                 (self.on_event)(Event::Role { role, next_zxid });
             }
-            for (from, payload) in ready.requests {
-                (self.on_event)(Event::Request { from, payload });
+            for request in ready.requests {
+                (self.on_event)(Event::Request {
+                    from: request.from,
+                    payload: request.payload,
+                    auth: request.auth,
+                });
+            }
+            for revalidation in ready.revalidations {
+                (self.on_event)(Event::Revalidate(revalidation));
+            }
+            for (session_id, valid) in ready.revalidated {
+                (self.on_event)(Event::Revalidated { session_id, valid });
+            }
+            if ready.syncs_answered > 0 {
+                (self.on_event)(Event::SyncsAnswered(ready.syncs_answered));
             }
             for (from, payload) in ready.session_touches {
                 (self.on_event)(Event::Touches { from, payload });
@@ -1844,7 +1931,7 @@ impl SnapIn {
     }
 
     /// The SNAP packet once its data is in and `rest` holds its authinfo count (which must
-    /// be 0: a SNAP is Keel-to-Keel), and the input bytes that count took.
+    /// be 0 or -1, no ids: a SNAP is Keel-to-Keel), and the input bytes that count took.
     fn finish(
         snap_in: &mut Option<SnapIn>,
         rest: &[u8],
@@ -1852,7 +1939,8 @@ impl SnapIn {
         let Some(count) = rest.get(..4) else {
             return Ok(None);
         };
-        if count != [0; 4] {
+        // An empty (0) or a null (-1, what ZooKeeper writes) authinfo vector.
+        if count != [0; 4] && count != [0xff; 4] {
             return Err("a SNAP with authinfo");
         }
         let Some(snap) = snap_in.take() else {

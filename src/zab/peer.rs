@@ -9,7 +9,7 @@ use super::leader::LeaderState;
 use super::learner::LearnerState;
 use super::log::Log;
 use super::rng::SplitMix64;
-use super::{Config, ConfigError, Entry, Message, Notification, Payload, PeerId};
+use super::{AuthId, Config, ConfigError, Entry, Message, Notification, Payload, PeerId};
 use super::{ServerState, Snapshot, Vote, Zxid};
 
 /// One durable-storage operation. Execute them in order (see the `zab` module header).
@@ -71,12 +71,35 @@ pub struct Ready {
     pub role: Option<Role>,
     /// Leader only: the non-empty PING payloads learners sent (ZooKeeper: session touches).
     pub session_touches: Vec<(PeerId, Payload)>,
-    /// Leader with `Config::requests_to_driver`: learners' forwarded REQUEST payloads.
-    pub requests: Vec<(PeerId, Payload)>,
+    /// Leader with `Config::requests_to_driver`: learners' forwarded REQUESTs.
+    pub requests: Vec<Request>,
+    /// Leader: learners' REVALIDATE questions, answered by `Peer::answer_revalidation`.
+    pub revalidations: Vec<Revalidation>,
+    /// Learner: the leader's REVALIDATE answers, (session id, valid).
+    pub revalidated: Vec<(i64, bool)>,
+    /// Learner: how many of its forwarded syncs the leader answered (SYNC) and this learner
+    /// has applied everything for, oldest first.
+    pub syncs_answered: usize,
     /// Leader: a learner waits for a snapshot newer than this zxid (the newest this peer
     /// holds; `Config::snap_tail_entries_min`): take one of the applied state and hand it
     /// to `Peer::offer_snapshot` (and compact with it).
     pub snapshot_wanted: Option<Zxid>,
+}
+
+/// A learner's REQUEST as its leader received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub from: PeerId,
+    pub payload: Payload,
+    pub auth: Vec<AuthId>,
+}
+
+/// A learner asking whether a session it does not know is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revalidation {
+    pub from: PeerId,
+    pub session_id: i64,
+    pub timeout_ms: i32,
 }
 
 impl Ready {
@@ -88,6 +111,9 @@ impl Ready {
             && self.session_touches.is_empty()
             && self.requests.is_empty()
             && self.snapshot_wanted.is_none()
+            && self.revalidations.is_empty()
+            && self.revalidated.is_empty()
+            && self.syncs_answered == 0
     }
 
     /// True when some appends need an fsync before `on_persisted`.
@@ -135,6 +161,10 @@ pub enum ProposeError {
     QueueFull(usize),
     #[error("the epoch's zxid counter is exhausted; a new election was started")]
     EpochExhausted,
+    #[error("{0} syncs are pending, the maximum")]
+    SyncsFull(usize),
+    #[error("no such learner: {0}")]
+    UnknownLearner(PeerId),
 }
 
 pub(crate) enum State {
@@ -260,6 +290,58 @@ impl Peer {
         result
     }
 
+    /// Learner: forwards a client request with its connection's auth ids (REQUEST).
+    ///
+    /// # Errors
+    /// Not a serving learner.
+    pub fn forward(&mut self, payload: Payload, auth: Vec<AuthId>) -> Result<(), ProposeError> {
+        match self.state {
+            State::Learning(_) => self.learner_forward_with(payload, auth).map(|_| ()),
+            _ => Err(ProposeError::NotServing),
+        }
+    }
+
+    /// Learner: asks the leader whether a session is alive (REVALIDATE); the answer comes in
+    /// `Ready::revalidated`.
+    ///
+    /// # Errors
+    /// Not a serving learner.
+    pub fn revalidate(&mut self, session_id: i64, timeout_ms: i32) -> Result<(), ProposeError> {
+        match self.state {
+            State::Learning(_) => self.learner_revalidate(session_id, timeout_ms),
+            _ => Err(ProposeError::NotServing),
+        }
+    }
+
+    /// Leader: a sync `learner` forwarded reached the driver's state machine after every
+    /// request before it. SYNC goes back once everything proposed so far is committed: at
+    /// once when nothing is outstanding (ZooKeeper's `Leader.processSync`).
+    ///
+    /// # Errors
+    /// Not a serving leader, an unknown learner, or `SYNCS_PENDING_MAX` syncs pending.
+    pub fn sync_learner(&mut self, learner: PeerId) -> Result<(), ProposeError> {
+        match self.state {
+            State::Leading(_) => self.leader_sync_learner(learner),
+            _ => Err(ProposeError::NotServing),
+        }
+    }
+
+    /// Leader: answers a learner's `Revalidation` (REVALIDATE with the session's validity).
+    ///
+    /// # Errors
+    /// Not a serving leader, or the learner is gone.
+    pub fn answer_revalidation(
+        &mut self,
+        learner: PeerId,
+        session_id: i64,
+        valid: bool,
+    ) -> Result<(), ProposeError> {
+        match self.state {
+            State::Leading(_) => self.leader_answer_revalidation(learner, session_id, valid),
+            _ => Err(ProposeError::NotServing),
+        }
+    }
+
     /// The driver made every append up to `zxid` durable.
     pub fn on_persisted(&mut self, zxid: Zxid) {
         let zxid = zxid.min(self.log.last_zxid());
@@ -376,6 +458,14 @@ impl Peer {
     pub fn next_zxid(&self) -> Option<Zxid> {
         match &self.state {
             State::Leading(l) if l.is_serving() => Some(Zxid::new(l.epoch?, l.next_counter)),
+            _ => None,
+        }
+    }
+
+    /// A leader's syncs waiting for a commit (mntr's zk_pending_syncs); None elsewhere.
+    pub fn pending_syncs(&self) -> Option<usize> {
+        match &self.state {
+            State::Leading(l) => Some(l.pending_syncs()),
             _ => None,
         }
     }
@@ -507,16 +597,19 @@ impl Peer {
         self.ready.disk.push(DiskOp::Append(entry));
     }
 
-    /// Hands every entry that is both committed and durable to the state machine.
+    /// Hands every entry that is both committed and durable to the state machine, then (a
+    /// learner) the syncs answered up to what is applied.
     pub(crate) fn apply_committed(&mut self) {
         let upto = self.commit_zxid.min(self.persisted_zxid);
-        if upto <= self.applied_zxid {
-            return;
+        if upto > self.applied_zxid {
+            for entry in self.log.range(self.applied_zxid, upto) {
+                self.ready.committed.push(Apply::Entry(entry.clone()));
+            }
+            self.applied_zxid = upto;
         }
-        for entry in self.log.range(self.applied_zxid, upto) {
-            self.ready.committed.push(Apply::Entry(entry.clone()));
+        if let State::Learning(_) = self.state {
+            self.learner_release_syncs();
         }
-        self.applied_zxid = upto;
     }
 
     /// Leaves any role and starts a new election round.

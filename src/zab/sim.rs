@@ -780,7 +780,9 @@ impl Sim {
                 match error {
                     super::ProposeError::EpochExhausted => self.coverage.epoch_exhausted += 1,
                     super::ProposeError::QueueFull(_) => self.coverage.queue_full += 1,
-                    super::ProposeError::NotServing => {}
+                    super::ProposeError::NotServing
+                    | super::ProposeError::SyncsFull(_)
+                    | super::ProposeError::UnknownLearner(_) => {}
                 }
                 self.sessions[which] = self.new_session();
             }

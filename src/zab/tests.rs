@@ -12,6 +12,10 @@ struct Cluster {
     applied: Vec<Vec<Zxid>>,
     auto_persist: bool,
     touches: Vec<(PeerId, Payload)>,
+    /// Per peer: SYNC answers released to the driver, REVALIDATE questions and answers.
+    syncs_answered: Vec<usize>,
+    revalidations: Vec<Revalidation>,
+    revalidated: Vec<(PeerId, i64, bool)>,
     /// Every `Ready::snapshot_wanted`, with the peer that asked.
     snapshots_wanted: Vec<(PeerId, Zxid)>,
 }
@@ -34,6 +38,10 @@ impl Cluster {
             .map(|(id, durable)| Peer::new(config(*id), durable, *id))
             .map(|peer| peer.expect("valid config"))
             .collect();
+        Cluster::with_peers(peers)
+    }
+
+    fn with_peers(peers: Vec<Peer>) -> Cluster {
         let count = peers.len();
         let mut cluster = Cluster {
             peers,
@@ -42,6 +50,9 @@ impl Cluster {
             applied: vec![vec![]; count],
             auto_persist: true,
             touches: vec![],
+            syncs_answered: vec![0; count],
+            revalidations: vec![],
+            revalidated: vec![],
             snapshots_wanted: vec![],
         };
         cluster.drain_all();
@@ -64,6 +75,13 @@ impl Cluster {
             _ => None,
         });
         self.touches.extend(ready.session_touches);
+        self.syncs_answered[index] += ready.syncs_answered;
+        self.revalidations.extend(ready.revalidations);
+        let revalidated = ready
+            .revalidated
+            .iter()
+            .map(|(id, valid)| (from, *id, *valid));
+        self.revalidated.extend(revalidated);
         if let Some(zxid) = ready.snapshot_wanted {
             self.snapshots_wanted.push((from, zxid));
         }
@@ -281,16 +299,7 @@ fn zxid_counter_rollover_forces_a_new_epoch() {
         config.zxid_counter_max = 2;
         peers.push(Peer::new(config, Durable::empty(), *id).expect("valid config"));
     }
-    let mut cluster = Cluster {
-        peers,
-        queue: VecDeque::new(),
-        sent: vec![],
-        applied: vec![vec![]; 3],
-        auto_persist: true,
-        touches: vec![],
-        snapshots_wanted: vec![],
-    };
-    cluster.drain_all();
+    let mut cluster = Cluster::with_peers(peers);
     cluster.run(30);
     for _ in 0..2 {
         assert!(cluster.peer(3).propose(Payload::from(vec![1])).is_ok());
@@ -401,6 +410,114 @@ fn an_epoch_is_acked_for_the_quorum_only_once() {
     let _ = peer.take_ready();
     let link = follow(&mut peer, 3, 1);
     assert_eq!(ack_epoch_after_leader_info(&mut peer, link, 5), None);
+}
+
+/// The quorum packets `from` sent `to` so far, in order.
+fn packets(cluster: &Cluster, from: PeerId, to: PeerId) -> Vec<Packet> {
+    cluster
+        .sent
+        .iter()
+        .filter(|(sender, envelope)| *sender == from && envelope.to == to)
+        .filter_map(|(_, envelope)| match &envelope.message {
+            Message::Quorum { packet, .. } => Some(packet.clone()),
+            Message::Notification(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_learner_sync_with_nothing_outstanding_is_answered_at_once() {
+    // Leader.processSync: no outstanding proposal, so SYNC goes back at once, no zxid used.
+    let mut cluster = Cluster::fresh(3);
+    cluster.run(30);
+    assert_eq!(cluster.leader(), Some(3));
+    let last = cluster.peer(3).last_zxid();
+    cluster.sent.clear();
+    cluster.peer(3).sync_learner(1).expect("a serving follower");
+    assert_eq!(cluster.peer(3).pending_syncs(), Some(0));
+    cluster.drain(2);
+    assert_eq!(packets(&cluster, 3, 1), vec![Packet::Sync]);
+    cluster.run(2);
+    assert_eq!(cluster.syncs_answered, vec![1, 0, 0]);
+    assert_eq!(cluster.peer(3).last_zxid(), last, "a sync proposes nothing");
+    assert_eq!(
+        cluster.peer(1).pending_syncs(),
+        None,
+        "only a leader counts syncs"
+    );
+}
+
+#[test]
+fn a_learner_sync_waits_for_the_outstanding_proposals_to_commit() {
+    // The sync waits for the last proposal outstanding when it came; SYNC follows that
+    // proposal's COMMIT on the learner's connection, and the learner answers it only after
+    // applying the commit.
+    let mut cluster = Cluster::fresh(3);
+    cluster.run(30);
+    cluster.auto_persist = false;
+    let zxid = match cluster.peer(3).propose(Payload::from(vec![7])) {
+        Ok(Proposed::Local(zxid)) => zxid,
+        other => panic!("propose failed: {other:?}"),
+    };
+    cluster.sent.clear();
+    cluster.peer(3).sync_learner(1).expect("a serving follower");
+    assert_eq!(cluster.peer(3).pending_syncs(), Some(1));
+    cluster.drain(2);
+    // Deliver the PROPOSALs, nobody fsyncs: no COMMIT, so no SYNC.
+    cluster.run(1);
+    let to_learner = packets(&cluster, 3, 1);
+    assert!(
+        !to_learner.contains(&Packet::Sync),
+        "answered before the commit"
+    );
+    assert_eq!(cluster.syncs_answered, vec![0, 0, 0]);
+    // Learner 2 and the leader fsync: a quorum, so the proposal commits.
+    for id in [3, 2] {
+        cluster.peer(id).on_persisted(zxid);
+        cluster.drain(id as usize - 1);
+    }
+    cluster.run(1);
+    assert_eq!(cluster.peer(3).pending_syncs(), Some(0));
+    let to_learner = packets(&cluster, 3, 1);
+    let commit = to_learner
+        .iter()
+        .position(|p| *p == Packet::Commit { zxid });
+    let sync = to_learner.iter().position(|p| *p == Packet::Sync);
+    assert!(
+        commit.is_some() && sync > commit,
+        "SYNC after COMMIT: {to_learner:?}"
+    );
+    // Learner 1 got the COMMIT but has not made the proposal durable: nothing applied, so
+    // the SYNC waits.
+    assert_eq!(cluster.syncs_answered[0], 0);
+    cluster.peer(1).on_persisted(zxid);
+    cluster.drain(0);
+    assert_eq!(cluster.applied[0], vec![zxid]);
+    assert_eq!(cluster.syncs_answered[0], 1);
+}
+
+#[test]
+fn revalidate_goes_to_the_leader_and_its_answer_comes_back() {
+    // REVALIDATE from a follower reaches the leader's driver; its answer reaches the follower.
+    let mut cluster = Cluster::fresh(3);
+    cluster.run(30);
+    cluster.peer(1).revalidate(0x77, 4000).expect("serving");
+    cluster.drain(0);
+    cluster.run(1);
+    let asked = Revalidation {
+        from: 1,
+        session_id: 0x77,
+        timeout_ms: 4000,
+    };
+    assert_eq!(cluster.revalidations, vec![asked]);
+    cluster
+        .peer(3)
+        .answer_revalidation(1, 0x77, true)
+        .expect("known learner");
+    cluster.drain(2);
+    cluster.run(1);
+    assert_eq!(cluster.revalidated, vec![(1, 0x77, true)]);
+    assert!(cluster.peer(3).answer_revalidation(9, 1, true).is_err());
 }
 
 /// A 3-server ensemble led by server 3 with six entries committed and compacted at (1,2),

@@ -8,9 +8,12 @@
 //! stream decoder returns `Ok(None)` when it needs more bytes (mini-redis).
 //! Not on the wire: `Link` (the TCP connection provides it). Keel-to-Keel additions: SNAP
 //! carries the snapshot in `data` (ZooKeeper streams the database after the packet).
+//! authinfo is jute's null vector on every packet but REQUEST (the client connection's ids),
+//! as ZooKeeper writes it; REVALIDATE's two directions are told apart by their data length.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+pub use super::AuthId;
 use super::{Entry, Notification, Packet, Payload, PeerId, ServerState, Snapshot, Vote, Zxid};
 
 /// ZooKeeper's packet type numbers (`Leader.java`).
@@ -47,6 +50,10 @@ pub const AUTH_IDS_MAX: usize = 1024;
 
 /// A packet's type, zxid and data length.
 const PACKET_HEAD_BYTES: usize = 16;
+/// REVALIDATE's data from a learner: `long sessionId, int timeout`.
+const REVALIDATE_BYTES: usize = 12;
+/// REVALIDATE's data from the leader: `long sessionId, boolean valid`.
+const REVALIDATED_BYTES: usize = 9;
 const NOTIFICATION_BYTES_V2_MIN: usize = 44;
 const NOTIFICATION_BYTES_LEGACY_28: usize = 28;
 const NOTIFICATION_BYTES_LEGACY_40: usize = 40;
@@ -213,13 +220,6 @@ pub fn decode_notification(bytes: &[u8]) -> Result<WireNotification, WireError> 
     Ok(n)
 }
 
-/// One jute Id of a packet's authinfo.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthId {
-    pub scheme: String,
-    pub id: String,
-}
-
 /// ZooKeeper's `QuorumPacket`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumPacket {
@@ -228,7 +228,9 @@ pub struct QuorumPacket {
     /// None is jute's null buffer (length -1). Shared, not copied, with the [`Packet`] it
     /// comes from or goes to (a SNAP's is the whole snapshot).
     pub data: Option<Payload>,
-    pub auth: Vec<AuthId>,
+    /// None is jute's null vector (count -1): what ZooKeeper sends on every packet but a
+    /// REQUEST, which carries the client connection's ids.
+    pub auth: Option<Vec<AuthId>>,
 }
 
 fn write_buffer(out: &mut Vec<u8>, value: Option<&[u8]>) {
@@ -268,9 +270,13 @@ pub fn encode_packet_head(packet: &QuorumPacket, out: &mut Vec<u8>) {
 
 /// Appends what follows a packet's data bytes: the authinfo vector.
 pub fn encode_packet_tail(packet: &QuorumPacket, out: &mut Vec<u8>) {
-    let count = i32::try_from(packet.auth.len()).unwrap_or(i32::MAX);
+    let Some(auth) = &packet.auth else {
+        out.extend_from_slice(&(-1i32).to_be_bytes());
+        return;
+    };
+    let count = i32::try_from(auth.len()).unwrap_or(i32::MAX);
     out.extend_from_slice(&count.to_be_bytes());
-    for id in &packet.auth {
+    for id in auth {
         write_buffer(out, Some(id.scheme.as_bytes()));
         write_buffer(out, Some(id.id.as_bytes()));
     }
@@ -332,16 +338,22 @@ pub fn decode_packet(
     let Some(count) = read_len(&mut c, AUTH_IDS_MAX)? else {
         return Ok(None);
     };
-    let mut auth = Vec::with_capacity(count.unwrap_or(0).min(16));
-    for _ in 0..count.unwrap_or(0) {
-        let Some(scheme) = read_string(&mut c, data_bytes_max)? else {
-            return Ok(None);
-        };
-        let Some(id) = read_string(&mut c, data_bytes_max)? else {
-            return Ok(None);
-        };
-        auth.push(AuthId { scheme, id });
-    }
+    let auth = match count {
+        None => None,
+        Some(count) => {
+            let mut auth = Vec::with_capacity(count.min(16));
+            for _ in 0..count {
+                let Some(scheme) = read_string(&mut c, data_bytes_max)? else {
+                    return Ok(None);
+                };
+                let Some(id) = read_string(&mut c, data_bytes_max)? else {
+                    return Ok(None);
+                };
+                auth.push(AuthId { scheme, id });
+            }
+            Some(auth)
+        }
+    };
     let used = bytes.len() - c.bytes.len();
     Ok(Some((
         QuorumPacket {
@@ -367,7 +379,30 @@ pub fn to_quorum_packet(packet: &Packet, sender: PeerId) -> QuorumPacket {
     use packet_type as t;
     let z = |zxid: Zxid| zxid.0 as i64;
     let (kind, zxid, data) = match packet {
-        Packet::Request { payload } => (t::REQUEST, -1, Some(payload.clone())),
+        Packet::Request { payload, auth } => {
+            return QuorumPacket {
+                kind: t::REQUEST,
+                zxid: -1,
+                data: Some(payload.clone()),
+                auth: Some(auth.clone()),
+            };
+        }
+        Packet::Sync => (t::SYNC, 0, None),
+        Packet::Revalidate {
+            session_id,
+            timeout_ms,
+        } => {
+            let mut data = Vec::with_capacity(REVALIDATE_BYTES);
+            data.extend_from_slice(&session_id.to_be_bytes());
+            data.extend_from_slice(&timeout_ms.to_be_bytes());
+            (t::REVALIDATE, -1, Some(Payload::from(data)))
+        }
+        Packet::Revalidated { session_id, valid } => {
+            let mut data = Vec::with_capacity(REVALIDATED_BYTES);
+            data.extend_from_slice(&session_id.to_be_bytes());
+            data.push(u8::from(*valid));
+            (t::REVALIDATE, -1, Some(Payload::from(data)))
+        }
         Packet::Proposal { entry } => (t::PROPOSAL, z(entry.zxid), Some(entry.payload.clone())),
         Packet::Ack { zxid } => (t::ACK, z(*zxid), None),
         Packet::Commit { zxid } => (t::COMMIT, z(*zxid), None),
@@ -410,7 +445,7 @@ pub fn to_quorum_packet(packet: &Packet, sender: PeerId) -> QuorumPacket {
         kind,
         zxid,
         data,
-        auth: Vec::new(),
+        auth: None,
     }
 }
 
@@ -434,10 +469,32 @@ fn data_i32(kind: i32, data: Option<&[u8]>) -> Result<i32, WireError> {
     Ok(i32::from_be_bytes(array))
 }
 
+/// A REVALIDATE from a learner (`long sessionId, int timeout`) or from the leader (`long
+/// sessionId, boolean valid`): the two directions differ only in their data's length.
+fn revalidate_of(q: &QuorumPacket) -> Result<Packet, WireError> {
+    let bytes = q.data.as_deref().unwrap_or(&[]);
+    let mut c = Cursor { bytes };
+    let short = || bad(q.kind, "REVALIDATE of a wrong size");
+    let session_id = c.i64().ok_or_else(short)?;
+    let packet = match bytes.len() {
+        REVALIDATE_BYTES => Packet::Revalidate {
+            session_id,
+            timeout_ms: c.i32().ok_or_else(short)?,
+        },
+        REVALIDATED_BYTES => Packet::Revalidated {
+            session_id,
+            // Java's readBoolean: any non-zero byte is true.
+            valid: c.take(1).ok_or_else(short)? != [0],
+        },
+        _ => return Err(short()),
+    };
+    Ok(packet)
+}
+
 /// The [`Packet`] a QuorumPacket carries.
 ///
 /// # Errors
-/// A type Keel does not speak (REVALIDATE, SYNC, the reconfig types) or a malformed payload.
+/// A type Keel does not speak (the reconfig types) or a malformed payload.
 pub fn from_quorum_packet(q: &QuorumPacket) -> Result<Packet, WireError> {
     use packet_type as t;
     let zxid = Zxid(q.zxid as u64);
@@ -447,7 +504,12 @@ pub fn from_quorum_packet(q: &QuorumPacket) -> Result<Packet, WireError> {
         payload: payload(),
     };
     let packet = match q.kind {
-        t::REQUEST => Packet::Request { payload: payload() },
+        t::REQUEST => Packet::Request {
+            payload: payload(),
+            auth: q.auth.clone().unwrap_or_default(),
+        },
+        t::SYNC => Packet::Sync,
+        t::REVALIDATE => revalidate_of(q)?,
         t::PROPOSAL => Packet::Proposal { entry: entry() },
         t::ACK => Packet::Ack { zxid },
         t::COMMIT => Packet::Commit { zxid },
@@ -570,10 +632,10 @@ mod tests {
             kind: packet_type::COMMIT,
             zxid: 0x1_0000_0002,
             data: None,
-            auth: vec![AuthId {
+            auth: Some(vec![AuthId {
                 scheme: "ip".into(),
                 id: "1".into(),
-            }],
+            }]),
         };
         let mut out = Vec::new();
         encode_packet(&q, &mut out);
@@ -597,6 +659,27 @@ mod tests {
         let packets = vec![
             Packet::Request {
                 payload: Payload::from(vec![4]),
+                auth: vec![],
+            },
+            Packet::Request {
+                payload: Payload::from(vec![5]),
+                auth: vec![AuthId {
+                    scheme: "digest".into(),
+                    id: "u:h".into(),
+                }],
+            },
+            Packet::Sync,
+            Packet::Revalidate {
+                session_id: -2,
+                timeout_ms: 3,
+            },
+            Packet::Revalidated {
+                session_id: 4,
+                valid: true,
+            },
+            Packet::Revalidated {
+                session_id: 4,
+                valid: false,
             },
             Packet::Proposal {
                 entry: entry.clone(),
@@ -654,6 +737,71 @@ mod tests {
         assert_eq!(offset, stream.len());
     }
 
+    fn encoded(packet: &Packet) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_packet(&to_quorum_packet(packet, 1), &mut out);
+        out
+    }
+
+    #[test]
+    fn request_layout_is_byte_exact() {
+        // A learner's REQUEST: type 1, zxid -1, data (here a 16-byte request header and a
+        // 2-byte body, as Learner.request builds it), authinfo with the client's ids.
+        let mut data = 7i64.to_be_bytes().to_vec();
+        data.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 1, 0xab, 0xcd]);
+        let request = Packet::Request {
+            payload: Payload::from(data.clone()),
+            auth: vec![AuthId {
+                scheme: "digest".into(),
+                id: "u:h".into(),
+            }],
+        };
+        let mut expected = vec![0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        expected.extend_from_slice(&[0, 0, 0, 18]);
+        expected.extend_from_slice(&data);
+        expected.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 6]);
+        expected.extend_from_slice(b"digest");
+        expected.extend_from_slice(&[0, 0, 0, 3]);
+        expected.extend_from_slice(b"u:h");
+        assert_eq!(encoded(&request), expected);
+    }
+
+    #[test]
+    fn sync_layout_is_byte_exact() {
+        // Leader.sendSync: QuorumPacket(SYNC, 0, null, null): null data and null authinfo.
+        let mut expected = vec![0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0];
+        expected.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(encoded(&Packet::Sync), expected);
+    }
+
+    #[test]
+    fn revalidate_layouts_are_byte_exact() {
+        // Learner.validateSession: REVALIDATE, zxid -1, `long sessionId, int timeout`, null
+        // authinfo; the leader answers on the same type with `long sessionId, boolean valid`.
+        let head = [0, 0, 0, 6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let ask = Packet::Revalidate {
+            session_id: 0x0102_0304_0506_0708,
+            timeout_ms: 30_000,
+        };
+        let mut expected = head.to_vec();
+        expected.extend_from_slice(&[0, 0, 0, 12, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x75, 0x30]);
+        expected.extend_from_slice(&[0xff; 4]);
+        assert_eq!(encoded(&ask), expected);
+        let answer = Packet::Revalidated {
+            session_id: 0x0102_0304_0506_0708,
+            valid: true,
+        };
+        let mut expected = head.to_vec();
+        expected.extend_from_slice(&[0, 0, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8, 1]);
+        expected.extend_from_slice(&[0xff; 4]);
+        assert_eq!(encoded(&answer), expected);
+        let refused = Packet::Revalidated {
+            session_id: 1,
+            valid: false,
+        };
+        assert_eq!(encoded(&refused)[24], 0, "false is one zero byte");
+    }
+
     #[test]
     fn packet_rejects_bad_input() {
         // Negative and oversized lengths, and types Keel does not speak, are errors.
@@ -662,7 +810,7 @@ mod tests {
             kind: 2,
             zxid: 1,
             data: Some(Payload::from(vec![0; 64])),
-            auth: vec![],
+            auth: None,
         };
         encode_packet(&q, &mut out);
         assert!(matches!(
@@ -671,18 +819,30 @@ mod tests {
         ));
         out[12..16].copy_from_slice(&(-5i32).to_be_bytes());
         assert!(decode_packet(&out, 1 << 20).is_err());
-        let sync = QuorumPacket {
-            kind: packet_type::SYNC,
+        let activate = QuorumPacket {
+            kind: packet_type::COMMITANDACTIVATE,
             zxid: 0,
             data: None,
-            auth: vec![],
+            auth: None,
         };
-        assert_eq!(from_quorum_packet(&sync), Err(WireError::UnknownType(7)));
+        assert_eq!(
+            from_quorum_packet(&activate),
+            Err(WireError::UnknownType(9))
+        );
+        let revalidate = |len: usize| QuorumPacket {
+            kind: packet_type::REVALIDATE,
+            zxid: -1,
+            data: Some(Payload::from(vec![0; len])),
+            auth: None,
+        };
+        for len in [0, 8, 10, 11, 13] {
+            assert!(from_quorum_packet(&revalidate(len)).is_err(), "{len} bytes");
+        }
         let bad_epoch = QuorumPacket {
             kind: packet_type::NEWLEADER,
             zxid: 5,
             data: None,
-            auth: vec![],
+            auth: None,
         };
         assert!(from_quorum_packet(&bad_epoch).is_err());
     }
