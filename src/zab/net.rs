@@ -115,6 +115,10 @@ const LEADER_DIALS_UNANSWERED_MAX: u32 = 3;
 /// while the leader builds its snapshot at ~1 GB/s (203 MB, 1M znodes, 0.2 s) on another
 /// thread and the learner loads it at ~0.7 GB/s: ~1000 bytes of snapshot per entry.
 const SNAP_ENTRY_COST_BYTES: usize = 1000;
+/// Queued bytes on one connection above which a compaction waits (a SNAP is being sent).
+const COMPACT_DEFER_QUEUED_BYTES: usize = 16 << 20;
+/// The longest a compaction waits for that.
+const COMPACT_DEFER_MAX: Duration = Duration::from_secs(5);
 /// The largest snapshot a server's ensemble sends or accepts in one SNAP.
 const SNAP_BYTES_MAX: usize = 1 << 30;
 /// The longest interval between a LOOKING server's notification resends.
@@ -497,6 +501,7 @@ impl Driver {
             next_conn_id: 1,
             pending_reads: Vec::new(),
             unflushed: Vec::new(),
+            deferred_compaction: None,
             read_chunk: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
             inbox: Vec::new(),
             leader_dials_unanswered: 0,
@@ -792,6 +797,8 @@ struct Loop {
     /// flushes that stopped at `WRITES_PER_FLUSH_MAX` with bytes left (their sockets may
     /// still take more, and an edge-triggered poll would not say so again).
     unflushed: Vec<Token>,
+    /// A compaction put off while a connection has a SNAP's worth queued (`compact_due`).
+    deferred_compaction: Option<DeferredCompaction>,
     /// The buffer every socket read goes through.
     read_chunk: Box<[u8]>,
     /// Decoded messages waiting for `step`.
@@ -862,7 +869,11 @@ impl Loop {
                     next_tick + self.tick
                 };
             }
-            if let Err(e) = self.take_synced().and_then(|()| self.drain_ready()) {
+            let turn_end = self
+                .take_synced()
+                .and_then(|()| self.drain_ready())
+                .and_then(|()| self.compact_due());
+            if let Err(e) = turn_end {
                 tracing::error!(id = self.own.id, error = %e, "zab net: store failed, stopping");
                 fatal = Some(e.to_string());
                 break;
@@ -929,12 +940,49 @@ impl Loop {
                     }
                 }
                 Ok(Command::Compact(snapshot, prepared, reply)) => {
-                    let result = self.compact(snapshot, prepared)?;
-                    let _ = reply.try_send(result);
+                    if let Some(earlier) = self.deferred_compaction.take() {
+                        // Superseded: its caller hears that it was not applied.
+                        FileStore::discard(earlier.prepared);
+                        let _ = earlier.reply.try_send(Err(NetError::Busy));
+                    }
+                    self.deferred_compaction = Some(DeferredCompaction {
+                        snapshot,
+                        prepared,
+                        reply,
+                        since: Instant::now(),
+                    });
+                    self.compact_due()?;
                 }
                 Ok(Command::PingReply(payload)) => self.peer.append_ping_reply(&payload),
                 Ok(Command::OfferSnapshot(snapshot)) => self.peer.offer_snapshot(&snapshot),
             }
+        }
+        Ok(())
+    }
+
+    /// Runs the deferred compaction unless a connection still has more than
+    /// `COMPACT_DEFER_QUEUED_BYTES` to send (a SNAP going out): publishing the snapshot
+    /// rewrites and fsyncs the log on this thread, which would stall that SNAP for as long
+    /// (~0.5 s at 1M znodes). Put off at most `COMPACT_DEFER_MAX`.
+    fn compact_due(&mut self) -> Result<(), StoreError> {
+        if self.deferred_compaction.is_none() {
+            return Ok(());
+        }
+        // A SNAP the peer just decided on is still in its Ready: queue it first.
+        self.drain_ready()?;
+        let Some(deferred) = &self.deferred_compaction else {
+            return Ok(());
+        };
+        let sending = self
+            .conns
+            .values()
+            .any(|conn| conn.queued_bytes() > COMPACT_DEFER_QUEUED_BYTES);
+        if sending && deferred.since.elapsed() < COMPACT_DEFER_MAX {
+            return Ok(());
+        }
+        if let Some(deferred) = self.deferred_compaction.take() {
+            let result = self.compact(deferred.snapshot, deferred.prepared)?;
+            let _ = deferred.reply.try_send(result);
         }
         Ok(())
     }
@@ -1881,6 +1929,14 @@ fn resolve_host(host: &str) -> Result<std::net::IpAddr, NetError> {
         .ok_or_else(unresolved)
 }
 
+/// A compaction waiting for a SNAP to leave (`Loop::compact_due`).
+struct DeferredCompaction {
+    snapshot: Snapshot,
+    prepared: PreparedSnapshot,
+    reply: Sender<Result<(), NetError>>,
+    since: Instant,
+}
+
 /// A SNAP arriving on a learner's connection. Its data (the whole snapshot, ~200 MB for
 /// 1M znodes) is read from the socket straight into the buffer that becomes
 /// `Snapshot::data`: no copy through the read chunk, the input buffer and the decoder.
@@ -1902,8 +1958,11 @@ impl SnapIn {
         if kind != packet_type::SNAP || input.len() >= 16 + data_bytes + 4 {
             return None;
         }
-        // Collected in place (a zero-filled Arc, no Vec to copy from); unique until `finish`.
-        let mut data: Payload = std::iter::repeat_n(0u8, data_bytes).collect();
+        // A zeroed allocation this large is fresh zero pages from the OS, not a memset: they
+        // are faulted in as the data arrives. Unique until `finish`.
+        let zeroed: Arc<[std::mem::MaybeUninit<u8>]> = Arc::new_zeroed_slice(data_bytes);
+        // SAFETY: every byte is initialized to zero, a valid u8.
+        let mut data: Payload = unsafe { zeroed.assume_init() };
         let arrived = input.get(16..).unwrap_or_default();
         let filled = arrived.len().min(data_bytes);
         let buffer = Arc::get_mut(&mut data)?;
