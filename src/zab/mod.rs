@@ -65,7 +65,11 @@
 //! Deliberate difference from ZooKeeper: entries are applied only once committed (ZooKeeper
 //! replays its whole log on restart), so truncating uncommitted entries is always safe and the
 //! leader sends TRUNC across an epoch boundary too, where ZooKeeper falls back to SNAP. SNAP is
-//! used when the learner is behind the leader's snapshot (the leader compacted its log).
+//! used when the learner is behind the leader's snapshot (the leader compacted its log). It
+//! sends the newest snapshot held (the log's, or a newer one offered by the driver); when the
+//! log after it is long (`Config::snap_tail_entries_min`, `snap_entry_cost_bytes`), a serving
+//! leader first puts the learner off once, asks for a fresh one (`Ready::snapshot_wanted`,
+//! `Peer::offer_snapshot`) and sends what it has after `snapshot_wait_ticks` without it.
 
 mod election;
 mod leader;

@@ -53,7 +53,10 @@
 //! Compaction: `Driver::compact(snapshot)` takes a snapshot of the caller's applied state,
 //! writes and fsyncs its file on the caller's thread (`FileStore::prepare_snapshot`); the
 //! loop publishes it (`FileStore::compact_prepared`: rename, log rewrite) and calls
-//! `Peer::compact`; later SNAP syncs send it.
+//! `Peer::compact`; later SNAP syncs send it. Before the write it is offered to the peer
+//! (`Driver::offer_snapshot`) for learners waiting on a fresh SNAP (`Event::SnapshotWanted`);
+//! the loop puts publishing off while a connection has a SNAP's worth queued
+//! (`COMPACT_DEFER_QUEUED_BYTES`, at most `COMPACT_DEFER_MAX`).
 //! On start, a stored snapshot is handed to `on_apply` as `Apply::Snapshot` first.
 //!
 //! A learner whose established link to its leader closes goes LOOKING at once, as
