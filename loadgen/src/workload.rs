@@ -237,23 +237,33 @@ impl Workload for KvWorkload {
     }
 }
 
+/// Attempts at creating the run's prefix when another run's teardown keeps deleting an
+/// empty `/keel-loadgen` between our create of it and of the prefix.
+const PREFIX_CREATE_ATTEMPTS: usize = 5;
+
 /// Creates `/keel-loadgen` if missing, then the run's own prefix, which must be new.
 pub fn create_prefix(client: &mut SyncClient, prefix: &str) -> Result<()> {
-    let root = client.create_nodes(&[ROOT_PATH.to_string()], &[])?;
-    if root[0] != 0 && root[0] != ErrorCode::NodeExists.code() {
-        bail!(
-            "setup: create {ROOT_PATH}: {:?}",
-            ErrorCode::from_code(root[0])
-        );
+    for _ in 0..PREFIX_CREATE_ATTEMPTS {
+        let root = client.create_nodes(&[ROOT_PATH.to_string()], &[])?;
+        if root[0] != 0 && root[0] != ErrorCode::NodeExists.code() {
+            bail!(
+                "setup: create {ROOT_PATH}: {:?}",
+                ErrorCode::from_code(root[0])
+            );
+        }
+        let own = client.create_nodes(&[prefix.to_string()], &[])?;
+        if own[0] == ErrorCode::NoNode.code() {
+            continue; // Another run's teardown removed the root in between.
+        }
+        if own[0] == ErrorCode::NodeExists.code() {
+            bail!("setup: {prefix} already exists: another run uses this --run-id");
+        }
+        if own[0] != 0 {
+            bail!("setup: create {prefix}: {:?}", ErrorCode::from_code(own[0]));
+        }
+        return Ok(());
     }
-    let own = client.create_nodes(&[prefix.to_string()], &[])?;
-    if own[0] == ErrorCode::NodeExists.code() {
-        bail!("setup: {prefix} already exists: another run uses this --run-id");
-    }
-    if own[0] != 0 {
-        bail!("setup: create {prefix}: {:?}", ErrorCode::from_code(own[0]));
-    }
-    Ok(())
+    bail!("setup: {ROOT_PATH} was deleted under {prefix} {PREFIX_CREATE_ATTEMPTS} times in a row")
 }
 
 /// Deletes the run's prefix, then `/keel-loadgen` unless another run still uses it.
