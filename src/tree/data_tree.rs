@@ -908,7 +908,7 @@ impl DataTree {
     /// `updateQuotaForPath`: writes the node count and data bytes of the subtree at `prefix`
     /// (looked up as ZooKeeper looks up its map key, so `""` is the whole tree and a prefix
     /// without a leading `/` is nothing) into the stats node just created at `stats_path`.
-    fn refresh_quota_stats(&mut self, prefix: &str, stats_path: &str) {
+    pub(super) fn refresh_quota_stats(&mut self, prefix: &str, stats_path: &str) {
         let (count, bytes) = self.subtree_usage(prefix);
         let mut stats = StatsTrack::default();
         stats.set_bytes(bytes);

@@ -13,12 +13,13 @@
 //! older snapshot) or refuses to start.
 //! Invariants: `finish` returns a tree whose indexes (counts, data size, ephemerals,
 //! containers/TTLs, interned ACLs, quotas) match a full recount (`DataTree::invariants`), as if
-//! the same nodes had been created one by one.
+//! the same nodes had been created one by one; each quota's stats node holds its subtree's
+//! real usage (ZooKeeper's `setupQuota` on load).
 
 use super::data_tree::system_node;
 use super::node::{ChildMap, Name, Node, NodeKind};
 use super::path::{split_parent, valid_name, validate_path};
-use super::quota::{trim_quota_path, LIMIT_NODE};
+use super::quota::{stat_path, trim_quota_path, LIMIT_NODE};
 use super::DataTree;
 use crate::proto::{open_acl_unsafe, read_acl_unsafe, Acl};
 use std::collections::BTreeMap;
@@ -78,6 +79,8 @@ pub struct TreeBuilder {
     acls: BTreeMap<Arc<[Acl]>, u64>,
     /// The last list interned and its uses since (not yet counted in `acls`).
     last_acl: Option<(Arc<[Acl]>, u64)>,
+    /// Paths whose quota (limits node) was seen: their stats are recounted in `finish`.
+    quota_prefixes: Vec<String>,
 }
 
 impl Default for TreeBuilder {
@@ -94,6 +97,7 @@ impl TreeBuilder {
             path: String::new(),
             acls: BTreeMap::new(),
             last_acl: None,
+            quota_prefixes: Vec::new(),
         }
     }
 
@@ -252,6 +256,12 @@ impl TreeBuilder {
         ensure_system_node(&mut tree, "/zookeeper", &open_acl_unsafe(), 0);
         ensure_system_node(&mut tree, "/zookeeper/quota", &open_acl_unsafe(), 0);
         ensure_system_node(&mut tree, "/zookeeper/config", &read_acl_unsafe(), -1);
+        // ZooKeeper's setupQuota on every snapshot load: each quota's stats node is set to
+        // its subtree's real usage. A fuzzy ZooKeeper snapshot may hold stats from a moment
+        // other than its tree's; the log replayed after it then counts from the right base.
+        for prefix in &self.quota_prefixes {
+            tree.refresh_quota_stats(prefix, &stat_path(prefix));
+        }
         Ok(tree)
     }
 
@@ -271,6 +281,7 @@ impl TreeBuilder {
             let parent_path = path.get(..parent_path_bytes).unwrap_or_default();
             if let Some(prefix) = trim_quota_path(parent_path) {
                 self.tree.quotas.add(prefix);
+                self.quota_prefixes.push(prefix.to_owned());
             }
         }
         self.path.truncate(parent_path_bytes);

@@ -219,6 +219,39 @@ fn bad_input_by_depth_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn quota_stats_are_recounted_from_the_tree_as_zookeeper_loads_them() {
+    // A fuzzy ZooKeeper snapshot can hold a stats node from another moment than its tree:
+    // like ZooKeeper's setupQuota, the builder sets it to the subtree's real usage.
+    let persistent = stat(NodeKind::Persistent, 0);
+    let nodes: [(&str, &[u8]); 9] = [
+        ("/", b""),
+        ("/app", b"12"),
+        ("/app/a", b"345"),
+        ("/app/b", b""),
+        ("/zookeeper", b""),
+        ("/zookeeper/quota", b""),
+        ("/zookeeper/quota/app", b""),
+        (
+            "/zookeeper/quota/app/zookeeper_limits",
+            b"count=10,bytes=-1",
+        ),
+        ("/zookeeper/quota/app/zookeeper_stats", b"count=1,bytes=0"),
+    ];
+    let mut builder = TreeBuilder::new();
+    for (path, data) in nodes {
+        let data = Some(Arc::from(data.to_vec()));
+        builder.add(path, persistent, data, &open()).unwrap();
+    }
+    let tree = builder.finish(1).unwrap();
+    let stats = tree.node("/zookeeper/quota/app/zookeeper_stats").unwrap();
+    assert_eq!(
+        stats.data().map(|d| d.to_vec()),
+        Some(b"count=3,bytes=5".to_vec())
+    );
+    assert_eq!(tree.invariants(), Ok(()));
+}
+
+#[test]
 fn missing_system_nodes_are_added_as_a_fresh_tree_has_them() {
     let mut builder = TreeBuilder::new();
     let root = stat(NodeKind::Persistent, 0);
