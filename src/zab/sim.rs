@@ -16,6 +16,9 @@
 //!   followers holding the newest entries (it catches a leader that counts its own ACK before
 //!   its fsync);
 //! - compaction: peers occasionally snapshot their applied state (so SNAP syncs happen);
+//! - fresh snapshots: a leader may put a SNAP off for one (`Ready::snapshot_wanted`); the sim
+//!   offers its applied state some ticks later, maybe compacting with it, or never;
+//! - followers' syncs: a serving leader is asked to sync one of its followers;
 //! - small zxid counters (forced elections on rollover) and small pipelines (QueueFull).
 //!
 //! Invariants, checked after every step (each delivery, fsync, tick, proposal):
@@ -28,7 +31,9 @@
 //!   leader every tick, holds every entry any peer applied;
 //! - a peer applies only what is durable on its own disk; an ACK leaves only for durable
 //!   entries (and NEWLEADER's ACK only once currentEpoch is durable);
-//! - per-session FIFO: one client session's writes commit in the order it sent them.
+//! - per-session FIFO: one client session's writes commit in the order it sent them;
+//! - a follower answers a sync only with everything the leader had committed when it was
+//!   asked applied.
 //!
 //! Liveness: after the fault phase everything heals and every peer restarts; a leader must
 //! be elected and a fresh proposal committed within `LIVENESS_TICKS_MAX` ticks.
@@ -311,6 +316,7 @@ struct Coverage {
     leaders_serving: u64,
     snapshots_wanted: u64,
     snapshots_offered: u64,
+    syncs_answered: u64,
 }
 
 impl Coverage {
@@ -331,6 +337,7 @@ impl Coverage {
         self.leaders_serving += other.leaders_serving;
         self.snapshots_wanted += other.snapshots_wanted;
         self.snapshots_offered += other.snapshots_offered;
+        self.syncs_answered += other.syncs_answered;
     }
 
     fn note_packet(&mut self, message: &Message) {
@@ -397,6 +404,14 @@ struct Sim {
     fresh_snap: u64,
     /// Per node: its leader asked for a fresh snapshot (`Ready::snapshot_wanted`).
     snapshot_wanted: Vec<bool>,
+    /// Draws for followers' syncs, apart so that runs without them replay the older schedule.
+    sync_rng: SplitMix64,
+    /// Per-mille chance per tick that a serving leader is asked to sync a follower.
+    sync: u64,
+    /// Per follower: the leader's commit zxid when each of its outstanding syncs was asked,
+    /// oldest first. A sync released (`Ready::syncs_answered`) must find everything up to it
+    /// applied. Cleared when the follower's role changes (its client would retry).
+    sync_waits: Vec<std::collections::VecDeque<Zxid>>,
     /// Draws for swizzle-clogs, apart so that runs without them replay the older schedule.
     clog_rng: SplitMix64,
     /// Draws for disk stalls, apart for the same reason.
@@ -443,6 +458,12 @@ impl Sim {
         // The draw order below is part of every pinned seed: change it and they replay
         // different schedules.
         let (nodes, ensemble) = build_nodes(&mut rng, snap_tail_entries_min);
+        let mut sync_rng = SplitMix64::new(seed ^ 0x5f1c_5f1c_5f1c_5f1c);
+        let sync = if features.syncs {
+            sync_rng.below(200)
+        } else {
+            0
+        };
         let mut stall_rng = SplitMix64::new(seed ^ 0x57a1_1000_57a1_1000);
         let stall = if features.stalls {
             stall_rng.below(30)
@@ -467,6 +488,9 @@ impl Sim {
             snap_rng,
             fresh_snap,
             snapshot_wanted: vec![false; count],
+            sync_rng,
+            sync,
+            sync_waits: vec![std::collections::VecDeque::new(); count],
             clog_rng,
             stall_rng,
             nemesis_rng,
@@ -548,6 +572,7 @@ impl Sim {
                 apply_to(&mut n.app, &n.disk, apply);
                 self.checker.on_apply(node, apply);
             }
+            let role_changed = ready.role.is_some();
             if ready.snapshot_wanted.is_some() {
                 self.coverage.snapshots_wanted += 1;
                 self.snapshot_wanted[node] = true;
@@ -559,6 +584,7 @@ impl Sim {
                 let epochs = (n.disk.accepted_epoch, n.disk.current_epoch);
                 self.trace(format!("node {} role {role:?} epochs {epochs:?}", node + 1));
             }
+            self.check_syncs_answered(node, ready.syncs_answered, role_changed);
         }
         self.check_node(node);
     }
@@ -840,11 +866,77 @@ impl Sim {
         }
     }
 
+    /// Asks a serving leader to sync one of its serving followers (a client's `sync` on
+    /// that follower, forwarded), noting the leader's commit zxid at that moment.
+    fn inject_sync(&mut self) {
+        if self.sync == 0 || !self.sync_rng.chance(self.sync, 1000) {
+            return;
+        }
+        let leading = |n: &Node| {
+            n.peer
+                .as_ref()
+                .is_some_and(|p| p.role() == Role::Leading { serving: true })
+        };
+        let Some(leader) = self.nodes.iter().position(leading) else {
+            return;
+        };
+        let leader_id = self.nodes[leader].config.id;
+        let followers: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i].peer.as_ref().is_some_and(|p| {
+                    p.role()
+                        == Role::Following {
+                            leader: leader_id,
+                            serving: true,
+                        }
+                })
+            })
+            .collect();
+        if followers.is_empty() {
+            return;
+        }
+        let follower = followers[self.sync_rng.below(followers.len() as u64) as usize];
+        let follower_id = self.nodes[follower].config.id;
+        let Some(peer) = self.nodes[leader].peer.as_mut() else {
+            return;
+        };
+        let commit = peer.commit_zxid();
+        if peer.sync_learner(follower_id).is_ok() {
+            self.sync_waits[follower].push_back(commit);
+        }
+        self.drain(leader);
+    }
+
+    /// A follower released `released` syncs: each must find the leader's commit at its
+    /// asking applied here. A role change drops the syncs still waiting (the leadership that
+    /// held them is gone for this follower).
+    fn check_syncs_answered(&mut self, node: usize, released: usize, role_changed: bool) {
+        let applied = self.nodes[node]
+            .peer
+            .as_ref()
+            .map_or(Zxid::ZERO, |p| p.applied_zxid());
+        for _ in 0..released {
+            self.coverage.syncs_answered += 1;
+            if let Some(required) = self.sync_waits[node].pop_front() {
+                assert!(
+                    applied >= required,
+                    "node {}: a sync answered at applied {applied} before the leader's commit \
+                     {required} when it was asked",
+                    node + 1
+                );
+            }
+        }
+        if role_changed {
+            self.sync_waits[node].clear();
+        }
+    }
+
     fn run_tick(&mut self, faults: bool) {
         self.now_ticks += 1;
         if faults {
             self.inject_faults();
             self.inject_client();
+            self.inject_sync();
         }
         self.offer_some();
         self.compact_some();
@@ -1002,6 +1094,8 @@ struct Features {
     nemesis: bool,
     /// Leaders put SNAPs off for fresh snapshots, offered (or not) some ticks later.
     fresh_snaps: bool,
+    /// Followers' syncs: the leader answers them (SYNC) behind the commits before them.
+    syncs: bool,
 }
 
 const FEATURES_ALL: Features = Features {
@@ -1009,6 +1103,7 @@ const FEATURES_ALL: Features = Features {
     stalls: true,
     nemesis: true,
     fresh_snaps: true,
+    syncs: true,
 };
 /// The simulator before swizzle-clogs, disk stalls, the nemesis and fresh snapshots.
 const FEATURES_V1: Features = Features {
@@ -1016,6 +1111,7 @@ const FEATURES_V1: Features = Features {
     stalls: false,
     nemesis: false,
     fresh_snaps: false,
+    syncs: false,
 };
 /// The simulator before disk stalls, the nemesis and fresh snapshots.
 const FEATURES_V2: Features = Features {
@@ -1023,6 +1119,7 @@ const FEATURES_V2: Features = Features {
     stalls: false,
     nemesis: false,
     fresh_snaps: false,
+    syncs: false,
 };
 
 /// `KEEL_SIM_FAULT_TICKS` lengthens the fault phase (a seed's schedule only gets longer).
@@ -1071,6 +1168,9 @@ fn run_seed_reporting(seed: u64, features: Features) -> Coverage {
     if !features.fresh_snaps {
         env += "KEEL_SIM_FRESH_SNAPS=0 ";
     }
+    if !features.syncs {
+        env += "KEEL_SIM_SYNCS=0 ";
+    }
     if fault_ticks() != FAULT_TICKS {
         env += &format!("KEEL_SIM_FAULT_TICKS={} ", fault_ticks());
     }
@@ -1106,6 +1206,7 @@ fn zab_sim_ci() {
         total.nemesis,
         total.snapshots_wanted,
         total.snapshots_offered,
+        total.syncs_answered,
     ];
     assert!(
         reached.iter().all(|count| *count > 0),
@@ -1126,6 +1227,7 @@ fn zab_sim_replay() {
         stalls: enabled("KEEL_SIM_STALLS"),
         nemesis: enabled("KEEL_SIM_NEMESIS"),
         fresh_snaps: enabled("KEEL_SIM_FRESH_SNAPS"),
+        syncs: enabled("KEEL_SIM_SYNCS"),
     };
     let coverage = run_seed(seed, features, true).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     eprintln!("seed {seed}: {coverage:?}");
