@@ -251,8 +251,7 @@ fn snapshots_purge_the_log_and_a_damaged_one_falls_back() {
     assert_eq!(client.create("/app/eph", b"mine", 1).0, 0);
     // One write per group commit: each takes a 4 KiB block, so 1,500 of them fill more
     // than one 4 MiB segment.
-    let writes = 1_500;
-    for round in 1..=writes {
+    let write_round = |client: &mut Client, round: i32| {
         let value = format!("v{round}");
         let xid = client.send(op::SET_DATA, |w| {
             encode::set_data(w, "/app", value.as_bytes(), round - 1)
@@ -262,7 +261,15 @@ fn snapshots_purge_the_log_and_a_damaged_one_falls_back() {
         if round % 100 == 0 {
             assert_eq!(client.create(&format!("/app/n{round}"), b"x", 0).0, 0);
         }
+    };
+    let mut writes = 0;
+    while writes < 1_500 {
+        writes += 1;
+        write_round(&mut client, writes);
     }
+    // Snapshots fall every 100-199 txns at random: write on (a bounded amount) until the
+    // oldest of the three kept is past the first segment, so that segment is retired.
+    let writes_max = 4_000;
     let deadline = Instant::now() + Duration::from_secs(20);
     let (snapshots, segments) = loop {
         let (snapshots, segments) = files(&dir);
@@ -270,9 +277,14 @@ fn snapshots_purge_the_log_and_a_damaged_one_falls_back() {
             break (snapshots, segments);
         }
         assert!(
-            Instant::now() < deadline,
-            "expected 3 snapshots and a retired first segment: {snapshots:?} {segments:?}"
+            Instant::now() < deadline && writes < writes_max,
+            "expected 3 snapshots and a retired first segment after {writes} writes: \
+             {snapshots:?} {segments:?}"
         );
+        for _ in 0..50 {
+            writes += 1;
+            write_round(&mut client, writes);
+        }
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(
