@@ -443,7 +443,8 @@ impl Writer<'_> {
 
 /// `sync_file_range` over a written range: pacing only. Durability comes from the fsync
 /// before the rename, so a failure here (or a filesystem without it) changes nothing.
-fn write_back(file: &File, at: u64, bytes: u64, flags: libc::c_uint) {
+/// The zab store's snapshot and log writes use it too.
+pub(crate) fn write_back(file: &File, at: u64, bytes: u64, flags: libc::c_uint) {
     use std::os::fd::AsRawFd;
     let (Ok(at), Ok(bytes)) = (libc::off64_t::try_from(at), libc::off64_t::try_from(bytes)) else {
         return;

@@ -779,8 +779,8 @@ impl Peer {
     /// waiting for one get it at once. Ignored unless this is a serving leader, the zxid is
     /// committed and newer than any snapshot held, and the log holds what follows it.
     pub(crate) fn leader_offer_snapshot(&mut self, snapshot: &Snapshot) {
+        // Applied implies committed (`Peer::invariants`).
         let usable = self.leader().is_serving()
-            && snapshot.zxid <= self.commit_zxid
             && snapshot.zxid <= self.applied_zxid
             && snapshot.zxid > self.leader_newest_snapshot().zxid
             && self.log.contains(snapshot.zxid);

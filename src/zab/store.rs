@@ -551,24 +551,13 @@ fn write_durably(file: &File, path: &Path, parts: &[&[u8]]) -> Result<(), StoreE
     for part in parts {
         for chunk in part.chunks(WRITEBACK_CHUNK_BYTES) {
             writer.write_all(chunk).map_err(io("write", path))?;
-            start_writeback(file, written, chunk.len());
-            written += chunk.len() as u64;
+            // Starts the chunk's writeback without waiting: the fsync below waits.
+            let bytes = chunk.len() as u64;
+            crate::snapshot::write_back(file, written, bytes, libc::SYNC_FILE_RANGE_WRITE);
+            written += bytes;
         }
     }
     file.sync_all().map_err(io("fsync", path))
-}
-
-/// Asks the kernel to start writing `bytes` at `offset` back now (not to wait for them:
-/// the final fsync does). Failure only loses the overlap.
-fn start_writeback(file: &File, offset: u64, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(bytes)) = (i64::try_from(offset), i64::try_from(bytes)) else {
-        return;
-    };
-    // SAFETY: a plain syscall on a descriptor `file` keeps open; no memory is passed.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, bytes, libc::SYNC_FILE_RANGE_WRITE);
-    }
 }
 
 /// The snapshot file's `magic | zxid u64 | crc32c u32 | len u64`, which `data` follows.
