@@ -709,13 +709,21 @@ fn corrupt(path: &Path, reason: &str) -> SnapshotError {
 
 /// The checks and the tree of a whole snapshot in `map` (8-byte aligned), from `path`.
 fn load_mapped(map: &[u8], path: &Path) -> Result<LoadedSnapshot, SnapshotError> {
+    load_mapped_with(map, path, Parallel::for_this_thread())
+}
+
+fn load_mapped_with(
+    map: &[u8],
+    path: &Path,
+    parallel: Parallel,
+) -> Result<LoadedSnapshot, SnapshotError> {
     let file_bytes = map.len() as u64;
     let corrupt = |reason: &str| corrupt(path, reason);
     let header = read_header(map, file_bytes).map_err(corrupt)?;
     let sections = Sections::check(map, &header).map_err(corrupt)?;
     let acls = sections.acls().map_err(corrupt)?;
     let tree = sections
-        .tree(&acls, header.last_zxid)
+        .tree(&acls, header.last_zxid, parallel)
         .map_err(|error| match error {
             LoadError::Corrupt(reason) => corrupt(reason),
             LoadError::Tree(source) => SnapshotError::Tree {
@@ -835,27 +843,92 @@ impl<'a> Sections<'a> {
         section(self.heap, offset, bytes, 1)
     }
 
-    fn acls(&self) -> Result<Vec<Vec<Acl>>, &'static str> {
+    fn acls(&self) -> Result<Vec<Arc<[Acl]>>, &'static str> {
         let mut lists = Vec::with_capacity(self.acls.len());
         for record in self.acls {
             let bytes = self
                 .heap_bytes(record.heap_offset, u64::from(record.bytes))
                 .ok_or("ACL outside the heap")?;
-            lists.push(decode_acl(bytes, record.entries).ok_or("malformed ACL list")?);
+            let list = decode_acl(bytes, record.entries).ok_or("malformed ACL list")?;
+            lists.push(Arc::from(list));
         }
         Ok(lists)
     }
 
-    fn tree(&self, acls: &[Vec<Acl>], last_zxid: i64) -> Result<DataTree, LoadError> {
+    /// The tree of every node record. A big snapshot is built by several threads: each
+    /// builds a share of the children of one node (`LoadSplit`), grafted in order.
+    fn tree(
+        &self,
+        acls: &[Arc<[Acl]>],
+        last_zxid: i64,
+        parallel: Parallel,
+    ) -> Result<DataTree, LoadError> {
         let mut builder = TreeBuilder::new();
-        for record in self.nodes {
+        let Some(split) = self.split(parallel) else {
+            self.add_nodes(&mut builder, self.nodes, acls)?;
+            return builder.finish(last_zxid).map_err(LoadError::Tree);
+        };
+        let (Some(first), Some(last)) = (split.shares.first(), split.shares.last()) else {
+            return Err(LoadError::Corrupt("empty load split"));
+        };
+        let (before, after) = (0..first.start, last.end..self.nodes.len());
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = split
+                .shares
+                .iter()
+                .map(|share| {
+                    let split = &split;
+                    scope.spawn(move || {
+                        let mut builder = TreeBuilder::for_children_of(
+                            &split.parent_path,
+                            split.parent_depth,
+                            split.parent_kind,
+                        );
+                        let nodes = self.nodes.get(share.clone()).unwrap_or_default();
+                        self.add_nodes(&mut builder, nodes, acls)?;
+                        builder
+                            .into_subtrees(split.parent_depth)
+                            .map_err(LoadError::Tree)
+                    })
+                })
+                .collect();
+            let mine = self.add_nodes(
+                &mut builder,
+                self.nodes.get(before).unwrap_or_default(),
+                acls,
+            );
+            // Every share is joined before any error returns: none is left running.
+            let shares: Vec<_> = handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or(Err(LoadError::Corrupt("a load thread panicked")))
+                })
+                .collect();
+            mine?;
+            for share in shares {
+                builder
+                    .graft(split.parent_depth, share?)
+                    .map_err(LoadError::Tree)?;
+            }
+            let rest = self.nodes.get(after).unwrap_or_default();
+            self.add_nodes(&mut builder, rest, acls)?;
+            builder.finish(last_zxid).map_err(LoadError::Tree)
+        })
+    }
+
+    fn add_nodes(
+        &self,
+        builder: &mut TreeBuilder,
+        nodes: &[NodeRecord],
+        acls: &[Arc<[Acl]>],
+    ) -> Result<(), LoadError> {
+        for record in nodes {
             let depth = usize::try_from(record.depth).unwrap_or(usize::MAX);
-            let name = self
-                .heap_bytes(record.name_offset, u64::from(record.name_bytes))
-                .and_then(|bytes| std::str::from_utf8(bytes).ok())
-                .ok_or(LoadError::Corrupt(
-                    "node name outside the heap or not UTF-8",
-                ))?;
+            let name = self.name(record).ok_or(LoadError::Corrupt(
+                "node name outside the heap or not UTF-8",
+            ))?;
             let data_bytes = self
                 .heap_bytes(record.data_offset, u64::from(record.data_bytes))
                 .ok_or(LoadError::Corrupt("node data outside the heap"))?;
@@ -881,8 +954,104 @@ impl<'a> Sections<'a> {
                 .add_at_depth(depth, name, stat, data, acl)
                 .map_err(LoadError::Tree)?;
         }
-        builder.finish(last_zxid).map_err(LoadError::Tree)
+        Ok(())
     }
+
+    fn name(&self, record: &NodeRecord) -> Option<&'a str> {
+        self.heap_bytes(record.name_offset, u64::from(record.name_bytes))
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+    }
+
+    /// How `parallel.threads` threads share the load, or `None` to load on this one: too few
+    /// nodes, or a shape with no node whose children split well. Goes down from the root
+    /// while one child holds more than half of the subtree, then cuts that node's children
+    /// into runs of about `nodes / threads` records: the first run stays with this thread,
+    /// with every node outside the split node's subtree. Never fails on bad records: a
+    /// shape it does not follow gives `None`, and the one-thread load reports the fault.
+    fn split(&self, parallel: Parallel) -> Option<LoadSplit> {
+        let (nodes, threads) = (self.nodes, parallel.threads);
+        if threads < 2 || nodes.len() < parallel.nodes_min || nodes.first()?.depth != 0 {
+            return None;
+        }
+        let (mut parent, mut parent_path) = (0usize, String::new());
+        for _ in 0..SPLIT_DESCENTS_MAX {
+            let depth = nodes.get(parent)?.depth;
+            let child_depth = depth.checked_add(1)?;
+            let end = (parent + 1..nodes.len())
+                .find(|&at| nodes.get(at).is_some_and(|r| r.depth <= depth))
+                .unwrap_or(nodes.len());
+            let starts: Vec<usize> = (parent + 1..end)
+                .filter(|&at| nodes.get(at).is_some_and(|r| r.depth == child_depth))
+                .collect();
+            if starts.first() != Some(&(parent + 1)) {
+                return None;
+            }
+            let size = |index: usize| -> usize {
+                let from = starts.get(index).copied().unwrap_or(end);
+                starts.get(index + 1).copied().unwrap_or(end) - from
+            };
+            let biggest = (0..starts.len()).max_by_key(|&index| size(index))?;
+            if size(biggest) * 2 > end - parent - 1 && size(biggest) > 1 {
+                parent = *starts.get(biggest)?;
+                parent_path.push('/');
+                parent_path.push_str(self.name(nodes.get(parent)?)?);
+                continue;
+            }
+            let mut cuts: Vec<usize> = (1..threads)
+                .filter_map(|share| {
+                    let ideal = nodes.len() * share / threads;
+                    let at = starts.partition_point(|&start| start < ideal);
+                    starts.get(at).copied()
+                })
+                .collect();
+            cuts.dedup();
+            if cuts.is_empty() {
+                return None;
+            }
+            cuts.push(end);
+            return Some(LoadSplit {
+                parent_path,
+                parent_depth: usize::try_from(depth).ok()?,
+                parent_kind: kind_from_code(nodes.get(parent)?.kind)?,
+                shares: cuts
+                    .iter()
+                    .zip(cuts.iter().skip(1))
+                    .map(|(&a, &b)| a..b)
+                    .collect(),
+            });
+        }
+        None
+    }
+}
+
+/// How many threads may load one snapshot, and from how many nodes on.
+#[derive(Clone, Copy, Debug)]
+struct Parallel {
+    threads: usize,
+    nodes_min: usize,
+}
+
+impl Parallel {
+    /// Up to 4 threads, as many as this thread may run on, for 100,000 nodes or more: a
+    /// million-node load takes ~0.2 s on one thread, mostly in faulting in fresh memory.
+    fn for_this_thread() -> Parallel {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Parallel {
+            threads: threads.min(4),
+            nodes_min: 100_000,
+        }
+    }
+}
+/// How deep `Sections::split` looks for the node to split (each level scans its subtree).
+const SPLIT_DESCENTS_MAX: usize = 16;
+
+/// The node whose children a load shares out, and the runs of records (each a whole number
+/// of its children with their subtrees) that other threads build.
+struct LoadSplit {
+    parent_path: String,
+    parent_depth: usize,
+    parent_kind: NodeKind,
+    shares: Vec<std::ops::Range<usize>>,
 }
 
 /// An encoded ACL list: per entry perms (i32), then scheme and id as (u32 length, bytes).

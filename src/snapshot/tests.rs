@@ -240,6 +240,217 @@ fn a_paced_snapshot_takes_its_time_and_loads_back_the_same() {
     assert_eq!(std::fs::read(&unpaced.path).unwrap(), paced);
 }
 
+/// `sample_tree` plus what a load split must carry across threads: containers, ephemerals of
+/// two sessions and two ACLs among the split node's children, and quotas whose limit nodes
+/// are built by a share.
+fn wide_tree() -> DataTree {
+    let mut tree = sample_tree();
+    let digest = vec![Acl::new(perms::READ, "digest", "reader:hash=")];
+    for index in 0..300 {
+        let path = format!("/app/w{index:04}");
+        let (acl, owner, kind) = match index % 5 {
+            0 => (digest.clone(), 0, CreateKind::Persistent),
+            1 => (open_acl_unsafe(), 7, CreateKind::Persistent),
+            2 => (open_acl_unsafe(), 9, CreateKind::Persistent),
+            3 => (open_acl_unsafe(), 0, CreateKind::Container),
+            _ => (open_acl_unsafe(), 0, CreateKind::Persistent),
+        };
+        apply(
+            &mut tree,
+            owner.max(1),
+            create(&path, Some(b"w"), acl, owner, kind),
+        );
+        if kind == CreateKind::Persistent && owner == 0 {
+            let child = format!("{path}/c");
+            let txn = create(&child, None, open_acl_unsafe(), 0, CreateKind::Persistent);
+            apply(&mut tree, 1, txn);
+        }
+    }
+    assert_eq!(tree.invariants(), Ok(()));
+    tree
+}
+
+/// The quota'd paths' limit nodes dominate the tree: the split falls in /zookeeper/quota.
+fn quota_tree() -> DataTree {
+    let mut tree = DataTree::new();
+    let open = open_acl_unsafe();
+    let persistent = CreateKind::Persistent;
+    for index in 0..200 {
+        let path = format!("/q{index:03}");
+        apply(
+            &mut tree,
+            1,
+            create(&path, None, open.clone(), 0, persistent),
+        );
+        apply(
+            &mut tree,
+            1,
+            create(
+                &format!("{path}/x"),
+                Some(b"x"),
+                open.clone(),
+                0,
+                persistent,
+            ),
+        );
+        let quota = format!("/zookeeper/quota{path}");
+        apply(
+            &mut tree,
+            1,
+            create(&quota, None, open.clone(), 0, persistent),
+        );
+        let limits = format!("{quota}/zookeeper_limits");
+        let spec = b"count=10,bytes=-1".as_slice();
+        apply(
+            &mut tree,
+            1,
+            create(&limits, Some(spec), open.clone(), 0, persistent),
+        );
+        let stats = format!("{quota}/zookeeper_stats");
+        // Stale stats, as a fuzzy ZooKeeper snapshot may hold: the load recounts them.
+        let stale = b"count=0,bytes=0".as_slice();
+        apply(
+            &mut tree,
+            1,
+            create(&stats, Some(stale), open.clone(), 0, persistent),
+        );
+    }
+    tree
+}
+
+/// The snapshot of `tree` viewed in place, for `Sections::split`.
+fn with_sections<T>(tree: &DataTree, look: impl FnOnce(&Sections<'_>) -> T) -> T {
+    let bytes = snapshot_bytes(tree, &[]).unwrap();
+    let mut aligned = vec![0u64; bytes.len().div_ceil(8)];
+    let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..bytes.len()];
+    copy.copy_from_slice(&bytes);
+    let header = read_header(copy, copy.len() as u64).unwrap();
+    let sections = Sections::check(copy, &header).unwrap();
+    look(&sections)
+}
+
+#[test]
+fn a_load_shared_between_threads_builds_the_same_tree() {
+    for (tree, split_at) in [(wide_tree(), "/app"), (quota_tree(), "/zookeeper/quota")] {
+        let bytes = snapshot_bytes(&tree, &[(7, 4_000), (9, 4_000)]).unwrap();
+        let origin = Path::new("memory");
+        let one = |bytes: &[u8]| {
+            let parallel = Parallel {
+                threads: 1,
+                nodes_min: 1,
+            };
+            let mut aligned = vec![0u64; bytes.len().div_ceil(8)];
+            let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..bytes.len()];
+            copy.copy_from_slice(bytes);
+            load_mapped_with(copy, origin, parallel).map(|loaded| loaded.tree)
+        };
+        let alone = one(&bytes).unwrap();
+        for threads in 2..=4 {
+            let parallel = Parallel {
+                threads,
+                nodes_min: 1,
+            };
+            let split = with_sections(&tree, |sections| sections.split(parallel)).unwrap();
+            assert_eq!(split.parent_path, split_at);
+            assert_eq!(
+                split.shares.len(),
+                threads - 1,
+                "{split_at}: {threads} threads"
+            );
+            let mut aligned = vec![0u64; bytes.len().div_ceil(8)];
+            let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..bytes.len()];
+            copy.copy_from_slice(&bytes);
+            let shared = load_mapped_with(copy, origin, parallel).unwrap().tree;
+            assert_eq!(shared.invariants(), Ok(()), "{threads} threads");
+            assert_eq!(dump(&shared), dump(&alone));
+            assert_eq!(dump(&shared), dump(&tree));
+            assert_eq!(shared.node_count(), alone.node_count());
+            assert_eq!(
+                shared.approximate_data_size(),
+                alone.approximate_data_size()
+            );
+            assert_eq!(shared.acl_count(), alone.acl_count());
+            for session in [7, 9] {
+                assert_eq!(shared.ephemerals(session), alone.ephemerals(session));
+            }
+            assert_eq!(
+                shared.container_and_ttl_candidates(i64::MAX / 2, 1),
+                alone.container_and_ttl_candidates(i64::MAX / 2, 1)
+            );
+            // Quotas came back registered and recounted: the stats nodes match, and a
+            // create under a quota'd path updates its stats node in both.
+            let (mut shared, mut alone) = (shared, alone.clone());
+            for tree in [&mut shared, &mut alone] {
+                let txn = create(
+                    "/q007/y",
+                    None,
+                    open_acl_unsafe(),
+                    0,
+                    CreateKind::Persistent,
+                );
+                apply(tree, 1, txn);
+            }
+            assert_eq!(dump(&shared), dump(&alone));
+        }
+    }
+}
+
+#[test]
+fn damage_in_a_shared_load_is_an_error_not_a_panic() {
+    let tree = wide_tree();
+    let bytes = snapshot_bytes(&tree, &[]).unwrap();
+    let parallel = Parallel {
+        threads: 3,
+        nodes_min: 1,
+    };
+    let record_bytes = std::mem::size_of::<NodeRecord>();
+    let node_count = tree.node_count_distinct();
+    // Every node record's depth, set one deeper and one shallower than it is (the CRC
+    // is fixed up so that the structure itself is what the load must catch).
+    for at in (0..node_count).step_by(7) {
+        for delta in [1i64, -1] {
+            let mut damaged = bytes.clone();
+            let offset =
+                HEADER_BYTES as usize + at * record_bytes + std::mem::offset_of!(NodeRecord, depth);
+            let depth = i64::from(u32::from_le_bytes(
+                damaged[offset..offset + 4].try_into().unwrap(),
+            ));
+            let Ok(new_depth) = u32::try_from(depth + delta) else {
+                continue;
+            };
+            damaged[offset..offset + 4].copy_from_slice(&new_depth.to_le_bytes());
+            fix_crcs(&mut damaged);
+            let mut aligned = vec![0u64; damaged.len().div_ceil(8)];
+            let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..damaged.len()];
+            copy.copy_from_slice(&damaged);
+            let one = load_mapped_with(
+                copy,
+                Path::new("m"),
+                Parallel {
+                    threads: 1,
+                    nodes_min: 1,
+                },
+            );
+            let shared = load_mapped_with(copy, Path::new("m"), parallel);
+            // The same verdict either way; a tree that loads is a sound one.
+            assert_eq!(one.is_ok(), shared.is_ok(), "record {at} depth {delta:+}");
+            if let (Ok(one), Ok(shared)) = (one, shared) {
+                assert_eq!(shared.tree.invariants(), Ok(()));
+                assert_eq!(dump(&shared.tree), dump(&one.tree));
+            }
+        }
+    }
+}
+
+/// Recomputes the node table's CRC and the header's after a deliberate change.
+fn fix_crcs(bytes: &mut [u8]) {
+    let mut header: Header = bytemuck::pod_read_unaligned(&bytes[..std::mem::size_of::<Header>()]);
+    let nodes = &bytes[header.nodes_offset as usize..header.heap_offset as usize];
+    header.nodes_crc = crc32c::crc32c(nodes);
+    header.header_crc = header_crc(&header);
+    bytes[..std::mem::size_of::<Header>()].copy_from_slice(bytemuck::bytes_of(&header));
+}
+
 #[test]
 fn an_empty_fresh_tree_round_trips() {
     let scratch = Scratch::new("fresh");

@@ -58,6 +58,6 @@ pub use data_tree::{CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MARK, TTL_MS_
 pub use node::NodeKind;
 pub use path::{validate_path, PathCursor, SPECIAL_PATHS};
 pub use prep::{prep, PrepContext, WriteOp};
-pub use restore::{RestoreError, StoredStat, TreeBuilder};
+pub use restore::{RestoreError, StoredStat, Subtrees, TreeBuilder};
 pub use txn::{CreateKind, OpResult, Txn, TxnHeader, TxnResult, WatchTrigger};
 pub use watch::{ConnId, WatchKind, WatchManager};

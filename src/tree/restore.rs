@@ -59,6 +59,17 @@ pub enum RestoreError {
     ChildOfEphemeral(String),
 }
 
+/// Sibling subtrees built by their own `TreeBuilder` (`for_children_of`), with the counts
+/// and indexes of their nodes, waiting to be grafted under their parent (`graft`).
+pub struct Subtrees {
+    children: Vec<(Name, Arc<Node>)>,
+    children_sorted: bool,
+    /// Only the counts and indexes: its root is a placeholder.
+    index: DataTree,
+    acls: BTreeMap<Arc<[Acl]>, u64>,
+    quota_prefixes: Vec<String>,
+}
+
 /// A node whose subtree is still arriving.
 struct Frame {
     node: Node,
@@ -117,7 +128,8 @@ impl TreeBuilder {
         data: Option<Arc<[u8]>>,
         acl: &[Acl],
     ) -> Result<(), RestoreError> {
-        let node = self.node(stat, data, acl);
+        let acl = self.intern_acl_with(acl, || Arc::from(acl));
+        let node = node_from(stat, data, acl);
         if self.frames.is_empty() {
             return self.add_root(node, path);
         }
@@ -140,6 +152,8 @@ impl TreeBuilder {
     /// Adds the node named `name` at `depth` (the root: depth 0, name ignored; its children:
     /// 1), the pre-order of the nodes before it giving its parent: what a snapshot stores.
     /// Same as `add` with the path, without building and splitting that path per node.
+    /// `acl` is interned as it is (not copied) when the builder has no equal list yet, so
+    /// builders that share a table of lists share their copies (`graft` needs that).
     ///
     /// # Errors
     /// As `add`.
@@ -149,9 +163,10 @@ impl TreeBuilder {
         name: &str,
         stat: StoredStat,
         data: Option<Arc<[u8]>>,
-        acl: &[Acl],
+        acl: &Arc<[Acl]>,
     ) -> Result<(), RestoreError> {
-        let node = self.node(stat, data, acl);
+        let acl = self.intern_acl_with(acl, || acl.clone());
+        let node = node_from(stat, data, acl);
         if depth == 0 || self.frames.is_empty() {
             let path = if depth == 0 {
                 "/".to_string()
@@ -171,24 +186,6 @@ impl TreeBuilder {
             return Err(RestoreError::Orphan(self.child_path(name)));
         }
         self.open_child(node, name)
-    }
-
-    fn node(&mut self, stat: StoredStat, data: Option<Arc<[u8]>>, acl: &[Acl]) -> Node {
-        Node {
-            czxid: stat.czxid,
-            mzxid: stat.mzxid,
-            pzxid: stat.pzxid,
-            ctime_ms: stat.ctime_ms,
-            mtime_ms: stat.mtime_ms,
-            ephemeral_owner: stat.ephemeral_owner,
-            version: stat.version,
-            cversion: stat.cversion,
-            aversion: stat.aversion,
-            kind: stat.kind,
-            data,
-            acl: self.intern_acl(acl),
-            children: None,
-        }
     }
 
     fn add_root(&mut self, node: Node, path: &str) -> Result<(), RestoreError> {
@@ -265,6 +262,96 @@ impl TreeBuilder {
         Ok(tree)
     }
 
+    /// A builder of some of the children (with their subtrees) of the node at `parent_path`
+    /// (`""` for the root), which is at `parent_depth` and of `parent_kind`: one share of a
+    /// load split between threads. It takes nodes deeper than the parent through
+    /// `add_at_depth`, as the main builder would, and `into_subtrees` hands them over for
+    /// `graft`. ACL lists must come from the table the main builder uses.
+    pub fn for_children_of(
+        parent_path: &str,
+        parent_depth: usize,
+        parent_kind: NodeKind,
+    ) -> TreeBuilder {
+        let mut builder = TreeBuilder::new();
+        // Frames for the parent and its ancestors: nodes deeper than the parent never close
+        // them, and only the parent's (the top) is looked at.
+        let placeholder = || {
+            let mut node = system_node(Arc::from(Vec::new()));
+            node.kind = parent_kind;
+            Frame::new(node, Name::new(""), 0)
+        };
+        builder.frames = (0..=parent_depth).map(|_| placeholder()).collect();
+        builder.path = parent_path.to_string();
+        builder
+    }
+
+    /// The children added under the parent of `for_children_of`, each subtree finished.
+    ///
+    /// # Errors
+    /// A child table holds a name twice.
+    pub fn into_subtrees(mut self, parent_depth: usize) -> Result<Subtrees, RestoreError> {
+        while self.frames.len() > parent_depth + 1 {
+            self.close_top()?;
+        }
+        self.count_last_acl();
+        let parent = self.frames.pop().ok_or(RestoreError::Empty)?;
+        Ok(Subtrees {
+            children: parent.children,
+            children_sorted: parent.children_sorted,
+            index: self.tree,
+            acls: self.acls,
+            quota_prefixes: self.quota_prefixes,
+        })
+    }
+
+    /// Adds `subtrees`, built by `for_children_of` for the node at `parent_depth` on the
+    /// path of nodes open here, as that node's next children.
+    ///
+    /// # Errors
+    /// No node at `parent_depth` is open.
+    pub fn graft(&mut self, parent_depth: usize, subtrees: Subtrees) -> Result<(), RestoreError> {
+        while self.frames.len() > parent_depth + 1 && self.frames.len() > 1 {
+            self.close_top()?;
+        }
+        if self.frames.len() != parent_depth + 1 {
+            return Err(RestoreError::Orphan(self.path.clone()));
+        }
+        let Some(parent) = self.frames.last_mut() else {
+            return Err(RestoreError::Empty);
+        };
+        let Subtrees {
+            children,
+            children_sorted,
+            index,
+            acls,
+            quota_prefixes,
+        } = subtrees;
+        let in_order = match (parent.children.last(), children.first()) {
+            (Some((last, _)), Some((first, _))) => last < first,
+            _ => true,
+        };
+        parent.children_sorted &= children_sorted && in_order;
+        parent.children.extend(children);
+        let tree = &mut self.tree;
+        tree.node_count_distinct += index.node_count_distinct;
+        tree.data_size_approximate = tree
+            .data_size_approximate
+            .saturating_add(index.data_size_approximate);
+        tree.ephemerals = std::mem::take(&mut tree.ephemerals).union(index.ephemerals);
+        for (owner, count) in index.ephemeral_counts {
+            *tree.ephemeral_counts.entry(owner).or_insert(0) += count;
+        }
+        tree.reapables = std::mem::take(&mut tree.reapables).union(index.reapables);
+        for prefix in quota_prefixes {
+            tree.quotas.add(&prefix);
+            self.quota_prefixes.push(prefix);
+        }
+        for (acl, uses) in acls {
+            *self.acls.entry(acl).or_insert(0) += uses;
+        }
+        Ok(())
+    }
+
     /// Closes the deepest open node and hands it to its parent.
     fn close_top(&mut self) -> Result<(), RestoreError> {
         debug_assert!(self.frames.len() > 1, "the root is closed by finish");
@@ -291,8 +378,9 @@ impl TreeBuilder {
         Ok(())
     }
 
-    /// The shared copy of an ACL list, counted once more.
-    fn intern_acl(&mut self, acl: &[Acl]) -> Arc<[Acl]> {
+    /// The shared copy of an ACL list equal to `acl`, counted once more; `copy` makes it
+    /// when the builder has none yet.
+    fn intern_acl_with(&mut self, acl: &[Acl], copy: impl FnOnce() -> Arc<[Acl]>) -> Arc<[Acl]> {
         // Most nodes share their predecessor's list: count it without a map lookup.
         if let Some((last, uses)) = &mut self.last_acl {
             if **last == *acl {
@@ -301,7 +389,18 @@ impl TreeBuilder {
             }
         }
         self.count_last_acl();
-        let interned = self.intern_acl_in_map(acl);
+        let interned = match self.acls.get_key_value(acl) {
+            Some((interned, count)) => {
+                let (interned, count) = (interned.clone(), count + 1);
+                self.acls.insert(interned.clone(), count);
+                interned
+            }
+            None => {
+                let interned = copy();
+                self.acls.insert(interned.clone(), 1);
+                interned
+            }
+        };
         self.last_acl = Some((interned.clone(), 0));
         interned
     }
@@ -313,18 +412,6 @@ impl TreeBuilder {
                 *count += uses;
             }
         }
-    }
-
-    fn intern_acl_in_map(&mut self, acl: &[Acl]) -> Arc<[Acl]> {
-        if let Some((interned, count)) = self.acls.get_key_value(acl) {
-            let interned = interned.clone();
-            let count = count + 1;
-            self.acls.insert(interned.clone(), count);
-            return interned;
-        }
-        let interned: Arc<[Acl]> = Arc::from(acl);
-        self.acls.insert(interned.clone(), 1);
-        interned
     }
 }
 
@@ -360,6 +447,24 @@ impl Frame {
             node.children = Some(Arc::new(ChildMap::from_sorted(children)));
         }
         Ok((node, name))
+    }
+}
+
+fn node_from(stat: StoredStat, data: Option<Arc<[u8]>>, acl: Arc<[Acl]>) -> Node {
+    Node {
+        czxid: stat.czxid,
+        mzxid: stat.mzxid,
+        pzxid: stat.pzxid,
+        ctime_ms: stat.ctime_ms,
+        mtime_ms: stat.mtime_ms,
+        ephemeral_owner: stat.ephemeral_owner,
+        version: stat.version,
+        cversion: stat.cversion,
+        aversion: stat.aversion,
+        kind: stat.kind,
+        data,
+        acl,
+        children: None,
     }
 }
 

@@ -46,7 +46,7 @@ fn rebuild_by_depth(nodes: &[Stored], last_zxid: i64) -> Result<DataTree, Restor
     let mut builder = TreeBuilder::new();
     for (path, stat, data, acl) in nodes {
         let (depth, name) = depth_and_name(path);
-        builder.add_at_depth(depth, name, *stat, data.clone(), acl)?;
+        builder.add_at_depth(depth, name, *stat, data.clone(), &Arc::from(acl.as_slice()))?;
     }
     builder.finish(last_zxid)
 }
@@ -181,7 +181,7 @@ fn bad_input_by_depth_is_an_error_not_a_panic() {
     let add_all = |nodes: &[(usize, &str, StoredStat)]| {
         let mut builder = TreeBuilder::new();
         for (depth, name, stat) in nodes {
-            builder.add_at_depth(*depth, name, *stat, None, &open())?;
+            builder.add_at_depth(*depth, name, *stat, None, &Arc::from(open()))?;
         }
         builder.finish(1)
     };
