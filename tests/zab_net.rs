@@ -761,7 +761,7 @@ fn a_wiped_follower_is_sent_the_leaders_snapshot() {
     let zxid = applied.last().unwrap().0;
     let beyond = keel::zab::Snapshot {
         zxid: Zxid(zxid.0 + 1),
-        data: Payload::from(Vec::new()),
+        data: Vec::new().into(),
     };
     assert!(matches!(
         cluster.driver(leader).compact(beyond, PROPOSE_ANSWER_MAX),
@@ -769,7 +769,7 @@ fn a_wiped_follower_is_sent_the_leaders_snapshot() {
     ));
     let snapshot = keel::zab::Snapshot {
         zxid,
-        data: Payload::from(encode_state(&applied)),
+        data: encode_state(&applied).into(),
     };
     cluster
         .driver(leader)

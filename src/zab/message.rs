@@ -4,6 +4,8 @@
 //! of the leader/learner channel. Must not: hold transport state.
 
 use super::{Payload, PeerId, Zxid};
+use std::path::Path;
+use std::sync::Arc;
 
 /// A server's role as announced in election notifications (ZooKeeper's numbering).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,15 +54,100 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub zxid: Zxid,
-    pub data: Payload,
+    pub data: SnapshotData,
 }
 
 impl Snapshot {
     pub fn empty() -> Snapshot {
         Snapshot {
             zxid: Zxid::ZERO,
-            data: Payload::from(Vec::new()),
+            data: SnapshotData::from(Vec::new()),
         }
+    }
+}
+
+/// A snapshot's bytes: in memory, or the tail of a file mapped read-only — a SNAP written to
+/// the store's directory as it arrived (`store::IncomingSnapshot`), which the store then
+/// publishes by renaming that file instead of writing the bytes again.
+#[derive(Clone)]
+pub struct SnapshotData(Backing);
+
+#[derive(Clone)]
+enum Backing {
+    Memory(Payload),
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        /// Where the data starts in the file (after the store's header).
+        start: usize,
+        path: Arc<Path>,
+    },
+}
+
+impl SnapshotData {
+    /// `map[start..]`, the data of the file at `path`. The file must never be truncated or
+    /// written while mapped: the store only ever renames or unlinks it.
+    pub(crate) fn mapped(map: memmap2::Mmap, start: usize, path: &Path) -> SnapshotData {
+        SnapshotData(Backing::Mapped {
+            map: Arc::new(map),
+            start,
+            path: Arc::from(path),
+        })
+    }
+
+    /// The file these bytes are the tail of, if they are mapped.
+    pub fn file(&self) -> Option<&Path> {
+        match &self.0 {
+            Backing::Memory(_) => None,
+            Backing::Mapped { path, .. } => Some(path),
+        }
+    }
+
+    /// The bytes as a payload: shared when in memory, copied from a mapped file.
+    pub fn to_payload(&self) -> Payload {
+        match &self.0 {
+            Backing::Memory(payload) => payload.clone(),
+            Backing::Mapped { .. } => Payload::from(&**self),
+        }
+    }
+}
+
+impl std::ops::Deref for SnapshotData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Backing::Memory(payload) => payload,
+            Backing::Mapped { map, start, .. } => map.get(*start..).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<Payload> for SnapshotData {
+    fn from(payload: Payload) -> SnapshotData {
+        SnapshotData(Backing::Memory(payload))
+    }
+}
+
+impl From<Vec<u8>> for SnapshotData {
+    fn from(bytes: Vec<u8>) -> SnapshotData {
+        SnapshotData(Backing::Memory(Payload::from(bytes)))
+    }
+}
+
+impl PartialEq for SnapshotData {
+    fn eq(&self, other: &SnapshotData) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for SnapshotData {}
+
+impl std::fmt::Debug for SnapshotData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotData")
+            .field("bytes", &self.len())
+            .field("file", &self.file())
+            .finish()
     }
 }
 

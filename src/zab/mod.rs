@@ -90,7 +90,7 @@ mod tests;
 
 pub use leader::{LearnerCounts, SYNCS_PENDING_MAX};
 pub use message::{
-    AuthId, Entry, Link, Message, Notification, Packet, ServerState, Snapshot, Vote,
+    AuthId, Entry, Link, Message, Notification, Packet, ServerState, Snapshot, SnapshotData, Vote,
 };
 pub use peer::{
     Apply, DiskOp, Durable, Envelope, Peer, ProposeError, Proposed, Ready, Request, Revalidation,

@@ -78,7 +78,7 @@ use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::store::{FileStore, PreparedSnapshot, StoreError, Synced};
+use super::store::{FileStore, IncomingSnapshot, PreparedSnapshot, StoreError, Synced};
 use super::wire::{self, packet_type, WireError};
 use super::{Apply, Config, ConfigError, DiskOp, Envelope, Link, Message, Packet, Payload, Ready};
 use super::{AuthId, Entry, Peer, PeerId, ProposeError, Proposed, Revalidation, Role};
@@ -1553,24 +1553,28 @@ impl Loop {
         let mut drained = false;
         let learner = matches!(conn.kind, Kind::LearnerOut { .. });
         for _ in 0..reads_max {
-            let read = match conn.snap_in.as_mut().and_then(SnapIn::unfilled) {
-                Some(unfilled) => conn.stream.read(unfilled).inspect(|n| {
-                    if let Some(snap) = conn.snap_in.as_mut() {
-                        snap.filled += n;
-                    }
-                }),
-                None => conn.stream.read(chunk).inspect(|n| {
+            let stream = &mut conn.stream;
+            let read = match conn
+                .snap_in
+                .as_mut()
+                .filter(|snap| snap.unfilled_bytes() > 0)
+            {
+                Some(snap) => snap.fill(|buffer| stream.read(buffer), chunk),
+                None => stream.read(chunk).inspect(|n| {
                     conn.input
                         .extend_from_slice(chunk.get(..*n).unwrap_or_default());
                 }),
             };
             if learner && conn.snap_in.is_none() {
-                if let Some(snap) =
-                    SnapIn::begin(&mut conn.input, self.limits.packet_data_bytes_max)
-                {
+                if let Some(snap) = SnapIn::begin(
+                    &mut conn.input,
+                    self.limits.packet_data_bytes_max,
+                    Some(&self.store),
+                ) {
                     tracing::info!(
                         id = self.own.id,
-                        data_bytes = snap.data.len(),
+                        data_bytes = snap.unfilled_bytes(),
+                        to_file = matches!(snap.into, SnapInto::File(_)),
                         "zab net: SNAP header received"
                     );
                     conn.snap_in = Some(snap);
@@ -1941,55 +1945,101 @@ struct DeferredCompaction {
 }
 
 /// A SNAP arriving on a learner's connection. Its data (the whole snapshot, ~200 MB for
-/// 1M znodes) is read from the socket straight into the buffer that becomes
-/// `Snapshot::data`: no copy through the read chunk, the input buffer and the decoder.
+/// 1M znodes) goes from the socket straight to where `Snapshot::data` will be: a file in the
+/// store's directory, written as it arrives and then mapped (installing it is a rename), or,
+/// when the store cannot make that file, a buffer in memory. No copy through the input
+/// buffer and the decoder either way.
 struct SnapIn {
     zxid: Zxid,
-    data: Payload,
-    filled: usize,
+    into: SnapInto,
+}
+
+enum SnapInto {
+    File(IncomingSnapshot),
+    Memory { data: Payload, filled: usize },
 }
 
 impl SnapIn {
     /// A SNAP that starts `input` with a data length within `data_bytes_max` and is not all
     /// there yet: its data bytes so far move out of `input` (the parser takes a whole one).
-    fn begin(input: &mut Vec<u8>, data_bytes_max: usize) -> Option<SnapIn> {
+    /// Its data goes to a file of `store` if there is one and it can make one.
+    fn begin(
+        input: &mut Vec<u8>,
+        data_bytes_max: usize,
+        store: Option<&FileStore>,
+    ) -> Option<SnapIn> {
         // type i32, zxid i64, data length i32, data, authinfo count i32.
         let kind = i32::from_be_bytes(input.get(0..4)?.try_into().ok()?);
-        let zxid = i64::from_be_bytes(input.get(4..12)?.try_into().ok()?);
+        let zxid = Zxid(i64::from_be_bytes(input.get(4..12)?.try_into().ok()?) as u64);
         let len = i32::from_be_bytes(input.get(12..16)?.try_into().ok()?);
         let data_bytes = usize::try_from(len).ok().filter(|&n| n <= data_bytes_max)?;
         if kind != packet_type::SNAP || input.len() >= 16 + data_bytes + 4 {
             return None;
         }
-        // A zeroed allocation this large is fresh zero pages from the OS, not a memset: they
-        // are faulted in as the data arrives. Unique until `finish`.
-        let zeroed: Arc<[std::mem::MaybeUninit<u8>]> = Arc::new_zeroed_slice(data_bytes);
-        // SAFETY: every byte is initialized to zero, a valid u8.
-        let mut data: Payload = unsafe { zeroed.assume_init() };
+        let into = match store.map(|store| store.incoming_snapshot(zxid, data_bytes)) {
+            Some(Ok(file)) => SnapInto::File(file),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "zab net: receiving a SNAP into memory instead");
+                SnapInto::memory(data_bytes)
+            }
+            None => SnapInto::memory(data_bytes),
+        };
+        let mut snap = SnapIn { zxid, into };
         let arrived = input.get(16..).unwrap_or_default();
         let filled = arrived.len().min(data_bytes);
-        let buffer = Arc::get_mut(&mut data)?;
-        buffer
-            .get_mut(..filled)?
-            .copy_from_slice(arrived.get(..filled)?);
+        let mut from = arrived.get(..filled)?;
+        let mut scratch = vec![0u8; from.len().clamp(1, READ_CHUNK_BYTES)];
+        while !from.is_empty() {
+            let n = snap
+                .fill(|buffer| Ok(copy_prefix(buffer, from)), &mut scratch)
+                .ok()?;
+            from = from.get(n..)?;
+        }
         input.drain(..16 + filled);
-        Some(SnapIn {
-            zxid: Zxid(zxid as u64),
-            data,
-            filled,
-        })
+        Some(snap)
     }
 
     fn unfilled_bytes(&self) -> usize {
-        self.data.len() - self.filled
+        match &self.into {
+            SnapInto::File(file) => usize::try_from(file.missing_bytes()).unwrap_or(usize::MAX),
+            SnapInto::Memory { data, filled } => data.len() - filled,
+        }
     }
 
-    /// Where the next data bytes go, if any are missing.
-    fn unfilled(&mut self) -> Option<&mut [u8]> {
-        let filled = self.filled;
-        Arc::get_mut(&mut self.data)?
-            .get_mut(filled..)
-            .filter(|rest| !rest.is_empty())
+    /// Takes the next data bytes from `source` (handed a buffer of at most the bytes still
+    /// missing, it fills a prefix and says how long), through `chunk` on the way to a file.
+    ///
+    /// # Errors
+    /// `source`'s, or the file could not be written (logged here).
+    fn fill(
+        &mut self,
+        source: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+        chunk: &mut [u8],
+    ) -> std::io::Result<usize> {
+        let missing = self.unfilled_bytes();
+        match &mut self.into {
+            SnapInto::Memory { data, filled } => {
+                let at = *filled;
+                let rest = Arc::get_mut(data)
+                    .and_then(|data| data.get_mut(at..))
+                    .unwrap_or_default();
+                let n = source(rest)?;
+                *filled += n;
+                Ok(n)
+            }
+            SnapInto::File(file) => {
+                let buffer = chunk
+                    .get_mut(..missing.min(chunk.len()))
+                    .unwrap_or_default();
+                let n = source(buffer)?;
+                let taken = buffer.get(..n).unwrap_or_default();
+                file.append(taken).map_err(|error| {
+                    tracing::error!(%error, "zab net: writing the SNAP's file failed");
+                    std::io::Error::other(error.to_string())
+                })?;
+                Ok(n)
+            }
+        }
     }
 
     /// The SNAP packet once its data is in and `rest` holds its authinfo count (which must
@@ -2008,11 +2058,37 @@ impl SnapIn {
         let Some(snap) = snap_in.take() else {
             return Ok(None);
         };
-        let snapshot = Snapshot {
-            zxid: snap.zxid,
-            data: snap.data,
+        let snapshot = match snap.into {
+            SnapInto::Memory { data, .. } => Snapshot {
+                zxid: snap.zxid,
+                data: data.into(),
+            },
+            SnapInto::File(file) => file.finish().map_err(|error| {
+                tracing::error!(%error, "zab net: the SNAP's file could not be finished");
+                "the SNAP's file could not be finished"
+            })?,
         };
         Ok(Some((Packet::Snap { snapshot }, 4)))
+    }
+}
+
+/// Copies as much of `from` as fits to the start of `to`; returns how much.
+fn copy_prefix(to: &mut [u8], from: &[u8]) -> usize {
+    let n = to.len().min(from.len());
+    if let (Some(to), Some(from)) = (to.get_mut(..n), from.get(..n)) {
+        to.copy_from_slice(from);
+    }
+    n
+}
+
+impl SnapInto {
+    fn memory(data_bytes: usize) -> SnapInto {
+        // A zeroed allocation this large is fresh zero pages from the OS, not a memset: they
+        // are faulted in as the data arrives. Unique until `finish`.
+        let zeroed: Arc<[std::mem::MaybeUninit<u8>]> = Arc::new_zeroed_slice(data_bytes);
+        // SAFETY: every byte is initialized to zero, a valid u8.
+        let data: Payload = unsafe { zeroed.assume_init() };
+        SnapInto::Memory { data, filled: 0 }
     }
 }
 
@@ -2173,17 +2249,23 @@ mod tests {
 
     /// Feeds `bytes` to a learner's SNAP path as reads of `step` bytes would: the input
     /// buffer until a SNAP header begins it, then the SNAP's own buffer, then the input.
-    fn receive_in_steps(bytes: &[u8], step: usize) -> Result<Vec<Packet>, &'static str> {
+    /// With `store`, the SNAP's data goes to a file of it.
+    fn receive_in_steps(
+        bytes: &[u8],
+        step: usize,
+        store: Option<&FileStore>,
+    ) -> Result<Vec<Packet>, &'static str> {
         let (mut input, mut snap_in, mut packets) = (Vec::new(), None::<SnapIn>, Vec::new());
+        let mut chunk = vec![0u8; 1000];
         let mut at = 0;
         while at < bytes.len() {
             let end = (at + step).min(bytes.len());
-            match snap_in.as_mut().and_then(SnapIn::unfilled) {
-                Some(unfilled) => {
-                    let n = unfilled.len().min(end - at);
-                    unfilled[..n].copy_from_slice(&bytes[at..at + n]);
-                    snap_in.as_mut().unwrap().filled += n;
-                    at += n;
+            match snap_in.as_mut().filter(|snap| snap.unfilled_bytes() > 0) {
+                Some(snap) => {
+                    let from = &bytes[at..end];
+                    at += snap
+                        .fill(|buffer| Ok(copy_prefix(buffer, from)), &mut chunk)
+                        .unwrap();
                 }
                 None => {
                     input.extend_from_slice(&bytes[at..end]);
@@ -2191,7 +2273,7 @@ mod tests {
                 }
             }
             if snap_in.is_none() {
-                snap_in = SnapIn::begin(&mut input, 1 << 20);
+                snap_in = SnapIn::begin(&mut input, 1 << 20, store);
             }
             loop {
                 let got = match snap_in.as_ref().map(SnapIn::unfilled_bytes) {
@@ -2217,7 +2299,7 @@ mod tests {
             Packet::Snap {
                 snapshot: Snapshot {
                     zxid: Zxid(0x1_0000_0007),
-                    data: Payload::from(data),
+                    data: Payload::from(data).into(),
                 },
             },
             Packet::Proposal {
@@ -2247,7 +2329,7 @@ mod tests {
             bytes.len(),
         ] {
             assert_eq!(
-                receive_in_steps(&bytes, step),
+                receive_in_steps(&bytes, step, None),
                 Ok(sent.clone()),
                 "step {step}"
             );
@@ -2259,8 +2341,66 @@ mod tests {
         tampered.extend_from_slice(&1i32.to_be_bytes());
         tampered.extend_from_slice(&[0; 8]);
         assert_eq!(
-            receive_in_steps(&tampered, 4096),
+            receive_in_steps(&tampered, 4096, None),
             Err("a SNAP with authinfo")
         );
+    }
+
+    #[test]
+    fn a_snap_is_written_to_its_file_as_it_arrives_and_installed_by_a_rename() {
+        let dir = std::env::temp_dir().join(format!(
+            "keel-zab-net-snapfile-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut store, _) = FileStore::open(&dir).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let snapshot = Snapshot {
+            zxid: Zxid(0x2_0000_0009),
+            data: data.clone().into(),
+        };
+        let sent = vec![
+            Packet::Snap {
+                snapshot: snapshot.clone(),
+            },
+            Packet::Diff { zxid: Zxid(5) },
+        ];
+        let mut bytes = Vec::new();
+        for packet in &sent {
+            wire::encode_packet(&wire::to_quorum_packet(packet, 1), &mut bytes);
+        }
+        for step in [1, 999, 1000, 1001, 65_536, bytes.len()] {
+            let got = receive_in_steps(&bytes, step, Some(&store)).unwrap();
+            assert_eq!(got, sent, "step {step}");
+            let Packet::Snap { snapshot: received } = &got[0] else {
+                panic!("not a SNAP: {:?}", got[0]);
+            };
+            if step == bytes.len() {
+                // Whole in one read: parsed like any packet, in memory.
+                assert_eq!(received.data.file(), None);
+                continue;
+            }
+            // The bytes are the file's: mapped, not a copy in memory.
+            let file = received.data.file().unwrap().to_path_buf();
+            assert_eq!(file.parent(), Some(dir.join("version-2").as_path()));
+            assert_eq!(&std::fs::read(&file).unwrap()[24..], &data[..]);
+            if step == 65_536 {
+                store.install_snapshot(received).unwrap();
+                assert!(!file.exists(), "published by renaming it");
+            }
+        }
+        // The published file is the store's snapshot after a restart; the temporaries of
+        // the SNAPs never installed are gone.
+        drop(store);
+        let (_, durable) = FileStore::open(&dir).unwrap();
+        assert_eq!(durable.snapshot, snapshot);
+        let left: Vec<_> = std::fs::read_dir(dir.join("version-2"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -828,7 +828,7 @@ impl Sim {
         }
         let snapshot = Snapshot {
             zxid: n.app.zxid,
-            data: n.app.encode(),
+            data: n.app.encode().into(),
         };
         peer.compact(snapshot.clone());
         n.disk.compact(snapshot);
@@ -854,7 +854,7 @@ impl Sim {
             }
             let snapshot = Snapshot {
                 zxid: n.app.zxid,
-                data: n.app.encode(),
+                data: n.app.encode().into(),
             };
             self.coverage.snapshots_offered += 1;
             peer.offer_snapshot(&snapshot);
@@ -1329,7 +1329,7 @@ fn zab_sim_checker_catches_a_wrong_snapshot() {
     };
     let snapshot = Snapshot {
         zxid: state.zxid,
-        data: state.encode(),
+        data: state.encode().into(),
     };
     checker.on_apply(0, &Apply::Snapshot(snapshot));
 }

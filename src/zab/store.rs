@@ -6,7 +6,9 @@
 //!   replaced atomically (tmp → fsync → rename → fsync the directory);
 //! - `keel-zab.snapshot`: `magic | zxid u64 | crc32c u32 | len u64 | data`, replaced atomically
 //!   (a compaction's is written as `keel-zab.snapshot.<zxid>.tmp` off the driver's thread
-//!   first; `open` removes such files a crash left);
+//!   first, a SNAP's as `keel-zab.snapshot.<zxid>.incoming.tmp` while it arrives
+//!   (`IncomingSnapshot`), mapped, and renamed once installed; `open` removes such files a
+//!   crash left);
 //! - `keel-zab.log`: `magic | base zxid u64` then records `len u32 | crc32c u32 | zxid u64 |
 //!   payload`, the crc over `zxid | payload`. `base` is the snapshot the log continues. On
 //!   open, a log based on an older snapshot that holds the current snapshot's zxid is the
@@ -29,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::log_sync::{LogSyncer, SyncRequest};
-use super::{Durable, Entry, Payload, Snapshot, Zxid};
+use super::{Durable, Entry, Payload, Snapshot, SnapshotData, Zxid};
 
 const LOG_MAGIC: &[u8; 4] = b"KZL1";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KZS1";
@@ -399,12 +401,66 @@ impl FileStore {
     ///
     /// # Errors
     /// IO errors.
+    /// A snapshot received into its own file (`incoming_snapshot`) is published by renaming
+    /// that file: no second copy.
     pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        self.replace(
-            "keel-zab.snapshot",
-            &[&snapshot_header(snapshot), &snapshot.data],
-        )?;
+        let path = self.dir.join("keel-zab.snapshot");
+        match snapshot.data.file() {
+            Some(file) if file.parent() == Some(self.dir.as_path()) => {
+                File::open(file)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io("fsync", file))?;
+                fs::rename(file, &path).map_err(io("rename", &path))?;
+                File::open(&self.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("fsync", &self.dir))?;
+            }
+            _ => self.replace(
+                "keel-zab.snapshot",
+                &[&snapshot_header(snapshot), &snapshot.data],
+            )?,
+        }
         self.reset_log(snapshot.zxid)
+    }
+
+    /// A file in the store's directory for a SNAP of `data_bytes` that is arriving, with its
+    /// blocks reserved (a full disk fails here, not halfway through). Named like a
+    /// compaction's temporary, so a crash leaves nothing `open` keeps.
+    ///
+    /// # Errors
+    /// IO errors, the disk being full among them.
+    pub fn incoming_snapshot(
+        &self,
+        zxid: Zxid,
+        data_bytes: usize,
+    ) -> Result<IncomingSnapshot, StoreError> {
+        let path = self
+            .dir
+            .join(format!("keel-zab.snapshot.{:x}.incoming.tmp", zxid.0));
+        // A file of that name may still be mapped (an earlier SNAP of the same zxid): a new
+        // inode, never the old one truncated under its mapping.
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("remove", &path)(e))
+            }
+            _ => {}
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io("create", &path))?;
+        let file_bytes = (SNAPSHOT_HEADER_BYTES + data_bytes) as u64;
+        reserve(&file, file_bytes).map_err(io("fallocate", &path))?;
+        Ok(IncomingSnapshot {
+            file,
+            path,
+            zxid,
+            data_bytes: data_bytes as u64,
+            written: 0,
+            crc: 0,
+        })
     }
 
     /// The log's path (tests tear it).
@@ -536,6 +592,94 @@ impl FileStore {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io("fsync", &self.dir))
+    }
+}
+
+/// A SNAP's data written to its file as it arrives (`FileStore::incoming_snapshot`): the
+/// disk writes overlap the transfer, and `finish` hands the bytes over mapped from the page
+/// cache instead of in a second, anonymous copy.
+pub struct IncomingSnapshot {
+    file: File,
+    path: PathBuf,
+    zxid: Zxid,
+    data_bytes: u64,
+    written: u64,
+    crc: u32,
+}
+
+impl IncomingSnapshot {
+    /// Data bytes still to come.
+    pub fn missing_bytes(&self) -> u64 {
+        self.data_bytes - self.written
+    }
+
+    /// Writes the next data bytes (at most `missing_bytes`); each 8 MiB written starts its
+    /// writeback.
+    ///
+    /// # Errors
+    /// IO errors, or more bytes than the SNAP holds.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        if bytes.len() as u64 > self.missing_bytes() {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                reason: "more SNAP data than announced",
+            });
+        }
+        let at = SNAPSHOT_HEADER_BYTES as u64 + self.written;
+        self.file
+            .write_all_at(bytes, at)
+            .map_err(io("write", &self.path))?;
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        let chunk = WRITEBACK_CHUNK_BYTES as u64;
+        let before = self.written / chunk;
+        self.written += bytes.len() as u64;
+        if self.written / chunk != before || self.missing_bytes() == 0 {
+            let from = before * chunk + SNAPSHOT_HEADER_BYTES as u64;
+            let to = SNAPSHOT_HEADER_BYTES as u64 + self.written;
+            crate::snapshot::write_back(&self.file, from, to - from, libc::SYNC_FILE_RANGE_WRITE);
+        }
+        Ok(())
+    }
+
+    /// The whole SNAP, once every byte is in: its header is written and the file mapped.
+    /// Not durable yet: `FileStore::install_snapshot` fsyncs and publishes it.
+    ///
+    /// # Errors
+    /// IO errors, or data missing.
+    pub fn finish(self) -> Result<Snapshot, StoreError> {
+        if self.missing_bytes() != 0 {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                reason: "SNAP data missing",
+            });
+        }
+        let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+        header[0..4].copy_from_slice(SNAPSHOT_MAGIC);
+        header[4..12].copy_from_slice(&self.zxid.0.to_be_bytes());
+        header[12..16].copy_from_slice(&self.crc.to_be_bytes());
+        header[16..24].copy_from_slice(&self.data_bytes.to_be_bytes());
+        self.file
+            .write_all_at(&header, 0)
+            .map_err(io("write", &self.path))?;
+        // SAFETY: the store never writes or truncates this file again: it is renamed into
+        // place or unlinked, and a later SNAP of the same zxid gets a new inode.
+        let map = unsafe { memmap2::Mmap::map(&self.file) }.map_err(io("mmap", &self.path))?;
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(Snapshot {
+            zxid: self.zxid,
+            data: SnapshotData::mapped(map, SNAPSHOT_HEADER_BYTES, &self.path),
+        })
+    }
+}
+
+/// Reserves `bytes` of blocks for `file` (its length becomes `bytes`).
+fn reserve(file: &File, bytes: u64) -> std::io::Result<()> {
+    let len = libc::off_t::try_from(bytes).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor this function borrows.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        errno => Err(std::io::Error::from_raw_os_error(errno)),
     }
 }
 
@@ -671,7 +815,7 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
     }
     Ok(Snapshot {
         zxid: Zxid(be64(zxid)),
-        data: Payload::from(data),
+        data: Payload::from(data).into(),
     })
 }
 
@@ -862,7 +1006,7 @@ mod tests {
         let (mut store, _) = FileStore::open(&dir).unwrap();
         let old = Snapshot {
             zxid: Zxid::new(1, 4),
-            data: Payload::from(b"old state".to_vec()),
+            data: Payload::from(b"old state".to_vec()).into(),
         };
         store.install_snapshot(&old).unwrap();
         store.append(&entry(1, 5)).unwrap();
@@ -870,7 +1014,7 @@ mod tests {
         drop(store);
         let new = Snapshot {
             zxid: Zxid::new(2, 9),
-            data: Payload::from(vec![7u8; 4096]),
+            data: Payload::from(vec![7u8; 4096]).into(),
         };
         let tmp = dir.join("version-2").join("keel-zab.snapshot.tmp");
         let mut whole = snapshot_header(&new).to_vec();
@@ -903,7 +1047,7 @@ mod tests {
         store.sync().unwrap();
         let at_two = Snapshot {
             zxid: Zxid::new(1, 2),
-            data: Payload::from(b"two".to_vec()),
+            data: Payload::from(b"two".to_vec()).into(),
         };
         let prepared = FileStore::prepare_snapshot(&dir, &at_two).unwrap();
         drop(store); // The crash: never published.
@@ -970,7 +1114,7 @@ mod tests {
         store.sync().unwrap();
         let snapshot = Snapshot {
             zxid: Zxid::new(3, 2),
-            data: Payload::from(b"state".to_vec()),
+            data: Payload::from(b"state".to_vec()).into(),
         };
         store.install_snapshot(&snapshot).unwrap();
         store.append(&entry(3, 3)).unwrap();
@@ -1058,7 +1202,7 @@ mod tests {
         store.sync().unwrap();
         let snapshot = |counter| Snapshot {
             zxid: Zxid::new(1, counter),
-            data: Payload::from(format!("upto{counter}").into_bytes()),
+            data: Payload::from(format!("upto{counter}").into_bytes()).into(),
         };
         let tail: Vec<Entry> = (5..=6).map(|c| entry(1, c)).collect();
         store.compact(&snapshot(4), &tail).unwrap();
@@ -1089,7 +1233,7 @@ mod tests {
         let (store, _) = FileStore::open(&dir).unwrap();
         let foreign = Snapshot {
             zxid: Zxid::new(2, 9),
-            data: Payload::from(b"other".to_vec()),
+            data: Payload::from(b"other".to_vec()).into(),
         };
         store
             .replace(

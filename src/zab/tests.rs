@@ -537,7 +537,7 @@ fn cluster_with_a_learner_behind_the_snapshot() -> Cluster {
     assert_eq!(cluster.peer(3).commit_zxid(), Zxid::new(1, 6));
     cluster.peer(3).compact(Snapshot {
         zxid: Zxid::new(1, 2),
-        data: Payload::from(b"state at (1,2)".to_vec()),
+        data: Payload::from(b"state at (1,2)".to_vec()).into(),
     });
     let mut config = Config::new(1, vec![1, 2, 3], vec![]);
     config.snap_tail_entries_min = 2;
@@ -572,14 +572,14 @@ fn a_long_tail_puts_the_snap_off_until_a_fresh_snapshot_is_offered() {
     // One no newer than what it holds does not end the wait.
     cluster.peer(3).offer_snapshot(&Snapshot {
         zxid: Zxid::new(1, 2),
-        data: Payload::from(b"state at (1,2)".to_vec()),
+        data: Payload::from(b"state at (1,2)".to_vec()).into(),
     });
     cluster.drain(2);
     assert_eq!(snaps_to(&cluster, 1), vec![]);
     // A fresh one is sent at once, with the log after it; the learner then serves.
     cluster.peer(3).offer_snapshot(&Snapshot {
         zxid: Zxid::new(1, 5),
-        data: Payload::from(b"state at (1,5)".to_vec()),
+        data: Payload::from(b"state at (1,5)".to_vec()).into(),
     });
     cluster.drain(2);
     cluster.run(5);

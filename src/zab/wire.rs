@@ -427,7 +427,7 @@ pub fn to_quorum_packet(packet: &Packet, sender: PeerId) -> QuorumPacket {
         Packet::UpToDate => (t::UPTODATE, -1, None),
         Packet::Diff { zxid } => (t::DIFF, z(*zxid), None),
         Packet::Trunc { zxid } => (t::TRUNC, z(*zxid), None),
-        Packet::Snap { snapshot } => (t::SNAP, z(snapshot.zxid), Some(snapshot.data.clone())),
+        Packet::Snap { snapshot } => (t::SNAP, z(snapshot.zxid), Some(snapshot.data.to_payload())),
         Packet::LeaderInfo { epoch } => (
             t::LEADERINFO,
             epoch_zxid(*epoch),
@@ -528,7 +528,7 @@ pub fn from_quorum_packet(q: &QuorumPacket) -> Result<Packet, WireError> {
         t::SNAP => Packet::Snap {
             snapshot: Snapshot {
                 zxid,
-                data: payload(),
+                data: payload().into(),
             },
         },
         t::LEADERINFO => Packet::LeaderInfo {
@@ -654,7 +654,7 @@ mod tests {
         };
         let snapshot = Snapshot {
             zxid: Zxid::new(3, 1),
-            data: Payload::from(vec![9]),
+            data: Payload::from(vec![9]).into(),
         };
         let packets = vec![
             Packet::Request {
