@@ -341,43 +341,66 @@ catchup() {
     leader_zxid=$(server_zxid "$leader")
     kc_log "$SRV_KIND catch-up: leader zxid $leader_zxid; restarting server $victim"
     start_server "$victim"
-    local started=$START_NS deadline=$((SECONDS + CATCHUP_TIMEOUT)) mode zxid now answer
-    local answered=0
-    while ((SECONDS < deadline)); do
-        if ! kill -0 "${SRV_PID[$victim]}" 2>/dev/null; then
-            kc_log "$SRV_KIND server $victim exited during catch-up"
-            return 1
+    local started=$START_NS synced
+    # Polled every 10 ms by one process (a shell loop of nc calls would add ~50 ms to both
+    # servers' figures): synced = srvr says follower with a zxid >= the leader's.
+    if synced=$(python3 - "$KC_HOST" "${CPORT[$victim]}" "${CPORT[$leader]}" "${SRV_PID[$victim]}" \
+        "$started" "$CATCHUP_TIMEOUT" "$CATCHUP_NODES" "$SRV_BASE/catchup.json" <<'PY'
+import json, os, socket, sys, time
+host, port, leader_port, pid, started, timeout_s, nodes, out = sys.argv[1:9]
+started = int(started)
+
+def srvr(port):
+    try:
+        with socket.create_connection((host, int(port)), timeout=1) as s:
+            s.sendall(b"srvr")
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+    except OSError:
+        return None
+    fields = dict(line.split(": ", 1) for line in answer.decode().splitlines() if ": " in line)
+    zxid = fields.get("Zxid", "")
+    return fields.get("Mode"), int(zxid, 16) if zxid.startswith("0x") else None
+
+answered = 0
+deadline = time.monotonic() + float(timeout_s)
+while time.monotonic() < deadline:
+    try:
+        os.kill(int(pid), 0)
+    except OSError:
+        print("exited during catch-up", file=sys.stderr)
+        sys.exit(1)
+    seen = srvr(port)
+    now = time.time_ns()
+    if seen is not None and not answered:
+        answered = now
+    if seen is not None and seen[0] == "follower" and seen[1] is not None:
+        leader = srvr(leader_port)
+        if leader is not None and leader[1] is not None and seen[1] >= leader[1]:
+            json.dump({"nodes": int(nodes), "seconds": (now - started) / 1e9,
+                       "first_answer_s": (answered - started) / 1e9, "zxid": seen[1]},
+                      open(out, "w"))
+            print(f"synced at zxid {seen[1]:#x} after {(now - started) / 1e9:.3f} s")
+            sys.exit(0)
+    time.sleep(0.01)
+print("timed out", file=sys.stderr)
+sys.exit(1)
+PY
+    ); then
+        kc_log "$SRV_KIND catch-up: server $victim $synced"
+        if [[ $SRV_KIND == zookeeper ]]; then
+            # How it synced (SNAP, DIFF or TRUNC): the rejoined follower's last sync line.
+            grep -h -o 'Getting a snapshot from leader.*\|Getting a diff from the leader.*\|Truncating log to.*' \
+                "$SRV_BASE/s$victim/zookeeper.log" | tail -n 1 >"$SRV_BASE/catchup-sync-kind.txt" || true
+            kc_log "$SRV_KIND catch-up sync: $(cat "$SRV_BASE/catchup-sync-kind.txt")"
         fi
-        answer=$(kc_4lw "${CPORT[$victim]}" srvr)
-        # The first answer of any kind: the process is up and listens (not yet synced).
-        if ((answered == 0)) && [[ -n $answer ]]; then
-            answered=$(date +%s%N)
-        fi
-        mode=$(sed -n 's/^Mode: *//p' <<<"$answer" | head -n 1)
-        if [[ $mode == follower ]]; then
-            zxid=$(server_zxid "$victim")
-            leader_zxid=$(server_zxid "$leader")
-            if [[ -n $zxid && -n $leader_zxid ]] && ((zxid >= leader_zxid)); then
-                now=$(date +%s%N)
-                python3 -c '
-import json, sys
-nodes, started, now, answered, zxid, path = sys.argv[1:7]
-json.dump({"nodes": int(nodes), "seconds": (int(now) - int(started)) / 1e9,
-           "first_answer_s": (int(answered) - int(started)) / 1e9, "zxid": int(zxid)},
-          open(path, "w"))' "$CATCHUP_NODES" "$started" "$now" "$answered" "$zxid" \
-                    "$SRV_BASE/catchup.json"
-                kc_log "$SRV_KIND catch-up: server $victim synced at zxid $(printf '%#x' "$zxid") after $(python3 -c "print(($now - $started) / 1e9)") s"
-                if [[ $SRV_KIND == zookeeper ]]; then
-                    # How it synced (SNAP, DIFF or TRUNC): the rejoined follower's last sync line.
-                    grep -h -o 'Getting a snapshot from leader.*\|Getting a diff from the leader.*\|Truncating log to.*' \
-                        "$SRV_BASE/s$victim/zookeeper.log" | tail -n 1 >"$SRV_BASE/catchup-sync-kind.txt" || true
-                    kc_log "$SRV_KIND catch-up sync: $(cat "$SRV_BASE/catchup-sync-kind.txt")"
-                fi
-                return 0
-            fi
-        fi
-        sleep 0.05
-    done
+        return 0
+    fi
+    if ! kill -0 "${SRV_PID[$victim]}" 2>/dev/null; then
+        kc_log "$SRV_KIND server $victim exited during catch-up"
+        return 1
+    fi
     not_measured "$SRV_KIND server $victim not synced after ${CATCHUP_TIMEOUT}s (srvr: $(server_mode "$victim" || true) zxid $(server_zxid "$victim" || true), leader zxid $(server_zxid "$leader" || true))"
     return 1
 }
