@@ -380,9 +380,12 @@ impl Replica {
         if self.batch.is_empty() {
             return None;
         }
+        // The next batch is likely as long: one allocation for it instead of a run of
+        // doublings (a learner catching up seals thousands of entries per batch).
+        let next = Vec::with_capacity(self.batch.len());
         Some(CommitBatch {
             view: self.tree.clone(),
-            entries: std::mem::take(&mut self.batch),
+            entries: std::mem::replace(&mut self.batch, next),
             txns: std::mem::take(&mut self.batch_txns),
         })
     }

@@ -420,24 +420,31 @@ async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
         let stats = stats.clone();
         let events = ensemble.events();
         io::spawn_local(async move {
+            let mut taken = Vec::with_capacity(quorum::EVENTS_PER_WAKE_MAX);
             loop {
-                let taken = events.next().await;
+                events.next(&mut taken).await;
                 if taken.is_empty() {
                     tracing::error!("the ensemble driver stopped; this server no longer serves");
                     return;
                 }
                 let now = now(started);
-                let mut borrowed = core.borrow_mut();
-                for event in taken {
-                    borrowed.on_event(event, now);
-                }
-                // A learner waiting for a fresh SNAP should not wait for the next tick.
-                let job = borrowed.snapshot_due();
-                drop(borrowed);
+                let job = {
+                    let mut borrowed = core.borrow_mut();
+                    for event in taken.drain(..) {
+                        borrowed.on_event(event, now);
+                    }
+                    // A learner waiting for a fresh SNAP should not wait for the next tick.
+                    borrowed.snapshot_due()
+                };
                 if let Some(job) = job {
                     spawn_snapshot_job(&core, &stats, job);
                 }
                 flush.notify();
+                // Let the flush ship this wake's batch before the next wake adds to it: a
+                // catch-up's ~100k commits are then batches of `EVENTS_PER_WAKE_MAX`
+                // whose memory comes back, not one batch of all of them (every byte of it
+                // freshly faulted in; half of a 1M catch-up's replay time).
+                futures_lite::future::yield_now().await;
             }
         })
         .detach();
