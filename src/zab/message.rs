@@ -4,7 +4,7 @@
 //! of the leader/learner channel. Must not: hold transport state.
 
 use super::{Payload, PeerId, Zxid};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A server's role as announced in election notifications (ZooKeeper's numbering).
@@ -75,30 +75,42 @@ pub struct SnapshotData(Backing);
 #[derive(Clone)]
 enum Backing {
     Memory(Payload),
-    Mapped {
-        map: Arc<memmap2::Mmap>,
-        /// Where the data starts in the file (after the store's header).
-        start: usize,
-        path: Arc<Path>,
-    },
+    Mapped(Arc<MappedFile>),
+}
+
+/// A temporary file mapped read-only. Unlinked when the last copy goes, unless it was
+/// renamed (published) by then.
+struct MappedFile {
+    map: memmap2::Mmap,
+    /// Where the data starts in the file (after the store's header).
+    start: usize,
+    path: PathBuf,
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // NotFound once it was renamed into place: nothing to do then.
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl SnapshotData {
-    /// `map[start..]`, the data of the file at `path`. The file must never be truncated or
-    /// written while mapped: the store only ever renames or unlinks it.
+    /// `map[start..]`, the data of the temporary file at `path`, which is unlinked with the
+    /// last copy of this unless renamed before. The file must never be truncated or written
+    /// while mapped, and its name never reused: the store only renames or unlinks it.
     pub(crate) fn mapped(map: memmap2::Mmap, start: usize, path: &Path) -> SnapshotData {
-        SnapshotData(Backing::Mapped {
-            map: Arc::new(map),
+        SnapshotData(Backing::Mapped(Arc::new(MappedFile {
+            map,
             start,
-            path: Arc::from(path),
-        })
+            path: path.to_path_buf(),
+        })))
     }
 
-    /// The file these bytes are the tail of, if they are mapped.
+    /// The temporary file these bytes are the tail of, if they are mapped.
     pub fn file(&self) -> Option<&Path> {
         match &self.0 {
             Backing::Memory(_) => None,
-            Backing::Mapped { path, .. } => Some(path),
+            Backing::Mapped(file) => Some(&file.path),
         }
     }
 
@@ -117,7 +129,7 @@ impl std::ops::Deref for SnapshotData {
     fn deref(&self) -> &[u8] {
         match &self.0 {
             Backing::Memory(payload) => payload,
-            Backing::Mapped { map, start, .. } => map.get(*start..).unwrap_or_default(),
+            Backing::Mapped(file) => file.map.get(file.start..).unwrap_or_default(),
         }
     }
 }

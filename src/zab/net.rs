@@ -2388,19 +2388,40 @@ mod tests {
             if step == 65_536 {
                 store.install_snapshot(received).unwrap();
                 assert!(!file.exists(), "published by renaming it");
+            } else {
+                drop(got);
+                assert!(
+                    !file.exists(),
+                    "step {step}: unlinked with its last mapping"
+                );
             }
         }
-        // The published file is the store's snapshot after a restart; the temporaries of
-        // the SNAPs never installed are gone.
+        // A SNAP cut off halfway leaves no file behind.
+        let half = &bytes[..bytes.len() / 2];
+        assert_eq!(receive_in_steps(half, 4096, Some(&store)), Ok(Vec::new()));
+        let incoming = |dir: &std::path::Path| {
+            std::fs::read_dir(dir.join("version-2"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|name| name.ends_with(".tmp"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(incoming(&dir), Vec::<String>::new());
+        // A store that cannot make the file (here its directory is gone; a full disk in
+        // life) gets the SNAP in memory, whole.
+        std::fs::rename(dir.join("version-2"), dir.join("moved")).unwrap();
+        let got = receive_in_steps(&bytes, 4096, Some(&store)).unwrap();
+        assert_eq!(got, sent);
+        let Packet::Snap { snapshot: received } = &got[0] else {
+            panic!("not a SNAP: {:?}", got[0]);
+        };
+        assert_eq!(received.data.file(), None);
+        std::fs::rename(dir.join("moved"), dir.join("version-2")).unwrap();
+        // The published file is the store's snapshot after a restart.
         drop(store);
         let (_, durable) = FileStore::open(&dir).unwrap();
         assert_eq!(durable.snapshot, snapshot);
-        let left: Vec<_> = std::fs::read_dir(dir.join("version-2"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name.ends_with(".tmp"))
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(incoming(&dir), Vec::<String>::new());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

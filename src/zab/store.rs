@@ -406,7 +406,7 @@ impl FileStore {
     pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StoreError> {
         let path = self.dir.join("keel-zab.snapshot");
         match snapshot.data.file() {
-            Some(file) if file.parent() == Some(self.dir.as_path()) => {
+            Some(file) if file.parent() == Some(self.dir.as_path()) && file.exists() => {
                 File::open(file)
                     .and_then(|f| f.sync_all())
                     .map_err(io("fsync", file))?;
@@ -425,7 +425,9 @@ impl FileStore {
 
     /// A file in the store's directory for a SNAP of `data_bytes` that is arriving, with its
     /// blocks reserved (a full disk fails here, not halfway through). Named like a
-    /// compaction's temporary, so a crash leaves nothing `open` keeps.
+    /// compaction's temporary, so a crash leaves nothing `open` keeps; unlinked when the SNAP
+    /// is dropped unfinished, or its data uninstalled; never a name used before (a mapping
+    /// of an earlier one may be alive).
     ///
     /// # Errors
     /// IO errors, the disk being full among them.
@@ -434,17 +436,12 @@ impl FileStore {
         zxid: Zxid,
         data_bytes: usize,
     ) -> Result<IncomingSnapshot, StoreError> {
-        let path = self
-            .dir
-            .join(format!("keel-zab.snapshot.{:x}.incoming.tmp", zxid.0));
-        // A file of that name may still be mapped (an earlier SNAP of the same zxid): a new
-        // inode, never the old one truncated under its mapping.
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io("remove", &path)(e))
-            }
-            _ => {}
-        }
+        static INCOMING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let serial = INCOMING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.dir.join(format!(
+            "keel-zab.snapshot.{:x}.{serial}.incoming.tmp",
+            zxid.0
+        ));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -452,10 +449,15 @@ impl FileStore {
             .open(&path)
             .map_err(io("create", &path))?;
         let file_bytes = (SNAPSHOT_HEADER_BYTES + data_bytes) as u64;
-        reserve(&file, file_bytes).map_err(io("fallocate", &path))?;
+        let unlink = |error| {
+            let _ = fs::remove_file(&path);
+            io("fallocate", &path)(error)
+        };
+        reserve(&file, file_bytes).map_err(unlink)?;
         Ok(IncomingSnapshot {
             file,
             path,
+            finished: false,
             zxid,
             data_bytes: data_bytes as u64,
             written: 0,
@@ -601,6 +603,8 @@ impl FileStore {
 pub struct IncomingSnapshot {
     file: File,
     path: PathBuf,
+    /// Handed over mapped (`finish`): the mapping unlinks it from then on.
+    finished: bool,
     zxid: Zxid,
     data_bytes: u64,
     written: u64,
@@ -646,7 +650,7 @@ impl IncomingSnapshot {
     ///
     /// # Errors
     /// IO errors, or data missing.
-    pub fn finish(self) -> Result<Snapshot, StoreError> {
+    pub fn finish(mut self) -> Result<Snapshot, StoreError> {
         if self.missing_bytes() != 0 {
             return Err(StoreError::Corrupt {
                 path: self.path.clone(),
@@ -665,10 +669,19 @@ impl IncomingSnapshot {
         // place or unlinked, and a later SNAP of the same zxid gets a new inode.
         let map = unsafe { memmap2::Mmap::map(&self.file) }.map_err(io("mmap", &self.path))?;
         let _ = map.advise(memmap2::Advice::Sequential);
+        self.finished = true;
         Ok(Snapshot {
             zxid: self.zxid,
             data: SnapshotData::mapped(map, SNAPSHOT_HEADER_BYTES, &self.path),
         })
+    }
+}
+
+impl Drop for IncomingSnapshot {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
