@@ -342,52 +342,13 @@ catchup() {
     kc_log "$SRV_KIND catch-up: leader zxid $leader_zxid; restarting server $victim"
     start_server "$victim"
     local started=$START_NS synced
-    # Polled every 10 ms by one process (a shell loop of nc calls would add ~50 ms to both
-    # servers' figures): synced = srvr says follower with a zxid >= the leader's.
-    if synced=$(python3 - "$KC_HOST" "${CPORT[$victim]}" "${CPORT[$leader]}" "${SRV_PID[$victim]}" \
-        "$started" "$CATCHUP_TIMEOUT" "$CATCHUP_NODES" "$SRV_BASE/catchup.json" <<'PY'
-import json, os, socket, sys, time
-host, port, leader_port, pid, started, timeout_s, nodes, out = sys.argv[1:9]
-started = int(started)
-
-def srvr(port):
-    try:
-        with socket.create_connection((host, int(port)), timeout=1) as s:
-            s.sendall(b"srvr")
-            answer = b""
-            while chunk := s.recv(4096):
-                answer += chunk
-    except OSError:
-        return None
-    fields = dict(line.split(": ", 1) for line in answer.decode().splitlines() if ": " in line)
-    zxid = fields.get("Zxid", "")
-    return fields.get("Mode"), int(zxid, 16) if zxid.startswith("0x") else None
-
-answered = 0
-deadline = time.monotonic() + float(timeout_s)
-while time.monotonic() < deadline:
-    try:
-        os.kill(int(pid), 0)
-    except OSError:
-        print("exited during catch-up", file=sys.stderr)
-        sys.exit(1)
-    seen = srvr(port)
-    now = time.time_ns()
-    if seen is not None and not answered:
-        answered = now
-    if seen is not None and seen[0] == "follower" and seen[1] is not None:
-        leader = srvr(leader_port)
-        if leader is not None and leader[1] is not None and seen[1] >= leader[1]:
-            json.dump({"nodes": int(nodes), "seconds": (now - started) / 1e9,
-                       "first_answer_s": (answered - started) / 1e9, "zxid": seen[1]},
-                      open(out, "w"))
-            print(f"synced at zxid {seen[1]:#x} after {(now - started) / 1e9:.3f} s")
-            sys.exit(0)
-    time.sleep(0.01)
-print("timed out", file=sys.stderr)
-sys.exit(1)
-PY
-    ); then
+    # keel-loadgen polls srvr every 5 ms at little CPU (a shell loop of nc calls added ~50 ms
+    # to both servers' figures; a Python poller took ~10% of the CPUs during the transfer):
+    # synced = srvr says follower with a zxid at least the leader's.
+    if synced=$(timeout $((CATCHUP_TIMEOUT + 30)) "$loadgen" synced \
+        --server "$KC_HOST:${CPORT[$victim]}" --leader "$KC_HOST:${CPORT[$leader]}" \
+        --started-ns "$started" --pid "${SRV_PID[$victim]}" --timeout "${CATCHUP_TIMEOUT}s" \
+        --json "$SRV_BASE/catchup.json" 2>"$SRV_BASE/catchup.err"); then
         kc_log "$SRV_KIND catch-up: server $victim $synced"
         if [[ $SRV_KIND == zookeeper ]]; then
             # How it synced (SNAP, DIFF or TRUNC): the rejoined follower's last sync line.

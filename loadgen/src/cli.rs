@@ -86,6 +86,9 @@ pub enum Command {
     /// Creates --nodes persistent znodes under a prefix with many sessions and creates in
     /// flight (for catch-up and restart measurements); the nodes are left in place.
     Populate(crate::populate::PopulateArgs),
+    /// Waits until a restarted server is synced (srvr: follower or observer, zxid at least
+    /// the leader's); prints the seconds from its start (--started-ns) to then.
+    Synced(crate::synced::SyncedArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -27,6 +27,7 @@ pub mod session;
 pub mod stats;
 pub mod summary;
 pub mod sync_client;
+pub mod synced;
 pub mod timer;
 pub mod worker;
 pub mod workload;

@@ -1,6 +1,6 @@
 //! `keel-loadgen [flags]`: parse the flags, run, print the summary, exit with its status.
 //! `keel-loadgen check FILE`: check a saved history for linearizability.
-//! `keel-loadgen failover ...`, `keel-loadgen populate ...`: the ensemble benchmark's tools.
+//! `keel-loadgen failover ...`, `populate ...`, `synced ...`: the ensemble benchmark's tools.
 //!
 //! A watchdog thread is the last line of the time limit: if the run has not wound down a few
 //! seconds after the limit, it says so and exits with status 3.
@@ -21,6 +21,7 @@ fn main() {
         Some(Command::Compare(args)) => compare(*args),
         Some(Command::Failover(args)) => failover(args),
         Some(Command::Populate(args)) => populate(args),
+        Some(Command::Synced(args)) => synced(&args),
         None => run(cli.load),
     }
 }
@@ -71,6 +72,16 @@ fn populate(args: keel_loadgen::populate::PopulateArgs) {
     let summary = keel_loadgen::populate::run(&plan).unwrap_or_else(|e| fail(1, &e));
     print!("{}", summary.render_text());
     write_json_or_exit(json.as_deref(), &summary);
+}
+
+fn synced(args: &keel_loadgen::synced::SyncedArgs) {
+    spawn_watchdog(Instant::now() + args.timeout + WATCHDOG_GRACE, args.timeout);
+    let summary = keel_loadgen::synced::run(args).unwrap_or_else(|e| fail(3, &e));
+    println!(
+        "synced at zxid {:#x} after {:.3} s (first answer after {:.3} s, {} polls)",
+        summary.zxid, summary.seconds, summary.first_answer_s, summary.polls
+    );
+    write_json_or_exit(args.json.as_deref(), &summary);
 }
 
 fn run(args: keel_loadgen::cli::Args) {
