@@ -615,6 +615,10 @@ fn load_snapshot_bytes(
     dir: &std::path::Path,
     snapshot: &Snapshot,
 ) -> Result<crate::snapshot::LoadedSnapshot, String> {
-    let origin = dir.join(format!("received.{:x}", snapshot.zxid.0));
+    // Errors name the file a SNAP was received into, or what it would have been called.
+    let origin = snapshot.data.file().map_or_else(
+        || dir.join(format!("received.{:x}", snapshot.zxid.0)),
+        std::path::Path::to_path_buf,
+    );
     crate::snapshot::load_snapshot_bytes(&snapshot.data, &origin).map_err(|e| e.to_string())
 }

@@ -318,13 +318,25 @@ fn quota_tree() -> DataTree {
     tree
 }
 
+/// `bytes` in an 8-byte aligned buffer (the loader views records in place), and its length.
+fn aligned(bytes: &[u8]) -> (Vec<u64>, usize) {
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+    (words, bytes.len())
+}
+
+/// `bytes` loaded from an aligned copy, shared between `parallel` threads.
+fn load_with(bytes: &[u8], parallel: Parallel) -> Result<LoadedSnapshot, SnapshotError> {
+    let (words, len) = aligned(bytes);
+    let copy = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
+    load_mapped_with(copy, Path::new("memory"), parallel)
+}
+
 /// The snapshot of `tree` viewed in place, for `Sections::split`.
 fn with_sections<T>(tree: &DataTree, look: impl FnOnce(&Sections<'_>) -> T) -> T {
-    let bytes = snapshot_bytes(tree, &[]).unwrap();
-    let mut aligned = vec![0u64; bytes.len().div_ceil(8)];
-    let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..bytes.len()];
-    copy.copy_from_slice(&bytes);
-    let header = read_header(copy, copy.len() as u64).unwrap();
+    let (words, len) = aligned(&snapshot_bytes(tree, &[]).unwrap());
+    let copy = &bytemuck::cast_slice::<u64, u8>(&words)[..len];
+    let header = read_header(copy, len as u64).unwrap();
     let sections = Sections::check(copy, &header).unwrap();
     look(&sections)
 }
@@ -357,10 +369,7 @@ fn a_load_shared_between_threads_builds_the_same_tree() {
                 threads - 1,
                 "{split_at}: {threads} threads"
             );
-            let mut aligned = vec![0u64; bytes.len().div_ceil(8)];
-            let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..bytes.len()];
-            copy.copy_from_slice(&bytes);
-            let shared = load_mapped_with(copy, origin, parallel).unwrap().tree;
+            let shared = load_with(&bytes, parallel).unwrap().tree;
             assert_eq!(shared.invariants(), Ok(()), "{threads} threads");
             assert_eq!(dump(&shared), dump(&alone));
             assert_eq!(dump(&shared), dump(&tree));
@@ -420,18 +429,12 @@ fn damage_in_a_shared_load_is_an_error_not_a_panic() {
             };
             damaged[offset..offset + 4].copy_from_slice(&new_depth.to_le_bytes());
             fix_crcs(&mut damaged);
-            let mut aligned = vec![0u64; damaged.len().div_ceil(8)];
-            let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..damaged.len()];
-            copy.copy_from_slice(&damaged);
-            let one = load_mapped_with(
-                copy,
-                Path::new("m"),
-                Parallel {
-                    threads: 1,
-                    nodes_min: 1,
-                },
-            );
-            let shared = load_mapped_with(copy, Path::new("m"), parallel);
+            let one_thread = Parallel {
+                threads: 1,
+                nodes_min: 1,
+            };
+            let one = load_with(&damaged, one_thread);
+            let shared = load_with(&damaged, parallel);
             // The same verdict either way; a tree that loads is a sound one.
             assert_eq!(one.is_ok(), shared.is_ok(), "record {at} depth {delta:+}");
             if let (Ok(one), Ok(shared)) = (one, shared) {

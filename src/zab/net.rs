@@ -1573,7 +1573,7 @@ impl Loop {
                 ) {
                     tracing::info!(
                         id = self.own.id,
-                        data_bytes = snap.unfilled_bytes(),
+                        data_bytes = snap.data_bytes,
                         to_file = matches!(snap.into, SnapInto::File(_)),
                         "zab net: SNAP header received"
                     );
@@ -1951,6 +1951,7 @@ struct DeferredCompaction {
 /// buffer and the decoder either way.
 struct SnapIn {
     zxid: Zxid,
+    data_bytes: usize,
     into: SnapInto,
 }
 
@@ -1984,7 +1985,11 @@ impl SnapIn {
             }
             None => SnapInto::memory(data_bytes),
         };
-        let mut snap = SnapIn { zxid, into };
+        let mut snap = SnapIn {
+            zxid,
+            data_bytes,
+            into,
+        };
         let arrived = input.get(16..).unwrap_or_default();
         let filled = arrived.len().min(data_bytes);
         let mut from = arrived.get(..filled)?;
