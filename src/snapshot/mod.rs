@@ -872,24 +872,28 @@ impl<'a> Sections<'a> {
             return Err(LoadError::Corrupt("empty load split"));
         };
         let (before, after) = (0..first.start, last.end..self.nodes.len());
+        let build_share = |share: &std::ops::Range<usize>| {
+            let mut builder = TreeBuilder::for_children_of(
+                &split.parent_path,
+                split.parent_depth,
+                split.parent_kind,
+            );
+            let nodes = self.nodes.get(share.clone()).unwrap_or_default();
+            self.add_nodes(&mut builder, nodes, acls)?;
+            builder
+                .into_subtrees(split.parent_depth)
+                .map_err(LoadError::Tree)
+        };
         std::thread::scope(|scope| {
+            // A share whose thread cannot be started is built here, in its turn.
             let handles: Vec<_> = split
                 .shares
                 .iter()
                 .map(|share| {
-                    let split = &split;
-                    scope.spawn(move || {
-                        let mut builder = TreeBuilder::for_children_of(
-                            &split.parent_path,
-                            split.parent_depth,
-                            split.parent_kind,
-                        );
-                        let nodes = self.nodes.get(share.clone()).unwrap_or_default();
-                        self.add_nodes(&mut builder, nodes, acls)?;
-                        builder
-                            .into_subtrees(split.parent_depth)
-                            .map_err(LoadError::Tree)
-                    })
+                    std::thread::Builder::new()
+                        .name("keel-snap-share".into())
+                        .spawn_scoped(scope, move || build_share(share))
+                        .map_err(|_| share)
                 })
                 .collect();
             let mine = self.add_nodes(
@@ -900,10 +904,11 @@ impl<'a> Sections<'a> {
             // Every share is joined before any error returns: none is left running.
             let shares: Vec<_> = handles
                 .into_iter()
-                .map(|handle| {
-                    handle
+                .map(|handle| match handle {
+                    Ok(handle) => handle
                         .join()
-                        .unwrap_or(Err(LoadError::Corrupt("a load thread panicked")))
+                        .unwrap_or(Err(LoadError::Corrupt("a load thread panicked"))),
+                    Err(share) => build_share(share),
                 })
                 .collect();
             mine?;
