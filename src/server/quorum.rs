@@ -587,7 +587,7 @@ impl SnapshotJob {
         let len = bytes.len() as u64;
         let snapshot = Snapshot {
             zxid: Zxid(u64::try_from(zxid).unwrap_or(0)),
-            data: Payload::from(bytes).into(),
+            data: bytes.into(),
         };
         let build_ms = building.elapsed().as_millis() as u64;
         // Learners waiting for a SNAP get it now, not after the write and fsync below.

@@ -310,7 +310,7 @@ impl TreeBuilder {
     /// # Errors
     /// No node at `parent_depth` is open.
     pub fn graft(&mut self, parent_depth: usize, subtrees: Subtrees) -> Result<(), RestoreError> {
-        while self.frames.len() > parent_depth + 1 && self.frames.len() > 1 {
+        while self.frames.len() > parent_depth + 1 {
             self.close_top()?;
         }
         if self.frames.len() != parent_depth + 1 {

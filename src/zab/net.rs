@@ -1992,14 +1992,7 @@ impl SnapIn {
         };
         let arrived = input.get(16..).unwrap_or_default();
         let filled = arrived.len().min(data_bytes);
-        let mut from = arrived.get(..filled)?;
-        let mut scratch = vec![0u8; from.len().clamp(1, READ_CHUNK_BYTES)];
-        while !from.is_empty() {
-            let n = snap
-                .fill(|buffer| Ok(copy_prefix(buffer, from)), &mut scratch)
-                .ok()?;
-            from = from.get(n..)?;
-        }
+        snap.into.append(arrived.get(..filled)?).ok()?;
         input.drain(..16 + filled);
         Some(snap)
     }
@@ -2022,29 +2015,21 @@ impl SnapIn {
         chunk: &mut [u8],
     ) -> std::io::Result<usize> {
         let missing = self.unfilled_bytes();
-        match &mut self.into {
-            SnapInto::Memory { data, filled } => {
-                let at = *filled;
-                let rest = Arc::get_mut(data)
-                    .and_then(|data| data.get_mut(at..))
-                    .unwrap_or_default();
-                let n = source(rest)?;
-                *filled += n;
-                Ok(n)
-            }
-            SnapInto::File(file) => {
-                let buffer = chunk
-                    .get_mut(..missing.min(chunk.len()))
-                    .unwrap_or_default();
-                let n = source(buffer)?;
-                let taken = buffer.get(..n).unwrap_or_default();
-                file.append(taken).map_err(|error| {
-                    tracing::error!(%error, "zab net: writing the SNAP's file failed");
-                    std::io::Error::other(error.to_string())
-                })?;
-                Ok(n)
-            }
+        if let SnapInto::Memory { data, filled } = &mut self.into {
+            let at = *filled;
+            let rest = Arc::get_mut(data)
+                .and_then(|data| data.get_mut(at..))
+                .unwrap_or_default();
+            let n = source(rest)?;
+            *filled += n;
+            return Ok(n);
         }
+        let buffer = chunk
+            .get_mut(..missing.min(chunk.len()))
+            .unwrap_or_default();
+        let n = source(buffer)?;
+        self.into.append(buffer.get(..n).unwrap_or_default())?;
+        Ok(n)
     }
 
     /// The SNAP packet once its data is in and `rest` holds its authinfo count (which must
@@ -2077,16 +2062,29 @@ impl SnapIn {
     }
 }
 
-/// Copies as much of `from` as fits to the start of `to`; returns how much.
-fn copy_prefix(to: &mut [u8], from: &[u8]) -> usize {
-    let n = to.len().min(from.len());
-    if let (Some(to), Some(from)) = (to.get_mut(..n), from.get(..n)) {
-        to.copy_from_slice(from);
-    }
-    n
-}
-
 impl SnapInto {
+    /// Adds data bytes already read (no more than are missing).
+    ///
+    /// # Errors
+    /// The file could not be written (logged here).
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            SnapInto::Memory { data, filled } => {
+                let at = *filled;
+                let rest = Arc::get_mut(data)
+                    .and_then(|data| data.get_mut(at..at + bytes.len()))
+                    .ok_or_else(|| std::io::Error::other("more SNAP data than announced"))?;
+                rest.copy_from_slice(bytes);
+                *filled += bytes.len();
+                Ok(())
+            }
+            SnapInto::File(file) => file.append(bytes).map_err(|error| {
+                tracing::error!(%error, "zab net: writing the SNAP's file failed");
+                std::io::Error::other(error.to_string())
+            }),
+        }
+    }
+
     fn memory(data_bytes: usize) -> SnapInto {
         // A zeroed allocation this large is fresh zero pages from the OS, not a memset: they
         // are faulted in as the data arrives. Unique until `finish`.
@@ -2250,6 +2248,13 @@ mod tests {
         wire::encode_packet(&wire::to_quorum_packet(&packet, 3), &mut info);
         assert_eq!(learner_id(&info), Some(3));
         assert_eq!(learner_id(&info[..20]), None);
+    }
+
+    /// Copies as much of `from` as fits to the start of `to` (a read); returns how much.
+    fn copy_prefix(to: &mut [u8], from: &[u8]) -> usize {
+        let n = to.len().min(from.len());
+        to[..n].copy_from_slice(&from[..n]);
+        n
     }
 
     /// Feeds `bytes` to a learner's SNAP path as reads of `step` bytes would: the input

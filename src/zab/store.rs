@@ -657,11 +657,7 @@ impl IncomingSnapshot {
                 reason: "SNAP data missing",
             });
         }
-        let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
-        header[0..4].copy_from_slice(SNAPSHOT_MAGIC);
-        header[4..12].copy_from_slice(&self.zxid.0.to_be_bytes());
-        header[12..16].copy_from_slice(&self.crc.to_be_bytes());
-        header[16..24].copy_from_slice(&self.data_bytes.to_be_bytes());
+        let header = header_of(self.zxid, self.crc, self.data_bytes);
         self.file
             .write_all_at(&header, 0)
             .map_err(io("write", &self.path))?;
@@ -719,11 +715,17 @@ fn write_durably(file: &File, path: &Path, parts: &[&[u8]]) -> Result<(), StoreE
 
 /// The snapshot file's `magic | zxid u64 | crc32c u32 | len u64`, which `data` follows.
 fn snapshot_header(snapshot: &Snapshot) -> [u8; SNAPSHOT_HEADER_BYTES] {
+    let crc = crc32c::crc32c(&snapshot.data);
+    header_of(snapshot.zxid, crc, snapshot.data.len() as u64)
+}
+
+/// The same from the zxid, the data's CRC32C and its length.
+fn header_of(zxid: Zxid, crc: u32, data_bytes: u64) -> [u8; SNAPSHOT_HEADER_BYTES] {
     let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
     header[0..4].copy_from_slice(SNAPSHOT_MAGIC);
-    header[4..12].copy_from_slice(&snapshot.zxid.0.to_be_bytes());
-    header[12..16].copy_from_slice(&crc32c::crc32c(&snapshot.data).to_be_bytes());
-    header[16..24].copy_from_slice(&(snapshot.data.len() as u64).to_be_bytes());
+    header[4..12].copy_from_slice(&zxid.0.to_be_bytes());
+    header[12..16].copy_from_slice(&crc.to_be_bytes());
+    header[16..24].copy_from_slice(&data_bytes.to_be_bytes());
     header
 }
 
