@@ -503,6 +503,7 @@ impl Driver {
             leader_in: HashMap::new(),
             next_conn_id: 1,
             pending_reads: Vec::new(),
+            snap_parsed: false,
             unflushed: Vec::new(),
             deferred_compaction: None,
             read_chunk: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
@@ -795,6 +796,8 @@ struct Loop {
     leader_in: HashMap<u64, Token>,
     next_conn_id: u64,
     pending_reads: Vec<Token>,
+    /// A SNAP was decoded this turn: no more reads until `drain_ready` handed it over.
+    snap_parsed: bool,
     /// Connections with output queued and not written yet: what `enqueue` queued since
     /// (written once per Ready or loop turn, so a batch of packets leaves in one write), and
     /// flushes that stopped at `WRITES_PER_FLUSH_MAX` with bytes left (their sockets may
@@ -854,7 +857,13 @@ impl Loop {
             }
             let pending = std::mem::take(&mut self.pending_reads);
             for token in pending {
-                self.read(token);
+                if self.snap_parsed {
+                    // The SNAP goes to the owner first (`drain_ready`), to load while this
+                    // thread reads the log tail behind it.
+                    self.pending_reads.push(token);
+                } else {
+                    self.read(token);
+                }
             }
             self.flush_queued();
             self.deliver_inbox();
@@ -876,6 +885,7 @@ impl Loop {
                 .take_synced()
                 .and_then(|()| self.drain_ready())
                 .and_then(|()| self.compact_due());
+            self.snap_parsed = false;
             if let Err(e) = turn_end {
                 tracing::error!(id = self.own.id, error = %e, "zab net: store failed, stopping");
                 fatal = Some(e.to_string());
@@ -1585,6 +1595,16 @@ impl Loop {
                     outcome = Some("closed by the peer");
                     break;
                 }
+                // A SNAP's data is in: what follows it waits for the next turn, so that the
+                // snapshot is handed over without first stepping a read's worth of log tail.
+                Ok(_)
+                    if conn
+                        .snap_in
+                        .as_ref()
+                        .is_some_and(|s| s.unfilled_bytes() == 0) =>
+                {
+                    break
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     drained = true;
@@ -1641,6 +1661,7 @@ impl Loop {
                             Packet::Trunc { .. } => self.counters.syncs_trunc += 1,
                             Packet::Snap { snapshot } => {
                                 self.counters.syncs_snap += 1;
+                                self.snap_parsed = true;
                                 tracing::info!(id = self.own.id, zxid = %snapshot.zxid,
                                     bytes = snapshot.data.len(), "zab net: SNAP received");
                             }
