@@ -478,7 +478,8 @@ impl DataTree {
     /// replaying a log over a fuzzy snapshot) yields `OpResult::Error` as ZooKeeper's
     /// `processTxn` would, including its NodeExists parent-cversion repair.
     pub fn apply(&mut self, header: &TxnHeader, txn: &Txn) -> TxnResult {
-        let mut triggers = Vec::new();
+        // Most txns trigger one or two watches (a create: the node's and its parent's).
+        let mut triggers = Vec::with_capacity(2);
         let result = match txn {
             Txn::Multi(txns) => self.apply_multi(header, txns, &mut triggers),
             _ => self.apply_single(header, txn, &mut triggers),
@@ -599,11 +600,6 @@ impl DataTree {
             // whatever a log says.
             return Err(ErrorCode::NoChildrenForEphemerals);
         }
-        if parent.child(name.as_bytes()).is_some() {
-            // ZooKeeper re-points an existing node's ACL before failing (a replay repair).
-            self.replace_acl(args.path, args.acl);
-            return Err(ErrorCode::NodeExists);
-        }
         let node = Node {
             czxid: header.zxid,
             mzxid: header.zxid,
@@ -625,6 +621,17 @@ impl DataTree {
             self.release_acl(&node_acl);
             return Err(ErrorCode::NoNode);
         };
+        // One search of the parent's children, not a lookup and then the insert's own: a
+        // taken name changes nothing (the blocks it copied hold what they held).
+        if !parent
+            .children_mut()
+            .insert(Name::new(name), Arc::new(node))
+        {
+            self.release_acl(&node_acl);
+            // ZooKeeper re-points an existing node's ACL before failing (a replay repair).
+            self.replace_acl(args.path, args.acl);
+            return Err(ErrorCode::NodeExists);
+        }
         let cversion = match args.parent_cversion {
             -1 => parent.cversion.wrapping_add(1),
             cversion => cversion,
@@ -633,9 +640,6 @@ impl DataTree {
             parent.cversion = cversion;
             parent.pzxid = header.zxid;
         }
-        parent
-            .children_mut()
-            .insert(Name::new(name), Arc::new(node));
         let parent_acl = parent.acl.clone();
         self.index_created(args.path, kind, owner, args.data);
         self.quota_after_create(args.path, parent_path, name, data_len(args.data));
