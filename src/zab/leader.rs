@@ -18,6 +18,21 @@ use std::collections::{BTreeMap, VecDeque};
 /// it applies them); beyond it `sync_learner` refuses with `SyncsFull`.
 pub const SYNCS_PENDING_MAX: usize = 16_384;
 
+/// Revalidations a peer remembers handing to its driver unanswered, at most; beyond it the
+/// oldest is forgotten (its answer is then dropped, as a stale one).
+pub const REVALIDATIONS_HANDED_MAX: usize = 16_384;
+
+/// A learner's REVALIDATE handed to the driver (`Ready::revalidations`): its answer goes back
+/// only on the connection it came on, in the leadership that took it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HandedRevalidation {
+    learner: PeerId,
+    session_id: i64,
+    /// `LeaderState::session` and the learner's `Handle::conn` when it came.
+    leadership: u64,
+    conn: u64,
+}
+
 /// A learner's sync waiting for the commit of `zxid`, the last proposal when it came.
 #[derive(Debug, Clone, Copy)]
 struct PendingSync {
@@ -607,10 +622,24 @@ impl Peer {
     }
 
     fn leader_on_revalidate(&mut self, from: PeerId, session_id: i64, timeout_ms: i32) {
-        if !self.leader().is_serving() {
+        let leader = self.leader();
+        if !leader.is_serving() {
             self.requests_dropped += 1;
             return;
         }
+        let leadership = leader.session;
+        let Some(conn) = leader.learners.get(&from).map(|h| h.conn) else {
+            return;
+        };
+        if self.revalidations_handed.len() >= REVALIDATIONS_HANDED_MAX {
+            self.revalidations_handed.pop_front();
+        }
+        self.revalidations_handed.push_back(HandedRevalidation {
+            learner: from,
+            session_id,
+            leadership,
+            conn,
+        });
         self.ready.revalidations.push(Revalidation {
             from,
             session_id,
@@ -618,13 +647,29 @@ impl Peer {
         });
     }
 
-    pub(crate) fn leader_answer_revalidation(
+    /// Any role: the driver answers the oldest revalidation it was handed from `learner`
+    /// about `session_id`. The answer goes out only if this is still the leadership and the
+    /// connection that asked: a late answer must not reach the learner's next connection
+    /// (or the next leadership's), where nobody asked, or where the same session was asked
+    /// again and would get this older answer in place of its own.
+    pub(crate) fn answer_handed_revalidation(
         &mut self,
         learner: PeerId,
         session_id: i64,
         valid: bool,
     ) -> Result<(), ProposeError> {
-        if !self.leader().learners.contains_key(&learner) {
+        let index = self
+            .revalidations_handed
+            .iter()
+            .position(|h| h.learner == learner && h.session_id == session_id);
+        let handed = index.and_then(|i| self.revalidations_handed.remove(i));
+        let State::Leading(leader) = &self.state else {
+            return Err(ProposeError::NotServing);
+        };
+        let conn = leader.learners.get(&learner).map(|h| h.conn);
+        let asked_here =
+            handed.is_some_and(|h| h.leadership == leader.session && conn == Some(h.conn));
+        if !asked_here {
             return Err(ProposeError::UnknownLearner(learner));
         }
         self.leader_send(learner, Packet::Revalidated { session_id, valid });

@@ -44,7 +44,8 @@
 //!         ready.role      -> start/stop serving clients, forward to the new leader
 //!         ready.session_touches -> (leader) the learners' PING payloads
 //!         ready.requests / revalidations -> (leader) learners' REQUESTs and REVALIDATEs;
-//!             answered with peer.sync_learner(id) / peer.answer_revalidation(..)
+//!             answered with peer.sync_learner(id) / peer.answer_revalidation(..) (each
+//!             revalidation once; one learner's about one session in the order handed over)
 //!         ready.syncs_answered / revalidated -> (learner) the leader's SYNCs and answers
 //!     }
 //! }
@@ -53,7 +54,9 @@
 //! Limits: a leader holds at most `proposals_in_flight_max` uncommitted proposals; beyond it
 //! `propose` fails with `QueueFull` and a forwarded REQUEST is dropped (counted in
 //! `requests_dropped`; the client's request times out). It holds at most
-//! `SYNCS_PENDING_MAX` learner syncs; beyond it `sync_learner` fails with `SyncsFull`. A `Ready` holds what one batch of
+//! `SYNCS_PENDING_MAX` learner syncs; beyond it `sync_learner` fails with `SyncsFull`. A peer
+//! remembers at most `REVALIDATIONS_HANDED_MAX` revalidations its driver has yet to answer
+//! (the oldest is forgotten, its answer dropped). A `Ready` holds what one batch of
 //! inputs produced and is drained after each; the in-memory log grows until `compact`.
 //!
 //! Transport: election notifications tolerate loss, duplication and reordering. The
@@ -88,7 +91,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use leader::{LearnerCounts, SYNCS_PENDING_MAX};
+pub use leader::{LearnerCounts, REVALIDATIONS_HANDED_MAX, SYNCS_PENDING_MAX};
 pub use message::{
     AuthId, Entry, Link, Message, Notification, Packet, ServerState, Snapshot, SnapshotData, Vote,
 };

@@ -5,12 +5,13 @@
 //! Invariants: see `Peer::invariants` and the module header of `zab`.
 
 use super::election::{Action, Election};
-use super::leader::LeaderState;
+use super::leader::{HandedRevalidation, LeaderState, REVALIDATIONS_HANDED_MAX};
 use super::learner::LearnerState;
 use super::log::Log;
 use super::rng::SplitMix64;
 use super::{AuthId, Config, ConfigError, Entry, Message, Notification, Payload, PeerId};
 use super::{ServerState, Snapshot, Vote, Zxid};
+use std::collections::VecDeque;
 
 /// One durable-storage operation. Execute them in order (see the `zab` module header).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +196,10 @@ pub struct Peer {
     /// Client writes a leader dropped because its pipeline was full.
     pub(crate) requests_dropped: u64,
     pub(crate) snapshot_waits: u64,
+    /// Leader: the revalidations handed to the driver and not answered yet, oldest first
+    /// (`leader::HandedRevalidation`). Kept across roles: a driver answers what it was handed
+    /// even after the leadership ended, and those answers must pair with their own asks.
+    pub(crate) revalidations_handed: VecDeque<HandedRevalidation>,
 }
 
 impl Peer {
@@ -236,6 +241,7 @@ impl Peer {
             last_violation: None,
             requests_dropped: 0,
             snapshot_waits: 0,
+            revalidations_handed: VecDeque::new(),
             config,
         };
         peer.become_looking();
@@ -327,19 +333,19 @@ impl Peer {
     }
 
     /// Leader: answers a learner's `Revalidation` (REVALIDATE with the session's validity).
+    /// Answer each one once, those of one learner about one session in the order they came:
+    /// an answer pairs with the oldest unanswered one, and goes back only on the connection
+    /// it came on (a connection or leadership that ended drops it).
     ///
     /// # Errors
-    /// Not a serving leader, or the learner is gone.
+    /// Not a leader, or the learner's connection that asked is gone (or it never asked).
     pub fn answer_revalidation(
         &mut self,
         learner: PeerId,
         session_id: i64,
         valid: bool,
     ) -> Result<(), ProposeError> {
-        match self.state {
-            State::Leading(_) => self.leader_answer_revalidation(learner, session_id, valid),
-            _ => Err(ProposeError::NotServing),
-        }
+        self.answer_handed_revalidation(learner, session_id, valid)
     }
 
     /// The driver made every append up to `zxid` durable.
@@ -557,6 +563,10 @@ impl Peer {
         assert!(
             self.accepted_epoch >= self.current_epoch,
             "currentEpoch ahead"
+        );
+        assert!(
+            self.revalidations_handed.len() <= REVALIDATIONS_HANDED_MAX,
+            "revalidations handed beyond the limit"
         );
         if let State::Leading(l) = &self.state {
             l.invariants(self);

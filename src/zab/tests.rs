@@ -520,6 +520,42 @@ fn revalidate_goes_to_the_leader_and_its_answer_comes_back() {
     assert!(cluster.peer(3).answer_revalidation(9, 1, true).is_err());
 }
 
+#[test]
+fn a_late_revalidation_answer_does_not_reach_the_learners_next_connection() {
+    // Follower 1 asks about a session, restarts (a new connection) and asks again. The
+    // driver's answer to the first ask comes late: it must not reach the new connection,
+    // where it would answer the second ask; the second ask's own answer does.
+    let mut cluster = Cluster::fresh(3);
+    cluster.run(30);
+    cluster.peer(1).revalidate(0x77, 4000).expect("serving");
+    cluster.drain(0);
+    cluster.run(1);
+    let config = Config::new(1, vec![1, 2, 3], vec![]);
+    cluster.peers[0] = Peer::new(config, Durable::empty(), 99).expect("valid config");
+    cluster.drain(0);
+    cluster.run(30);
+    cluster
+        .peer(1)
+        .revalidate(0x77, 4000)
+        .expect("serving again");
+    cluster.drain(0);
+    cluster.run(1);
+    assert_eq!(
+        cluster.revalidations.len(),
+        2,
+        "both asks reached the driver"
+    );
+    let late = cluster.peer(3).answer_revalidation(1, 0x77, false);
+    assert_eq!(late, Err(ProposeError::UnknownLearner(1)));
+    cluster
+        .peer(3)
+        .answer_revalidation(1, 0x77, true)
+        .expect("the second ask's connection");
+    cluster.drain(2);
+    cluster.run(1);
+    assert_eq!(cluster.revalidated, vec![(1, 0x77, true)]);
+}
+
 /// A 3-server ensemble led by server 3 with six entries committed and compacted at (1,2),
 /// in which server 1 restarts with nothing: it needs a SNAP, and the log after the leader's
 /// snapshot (four entries) is longer than `snap_tail_entries_min`.
