@@ -19,6 +19,10 @@
 //! - fresh snapshots: a leader may put a SNAP off for one (`Ready::snapshot_wanted`); the sim
 //!   offers its applied state some ticks later, maybe compacting with it, or never;
 //! - followers' syncs: a serving leader is asked to sync one of its followers;
+//! - session revalidations: a serving learner asks its leader about one of the sessions
+//!   (REVALIDATE); the leader's driver answers in the order handed over, 0..=7 ticks later (a
+//!   real driver's round trip through its state machine, across connection and role changes),
+//!   valid unless the session is marked closed (the sim flips that mark now and then);
 //! - small zxid counters (forced elections on rollover) and small pipelines (QueueFull).
 //!
 //! Invariants, checked after every step (each delivery, fsync, tick, proposal):
@@ -33,31 +37,40 @@
 //!   entries (and NEWLEADER's ACK only once currentEpoch is durable);
 //! - per-session FIFO: one client session's writes commit in the order it sent them;
 //! - a follower answers a sync only with everything the leader had committed when it was
-//!   asked applied.
+//!   asked applied;
+//! - a leader hands its driver each learner's ask once, as asked, and only while it is the
+//!   serving leader of the epoch the learner asked in;
+//! - a learner hands its driver a REVALIDATED only for an ask made on its current connection
+//!   that the leader's driver answered and that had no answer yet (none unsolicited, stale
+//!   from an earlier connection or leadership, or twice), with the `valid` that driver gave.
 //!
 //! Liveness: after the fault phase everything heals and every peer restarts; a leader must
 //! be elected and a fresh proposal committed within `LIVENESS_TICKS_MAX` ticks.
 //!
 //! Commands:
 //! - CI (debug, bounded): `cargo test --lib zab_sim` runs `CI_SEEDS` seeds (6–18 s on the
-//!   shared 2-core box) plus the pinned seeds, and asserts every fault and sync path was taken
+//!   shared 2-core box) plus the pinned seeds, and asserts every fault, sync and
+//!   revalidation path was taken
 //! - replay one seed with a trace: `KEEL_SIM_SEED=<seed> cargo test --lib zab_sim_replay -- --nocapture`
 //!   (a seed pinned before swizzle-clogs, disk stalls or the nemesis existed replays with
-//!   `KEEL_SIM_CLOGS=0`, `KEEL_SIM_STALLS=0`, `KEEL_SIM_NEMESIS=0`; a failure prints the exact
-//!   command)
+//!   `KEEL_SIM_CLOGS=0`, `KEEL_SIM_STALLS=0`, `KEEL_SIM_NEMESIS=0`, and likewise
+//!   `KEEL_SIM_FRESH_SNAPS=0`, `KEEL_SIM_SYNCS=0`, `KEEL_SIM_REVALIDATIONS=0`; a failure prints
+//!   the exact command)
 //! - many seeds: `KEEL_SIM_SEEDS=10000 cargo test --release --lib zab_sim_many -- --ignored`
 //!   (`KEEL_SIM_SEED_BASE=<n>` picks where the range starts, `KEEL_SIM_FAULT_TICKS=<n>` makes
 //!   the fault phase longer than its default 500 ticks).
 
 use super::rng::SplitMix64;
 use super::{Apply, Config, DiskOp, Durable, Entry, Message, Packet, Peer, PeerId};
-use super::{Payload, Role, Snapshot, Zxid};
-use std::collections::BTreeMap;
+use super::{Payload, Revalidation, Role, Snapshot, Zxid};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 const FAULT_TICKS: u64 = 500;
 const LIVENESS_TICKS_MAX: u64 = 600;
 const SESSIONS: usize = 4;
 const CI_SEEDS: u64 = 256;
+/// The most ticks a leader's driver takes to answer a revalidation.
+const REVALIDATION_ANSWER_TICKS_MAX: u64 = 7;
 
 /// What the simulated disk of one server holds.
 #[derive(Debug, Clone)]
@@ -317,6 +330,13 @@ struct Coverage {
     snapshots_wanted: u64,
     snapshots_offered: u64,
     syncs_answered: u64,
+    /// REVALIDATEs serving learners sent, answers the leaders' drivers gave (the leader
+    /// took them), answers it refused (late: the leadership or the learner's connection
+    /// that asked is gone), and answers learners handed to their drivers.
+    revalidations_asked: u64,
+    revalidations_answered: u64,
+    revalidations_refused: u64,
+    revalidated: u64,
 }
 
 impl Coverage {
@@ -338,6 +358,10 @@ impl Coverage {
         self.snapshots_wanted += other.snapshots_wanted;
         self.snapshots_offered += other.snapshots_offered;
         self.syncs_answered += other.syncs_answered;
+        self.revalidations_asked += other.revalidations_asked;
+        self.revalidations_answered += other.revalidations_answered;
+        self.revalidations_refused += other.revalidations_refused;
+        self.revalidated += other.revalidated;
     }
 
     fn note_packet(&mut self, message: &Message) {
@@ -395,6 +419,24 @@ struct Node {
     app: AppState,
 }
 
+/// One REVALIDATE a serving learner sent, named by its token (the `timeout_ms` it carried).
+#[derive(Debug, Clone, Copy)]
+struct RevalidationAsk {
+    /// The learner that asked, its leader, and the epoch it was serving in.
+    learner: usize,
+    leader: PeerId,
+    epoch: u32,
+    /// The learner's connection it was asked on (`Sim::connections`).
+    connection: u64,
+    session_id: i64,
+    /// The leader handed it to its driver (`Ready::revalidations`).
+    produced: bool,
+    /// What the leader's driver answered, numbered in the order the answers went out.
+    answer: Option<(u64, bool)>,
+    /// The learner handed the answer to its driver (`Ready::revalidated`).
+    received: bool,
+}
+
 struct Sim {
     seed: u64,
     rng: SplitMix64,
@@ -411,7 +453,25 @@ struct Sim {
     /// Per follower: the leader's commit zxid when each of its outstanding syncs was asked,
     /// oldest first. A sync released (`Ready::syncs_answered`) must find everything up to it
     /// applied. Cleared when the follower's role changes (its client would retry).
-    sync_waits: Vec<std::collections::VecDeque<Zxid>>,
+    sync_waits: Vec<VecDeque<Zxid>>,
+    /// Draws for session revalidations, apart so that runs without them replay the older
+    /// schedule.
+    revalidation_rng: SplitMix64,
+    /// Per-mille chance per tick that a serving learner asks its leader about a session.
+    revalidation: u64,
+    /// Every REVALIDATE sent, by token; the next token (unique in the run).
+    revalidation_asks: BTreeMap<i32, RevalidationAsk>,
+    revalidation_token_next: i32,
+    /// How many answers the leaders' drivers gave, to number them.
+    revalidation_answers: u64,
+    /// Per leader node: its driver's revalidations still to answer, in the order handed to
+    /// it, each with the tick it answers at. Lost with the process when the node crashes.
+    revalidation_queue: Vec<VecDeque<(u64, Revalidation)>>,
+    /// Sessions the leaders' drivers consider closed (answered invalid).
+    sessions_closed: BTreeSet<i64>,
+    /// Per node: its connection to a leader, counted up on each role change and crash (a
+    /// learner's connection never outlives its role).
+    connections: Vec<u64>,
     /// Draws for swizzle-clogs, apart so that runs without them replay the older schedule.
     clog_rng: SplitMix64,
     /// Draws for disk stalls, apart for the same reason.
@@ -470,6 +530,12 @@ impl Sim {
         } else {
             0
         };
+        let mut revalidation_rng = SplitMix64::new(seed ^ 0x4e7a_11d0_4e7a_11d0);
+        let revalidation = if features.revalidations {
+            revalidation_rng.below(200)
+        } else {
+            0
+        };
         let mut nemesis_rng = SplitMix64::new(seed ^ 0x0e0e_515e_0e0e_515e);
         let nemesis = if features.nemesis {
             nemesis_rng.below(10)
@@ -490,7 +556,15 @@ impl Sim {
             snapshot_wanted: vec![false; count],
             sync_rng,
             sync,
-            sync_waits: vec![std::collections::VecDeque::new(); count],
+            sync_waits: vec![VecDeque::new(); count],
+            revalidation_rng,
+            revalidation,
+            revalidation_asks: BTreeMap::new(),
+            revalidation_token_next: 1,
+            revalidation_answers: 0,
+            revalidation_queue: vec![VecDeque::new(); count],
+            sessions_closed: BTreeSet::new(),
+            connections: vec![0; count],
             clog_rng,
             stall_rng,
             nemesis_rng,
@@ -583,6 +657,13 @@ impl Sim {
                 }
                 let epochs = (n.disk.accepted_epoch, n.disk.current_epoch);
                 self.trace(format!("node {} role {role:?} epochs {epochs:?}", node + 1));
+            }
+            // Answers reached the learner on the connection it had before any role change
+            // in this `Ready`: one step handles one packet, and none changes both.
+            self.check_revalidations(node, &ready.revalidations);
+            self.check_revalidated(node, &ready.revalidated);
+            if role_changed {
+                self.connections[node] += 1;
             }
             self.check_syncs_answered(node, ready.syncs_answered, role_changed);
         }
@@ -696,6 +777,8 @@ impl Sim {
         n.peer = None;
         n.disk.crash(&mut self.rng);
         let id = n.config.id;
+        self.connections[node] += 1;
+        self.revalidation_queue[node].clear();
         self.network.retain(|m| m.from != id && m.to != id);
     }
 
@@ -931,13 +1014,204 @@ impl Sim {
         }
     }
 
+    /// A serving learner (follower or observer) asks its leader whether one of the sessions
+    /// is alive, with a fresh token as the timeout so that the checks can name the ask.
+    fn inject_revalidation(&mut self) {
+        if self.revalidation == 0 || !self.revalidation_rng.chance(self.revalidation, 1000) {
+            return;
+        }
+        let serving_leader = |n: &Node| match n.peer.as_ref().map(Peer::role) {
+            Some(Role::Following {
+                leader,
+                serving: true,
+            })
+            | Some(Role::Observing {
+                leader,
+                serving: true,
+            }) => Some(leader),
+            _ => None,
+        };
+        let learners: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| serving_leader(&self.nodes[i]).is_some())
+            .collect();
+        if learners.is_empty() {
+            return;
+        }
+        let learner = learners[self.revalidation_rng.below(learners.len() as u64) as usize];
+        let Some(leader) = serving_leader(&self.nodes[learner]) else {
+            return;
+        };
+        let which = self.revalidation_rng.below(self.sessions.len() as u64) as usize;
+        let session_id = i64::from(self.sessions[which].id);
+        let token = self.revalidation_token_next;
+        self.revalidation_token_next += 1;
+        let connection = self.connections[learner];
+        let Some(peer) = self.nodes[learner].peer.as_mut() else {
+            return;
+        };
+        // A serving learner's accepted epoch is the one its leader's LEADERINFO named.
+        let epoch = peer.accepted_epoch();
+        if peer.revalidate(session_id, token).is_ok() {
+            self.coverage.revalidations_asked += 1;
+            let ask = RevalidationAsk {
+                learner,
+                leader,
+                epoch,
+                connection,
+                session_id,
+                produced: false,
+                answer: None,
+                received: false,
+            };
+            self.revalidation_asks.insert(token, ask);
+            self.trace(format!(
+                "node {} asks leader {leader} (epoch {epoch}, connection {connection}) to \
+                 revalidate session {session_id}: ask {token}",
+                learner + 1
+            ));
+        }
+        self.drain(learner);
+    }
+
+    /// A leader handed its driver revalidations: each must name an ask of that learner, made
+    /// to this leader in its current epoch and not handed over before. The driver queues
+    /// them in order, each answered some ticks after the one before it at the earliest.
+    fn check_revalidations(&mut self, node: usize, revalidations: &[Revalidation]) {
+        if revalidations.is_empty() {
+            return;
+        }
+        let peer = self.nodes[node].peer.as_ref().expect("a peer that stepped");
+        let (id, epoch, role) = (peer.id(), peer.leader_epoch(), peer.role());
+        for revalidation in revalidations {
+            let token = revalidation.timeout_ms;
+            let Some(ask) = self.revalidation_asks.get_mut(&token) else {
+                panic!("leader {id}: a revalidation nobody asked: {revalidation:?}");
+            };
+            assert!(
+                !ask.produced,
+                "leader {id}: revalidation {token} handed to its driver twice"
+            );
+            ask.produced = true;
+            let from = index_of(revalidation.from);
+            assert!(
+                ask.learner == from && ask.session_id == revalidation.session_id,
+                "leader {id}: revalidation {revalidation:?} differs from what was asked: {ask:?}"
+            );
+            assert!(
+                ask.leader == id
+                    && epoch == Some(ask.epoch)
+                    && role == (Role::Leading { serving: true }),
+                "leader {id} ({role:?}, epoch {epoch:?}): a revalidation from node {} asked \
+                 of leader {} in epoch {}",
+                from + 1,
+                ask.leader,
+                ask.epoch
+            );
+            let last = self.revalidation_queue[node].back().map_or(0, |(t, _)| *t);
+            let delay = self
+                .revalidation_rng
+                .below(REVALIDATION_ANSWER_TICKS_MAX + 1);
+            let at = (self.now_ticks + delay).max(last);
+            self.revalidation_queue[node].push_back((at, *revalidation));
+            self.trace(format!(
+                "leader {id} hands ask {token} of node {} to its driver, answered at {at}",
+                from + 1
+            ));
+        }
+    }
+
+    /// The leaders' drivers answer their due revalidations, in the order they were handed
+    /// over (like `server::quorum`); now and then a session's closed mark flips first. A
+    /// leader refuses an answer whose leadership or learner connection is gone.
+    fn answer_revalidations(&mut self) {
+        for node in 0..self.nodes.len() {
+            let mut answered = false;
+            while let Some((at, revalidation)) = self.revalidation_queue[node].front().copied() {
+                if at > self.now_ticks {
+                    break;
+                }
+                self.revalidation_queue[node].pop_front();
+                let session_id = revalidation.session_id;
+                if self.revalidation_rng.chance(1, 8) && !self.sessions_closed.insert(session_id) {
+                    self.sessions_closed.remove(&session_id);
+                }
+                let valid = !self.sessions_closed.contains(&session_id);
+                let Some(peer) = self.nodes[node].peer.as_mut() else {
+                    continue;
+                };
+                let learner = revalidation.from;
+                let result = peer.answer_revalidation(learner, session_id, valid);
+                let token = revalidation.timeout_ms;
+                self.trace(format!(
+                    "leader {} answers ask {token} of node {learner}: valid {valid}: {result:?}",
+                    node + 1
+                ));
+                if result.is_err() {
+                    self.coverage.revalidations_refused += 1;
+                    continue;
+                }
+                answered = true;
+                self.coverage.revalidations_answered += 1;
+                self.revalidation_answers += 1;
+                let order = self.revalidation_answers;
+                if let Some(ask) = self.revalidation_asks.get_mut(&revalidation.timeout_ms) {
+                    ask.answer = Some((order, valid));
+                }
+            }
+            if answered {
+                self.drain(node);
+            }
+        }
+    }
+
+    /// A learner handed its driver REVALIDATED answers: each must answer an ask made on its
+    /// current connection that the leader's driver answered and that had no answer yet (the
+    /// oldest such answer: one connection is FIFO), with the `valid` that driver gave.
+    fn check_revalidated(&mut self, node: usize, revalidated: &[(i64, bool)]) {
+        let connection = self.connections[node];
+        for &(session_id, valid) in revalidated {
+            self.coverage.revalidated += 1;
+            self.trace(format!(
+                "node {} receives REVALIDATED session {session_id} valid {valid} on connection \
+                 {connection}",
+                node + 1
+            ));
+            let waiting = self.revalidation_asks.iter_mut().filter(|(_, ask)| {
+                ask.learner == node
+                    && ask.connection == connection
+                    && ask.session_id == session_id
+                    && ask.answer.is_some()
+                    && !ask.received
+            });
+            let oldest = waiting.min_by_key(|(_, ask)| ask.answer.map_or(0, |(order, _)| order));
+            let Some((token, ask)) = oldest else {
+                panic!(
+                    "node {}: a REVALIDATED for session {session_id} that no ask on its current \
+                     connection is waiting for (unsolicited, stale or twice)",
+                    node + 1
+                );
+            };
+            ask.received = true;
+            let answered = ask.answer.map(|(_, v)| v);
+            assert_eq!(
+                answered,
+                Some(valid),
+                "node {}: REVALIDATED for session {session_id} (ask {token}) says valid {valid}, \
+                 the leader's driver answered {answered:?}",
+                node + 1
+            );
+        }
+    }
+
     fn run_tick(&mut self, faults: bool) {
         self.now_ticks += 1;
         if faults {
             self.inject_faults();
             self.inject_client();
             self.inject_sync();
+            self.inject_revalidation();
         }
+        self.answer_revalidations();
         self.offer_some();
         self.compact_some();
         self.deliver_due();
@@ -1096,6 +1370,8 @@ struct Features {
     fresh_snaps: bool,
     /// Followers' syncs: the leader answers them (SYNC) behind the commits before them.
     syncs: bool,
+    /// Learners' session revalidations (REVALIDATE), answered late by the leaders' drivers.
+    revalidations: bool,
 }
 
 const FEATURES_ALL: Features = Features {
@@ -1104,6 +1380,7 @@ const FEATURES_ALL: Features = Features {
     nemesis: true,
     fresh_snaps: true,
     syncs: true,
+    revalidations: true,
 };
 /// The simulator before swizzle-clogs, disk stalls, the nemesis and fresh snapshots.
 const FEATURES_V1: Features = Features {
@@ -1112,6 +1389,7 @@ const FEATURES_V1: Features = Features {
     nemesis: false,
     fresh_snaps: false,
     syncs: false,
+    revalidations: false,
 };
 /// The simulator before disk stalls, the nemesis and fresh snapshots.
 const FEATURES_V2: Features = Features {
@@ -1120,6 +1398,17 @@ const FEATURES_V2: Features = Features {
     nemesis: false,
     fresh_snaps: false,
     syncs: false,
+    revalidations: false,
+};
+
+/// The simulator once session revalidations were added (every kind above).
+const FEATURES_V3: Features = Features {
+    clogs: true,
+    stalls: true,
+    nemesis: true,
+    fresh_snaps: true,
+    syncs: true,
+    revalidations: true,
 };
 
 /// `KEEL_SIM_FAULT_TICKS` lengthens the fault phase (a seed's schedule only gets longer).
@@ -1171,6 +1460,9 @@ fn run_seed_reporting(seed: u64, features: Features) -> Coverage {
     if !features.syncs {
         env += "KEEL_SIM_SYNCS=0 ";
     }
+    if !features.revalidations {
+        env += "KEEL_SIM_REVALIDATIONS=0 ";
+    }
     if fault_ticks() != FAULT_TICKS {
         env += &format!("KEEL_SIM_FAULT_TICKS={} ", fault_ticks());
     }
@@ -1207,6 +1499,10 @@ fn zab_sim_ci() {
         total.snapshots_wanted,
         total.snapshots_offered,
         total.syncs_answered,
+        total.revalidations_asked,
+        total.revalidations_answered,
+        total.revalidations_refused,
+        total.revalidated,
     ];
     assert!(
         reached.iter().all(|count| *count > 0),
@@ -1228,6 +1524,7 @@ fn zab_sim_replay() {
         nemesis: enabled("KEEL_SIM_NEMESIS"),
         fresh_snaps: enabled("KEEL_SIM_FRESH_SNAPS"),
         syncs: enabled("KEEL_SIM_SYNCS"),
+        revalidations: enabled("KEEL_SIM_REVALIDATIONS"),
     };
     let coverage = run_seed(seed, features, true).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     eprintln!("seed {seed}: {coverage:?}");
@@ -1264,6 +1561,15 @@ fn zab_sim_seed_23356_leader_served_before_its_own_fsync() {
     // yet; it served without having written currentEpoch. The leader now counts in the
     // establishing quorum only after its fsync, as it must.
     run_seed_reporting(23356, FEATURES_V2);
+}
+
+#[test]
+fn zab_sim_seed_4_late_revalidation_answer_reached_a_new_connection() {
+    // Follower 1 asked leader 5 about a session and lost its connection; it reconnected and,
+    // still syncing, got the driver's late answer on the new connection, where it had asked
+    // nothing. A leader now sends an answer only on the connection (and in the leadership)
+    // the revalidation came on, pairing answers with what it handed to its driver.
+    run_seed_reporting(4, FEATURES_V3);
 }
 
 #[test]
