@@ -68,7 +68,8 @@ impl Snapshot {
 
 /// A snapshot's bytes: in memory, or the tail of a file mapped read-only — a SNAP written to
 /// the store's directory as it arrived (`store::IncomingSnapshot`), which the store then
-/// publishes by renaming that file instead of writing the bytes again.
+/// publishes by renaming that file instead of writing the bytes again, or the store's own
+/// snapshot as it opened it.
 #[derive(Clone)]
 pub struct SnapshotData(Backing);
 
@@ -78,19 +79,21 @@ enum Backing {
     Mapped(Arc<MappedFile>),
 }
 
-/// A temporary file mapped read-only. Unlinked when the last copy goes, unless it was
-/// renamed (published) by then.
+/// A file mapped read-only: a temporary one is unlinked when the last copy goes, unless it
+/// was renamed (published) by then; a published one is left alone.
 struct MappedFile {
     map: memmap2::Mmap,
     /// Where the data starts in the file (after the store's header).
     start: usize,
-    path: PathBuf,
+    temporary: Option<PathBuf>,
 }
 
 impl Drop for MappedFile {
     fn drop(&mut self) {
         // NotFound once it was renamed into place: nothing to do then.
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.temporary {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -102,16 +105,31 @@ impl SnapshotData {
         SnapshotData(Backing::Mapped(Arc::new(MappedFile {
             map,
             start,
-            path: path.to_path_buf(),
+            temporary: Some(path.to_path_buf()),
         })))
     }
 
-    /// The temporary file these bytes are the tail of, if they are mapped.
+    /// `map[start..]`, the data of a published snapshot file, which is only ever replaced by
+    /// a rename (so the mapping keeps the bytes it had) and never unlinked from here.
+    pub(crate) fn published(map: memmap2::Mmap, start: usize) -> SnapshotData {
+        SnapshotData(Backing::Mapped(Arc::new(MappedFile {
+            map,
+            start,
+            temporary: None,
+        })))
+    }
+
+    /// The temporary file these bytes are the tail of, if they are mapped from one.
     pub fn file(&self) -> Option<&Path> {
         match &self.0 {
             Backing::Memory(_) => None,
-            Backing::Mapped(file) => Some(&file.path),
+            Backing::Mapped(file) => file.temporary.as_deref(),
         }
+    }
+
+    /// Mapped from a file rather than in memory (`to_payload` would copy it).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.0, Backing::Mapped(_))
     }
 
     /// The bytes as a payload: shared when in memory, copied from a mapped file.

@@ -82,7 +82,7 @@ use super::store::{FileStore, IncomingSnapshot, PreparedSnapshot, StoreError, Sy
 use super::wire::{self, packet_type, WireError};
 use super::{Apply, Config, ConfigError, DiskOp, Envelope, Link, Message, Packet, Payload, Ready};
 use super::{AuthId, Entry, Peer, PeerId, ProposeError, Proposed, Revalidation, Role};
-use super::{Snapshot, Zxid};
+use super::{Snapshot, SnapshotData, Zxid};
 
 /// ZooKeeper's `QuorumCnxManager.PROTOCOL_VERSION_V1` (the initial message's first long).
 const ELECTION_PROTOCOL_VERSION: i64 = -65536;
@@ -741,6 +741,8 @@ enum Kind {
 enum Chunk {
     Owned(Vec<u8>),
     Shared(Payload),
+    /// A SNAP's data mapped from its file, written from the page cache.
+    Mapped(SnapshotData),
 }
 
 impl Chunk {
@@ -748,6 +750,7 @@ impl Chunk {
         match self {
             Chunk::Owned(bytes) => bytes,
             Chunk::Shared(payload) => payload,
+            Chunk::Mapped(data) => data,
         }
     }
 }
@@ -1231,7 +1234,12 @@ impl Loop {
                     tracing::info!(id = self.own.id, to, zxid = %snapshot.zxid,
                         bytes = snapshot.data.len(), "zab net: sending SNAP");
                 }
-                let bytes = packet_chunks(&wire::to_quorum_packet(&packet, self.own.id));
+                let bytes = match &packet {
+                    Packet::Snap { snapshot } if snapshot.data.is_mapped() => {
+                        mapped_snap_chunks(snapshot)
+                    }
+                    _ => packet_chunks(&wire::to_quorum_packet(&packet, self.own.id)),
+                };
                 if let Some(&token) = self.leader_in.get(&link.conn) {
                     self.send_as_leader(token, link, bytes);
                 } else {
@@ -1922,6 +1930,26 @@ fn packet_chunks(packet: &wire::QuorumPacket) -> Vec<Chunk> {
     }
 }
 
+/// A SNAP of mapped data as queued chunks, the data written from its mapping: what
+/// `packet_chunks` would queue, without `to_payload`'s copy of the whole snapshot.
+fn mapped_snap_chunks(snapshot: &Snapshot) -> Vec<Chunk> {
+    let dataless = wire::QuorumPacket {
+        kind: packet_type::SNAP,
+        zxid: snapshot.zxid.0 as i64,
+        data: None,
+        auth: None,
+    };
+    let (mut head, mut tail) = (Vec::new(), Vec::new());
+    let data_bytes = Some(snapshot.data.len());
+    wire::encode_head(dataless.kind, dataless.zxid, data_bytes, &mut head);
+    wire::encode_packet_tail(&dataless, &mut tail);
+    vec![
+        Chunk::Owned(head),
+        Chunk::Mapped(snapshot.data.clone()),
+        Chunk::Owned(tail),
+    ]
+}
+
 fn parse_packet(
     bytes: &[u8],
     data_bytes_max: usize,
@@ -2453,6 +2481,21 @@ mod tests {
         let (_, durable) = FileStore::open(&dir).unwrap();
         assert_eq!(durable.snapshot, snapshot);
         assert_eq!(incoming(&dir), Vec::<String>::new());
+        // Mapped from that file, not read: sent as a SNAP, the mapping is written as it is,
+        // byte for byte what the same snapshot in memory encodes to; dropping the mapping
+        // leaves the published file where it is.
+        assert!(durable.snapshot.data.is_mapped());
+        assert_eq!(durable.snapshot.data.file(), None);
+        let mapped: Vec<u8> = mapped_snap_chunks(&durable.snapshot)
+            .iter()
+            .flat_map(|chunk| chunk.bytes().to_vec())
+            .collect();
+        let mut in_memory = Vec::new();
+        let snap = Packet::Snap { snapshot };
+        wire::encode_packet(&wire::to_quorum_packet(&snap, 1), &mut in_memory);
+        assert_eq!(mapped, in_memory);
+        drop(durable);
+        assert!(dir.join("version-2").join("keel-zab.snapshot").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

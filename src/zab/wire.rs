@@ -259,12 +259,15 @@ pub fn encode_packet(packet: &QuorumPacket, out: &mut Vec<u8>) {
 /// Head, data and tail back to back are `encode_packet`'s bytes: a sender may write a large
 /// data buffer (a SNAP's) from where it is instead of copying it.
 pub fn encode_packet_head(packet: &QuorumPacket, out: &mut Vec<u8>) {
-    out.extend_from_slice(&packet.kind.to_be_bytes());
-    out.extend_from_slice(&packet.zxid.to_be_bytes());
-    let len = packet
-        .data
-        .as_ref()
-        .map_or(-1, |data| i32::try_from(data.len()).unwrap_or(i32::MAX));
+    let data_bytes = packet.data.as_ref().map(|data| data.len());
+    encode_head(packet.kind, packet.zxid, data_bytes, out);
+}
+
+/// `encode_packet_head` for data that is not in a `QuorumPacket` (a mapped SNAP's).
+pub fn encode_head(kind: i32, zxid: i64, data_bytes: Option<usize>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&zxid.to_be_bytes());
+    let len = data_bytes.map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX));
     out.extend_from_slice(&len.to_be_bytes());
 }
 
