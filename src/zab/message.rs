@@ -76,6 +76,8 @@ pub struct SnapshotData(Backing);
 #[derive(Clone)]
 enum Backing {
     Memory(Payload),
+    /// A built snapshot's buffer, kept as built (an `Arc<[u8]>` of it would be a copy).
+    Buffer(Arc<Vec<u8>>),
     Mapped(Arc<MappedFile>),
 }
 
@@ -122,7 +124,7 @@ impl SnapshotData {
     /// The temporary file these bytes are the tail of, if they are mapped from one.
     pub fn file(&self) -> Option<&Path> {
         match &self.0 {
-            Backing::Memory(_) => None,
+            Backing::Memory(_) | Backing::Buffer(_) => None,
             Backing::Mapped(file) => file.temporary.as_deref(),
         }
     }
@@ -132,11 +134,11 @@ impl SnapshotData {
         matches!(self.0, Backing::Mapped(_))
     }
 
-    /// The bytes as a payload: shared when in memory, copied from a mapped file.
+    /// The bytes as a payload: shared when they are one, else copied.
     pub fn to_payload(&self) -> Payload {
         match &self.0 {
             Backing::Memory(payload) => payload.clone(),
-            Backing::Mapped { .. } => Payload::from(&**self),
+            Backing::Buffer(_) | Backing::Mapped(_) => Payload::from(&**self),
         }
     }
 }
@@ -147,6 +149,7 @@ impl std::ops::Deref for SnapshotData {
     fn deref(&self) -> &[u8] {
         match &self.0 {
             Backing::Memory(payload) => payload,
+            Backing::Buffer(bytes) => bytes,
             Backing::Mapped(file) => file.map.get(file.start..).unwrap_or_default(),
         }
     }
@@ -160,7 +163,7 @@ impl From<Payload> for SnapshotData {
 
 impl From<Vec<u8>> for SnapshotData {
     fn from(bytes: Vec<u8>) -> SnapshotData {
-        SnapshotData(Backing::Memory(Payload::from(bytes)))
+        SnapshotData(Backing::Buffer(Arc::new(bytes)))
     }
 }
 

@@ -741,8 +741,8 @@ enum Kind {
 enum Chunk {
     Owned(Vec<u8>),
     Shared(Payload),
-    /// A SNAP's data mapped from its file, written from the page cache.
-    Mapped(SnapshotData),
+    /// A SNAP's data, written from where it is (mapped: from the page cache).
+    Snapshot(SnapshotData),
 }
 
 impl Chunk {
@@ -750,7 +750,7 @@ impl Chunk {
         match self {
             Chunk::Owned(bytes) => bytes,
             Chunk::Shared(payload) => payload,
-            Chunk::Mapped(data) => data,
+            Chunk::Snapshot(data) => data,
         }
     }
 }
@@ -1235,9 +1235,7 @@ impl Loop {
                         bytes = snapshot.data.len(), "zab net: sending SNAP");
                 }
                 let bytes = match &packet {
-                    Packet::Snap { snapshot } if snapshot.data.is_mapped() => {
-                        mapped_snap_chunks(snapshot)
-                    }
+                    Packet::Snap { snapshot } => snap_chunks(snapshot),
                     _ => packet_chunks(&wire::to_quorum_packet(&packet, self.own.id)),
                 };
                 if let Some(&token) = self.leader_in.get(&link.conn) {
@@ -1930,9 +1928,10 @@ fn packet_chunks(packet: &wire::QuorumPacket) -> Vec<Chunk> {
     }
 }
 
-/// A SNAP of mapped data as queued chunks, the data written from its mapping: what
-/// `packet_chunks` would queue, without `to_payload`'s copy of the whole snapshot.
-fn mapped_snap_chunks(snapshot: &Snapshot) -> Vec<Chunk> {
+/// A SNAP as queued chunks, the data written from where it is (a payload, a built buffer or
+/// a mapped file): the bytes `packet_chunks` would queue, without `to_payload`'s copy of the
+/// whole snapshot.
+fn snap_chunks(snapshot: &Snapshot) -> Vec<Chunk> {
     let dataless = wire::QuorumPacket {
         kind: packet_type::SNAP,
         zxid: snapshot.zxid.0 as i64,
@@ -1945,7 +1944,7 @@ fn mapped_snap_chunks(snapshot: &Snapshot) -> Vec<Chunk> {
     wire::encode_packet_tail(&dataless, &mut tail);
     vec![
         Chunk::Owned(head),
-        Chunk::Mapped(snapshot.data.clone()),
+        Chunk::Snapshot(snapshot.data.clone()),
         Chunk::Owned(tail),
     ]
 }
@@ -2486,14 +2485,20 @@ mod tests {
         // leaves the published file where it is.
         assert!(durable.snapshot.data.is_mapped());
         assert_eq!(durable.snapshot.data.file(), None);
-        let mapped: Vec<u8> = mapped_snap_chunks(&durable.snapshot)
-            .iter()
-            .flat_map(|chunk| chunk.bytes().to_vec())
-            .collect();
-        let mut in_memory = Vec::new();
-        let snap = Packet::Snap { snapshot };
-        wire::encode_packet(&wire::to_quorum_packet(&snap, 1), &mut in_memory);
-        assert_eq!(mapped, in_memory);
+        let queued = |snapshot: &Snapshot| -> Vec<u8> {
+            snap_chunks(snapshot)
+                .iter()
+                .flat_map(|chunk| chunk.bytes().to_vec())
+                .collect()
+        };
+        let mut encoded = Vec::new();
+        let snap = Packet::Snap {
+            snapshot: snapshot.clone(),
+        };
+        wire::encode_packet(&wire::to_quorum_packet(&snap, 1), &mut encoded);
+        assert_eq!(queued(&durable.snapshot), encoded);
+        // Likewise a built snapshot's buffer, queued as it is.
+        assert_eq!(queued(&snapshot), encoded);
         drop(durable);
         assert!(dir.join("version-2").join("keel-zab.snapshot").exists());
         std::fs::remove_dir_all(&dir).unwrap();
