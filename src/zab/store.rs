@@ -8,7 +8,8 @@
 //!   (a compaction's is written as `keel-zab.snapshot.<zxid>.tmp` off the driver's thread
 //!   first, a SNAP's as `keel-zab.snapshot.<zxid>.incoming.tmp` while it arrives
 //!   (`IncomingSnapshot`), mapped, and renamed once installed; `open` removes such files a
-//!   crash left);
+//!   crash left). Never written in place: `open` maps it, and a mapping keeps the bytes of
+//!   the file it mapped when a newer one is renamed over it;
 //! - `keel-zab.log`: `magic | base zxid u64` then records `len u32 | crc32c u32 | zxid u64 |
 //!   payload`, the crc over `zxid | payload`. `base` is the snapshot the log continues. On
 //!   open, a log based on an older snapshot that holds the current snapshot's zxid is the
