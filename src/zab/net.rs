@@ -1053,7 +1053,11 @@ impl Loop {
             .filter(|e| e.zxid > zxid)
             .cloned()
             .collect();
+        let compacting = Instant::now();
+        let after_entries = after.len();
         self.store.compact_prepared(prepared, &after)?;
+        tracing::info!(id = self.own.id, zxid = %zxid, after_entries,
+            ms = compacting.elapsed().as_millis() as u64, "zab net: log compacted");
         self.peer.compact(snapshot);
         // The rewritten log is durable; a background sync in flight before it no longer
         // reports anything.
