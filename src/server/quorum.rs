@@ -22,7 +22,6 @@
 //! `Driver::answer_revalidations` → the learner's Event::Revalidated → `Replica::revalidated`.
 
 use super::stats::ServerStats;
-use super::storage::SnapshotRoll;
 use super::{publish_stats, ServerError};
 use crate::config::Config;
 use crate::log::record::{decode_txn, encode_txn};
@@ -73,9 +72,7 @@ pub(super) struct Ensemble {
     driver: Arc<Driver>,
     events: EventInbox,
     snapshot_dir: PathBuf,
-    snap_count: u32,
-    /// Seeds the snapshot roll (the driver's seed: a clock and this server's id).
-    roll_seed: u64,
+    snap_count: u64,
 }
 
 /// The zab driver's events on their way to the replica core: a bounded channel, and the
@@ -171,8 +168,7 @@ impl Ensemble {
             driver: Arc::new(driver),
             events: EventInbox { events, waiting },
             snapshot_dir: config.data_dir.join("keel-ensemble"),
-            snap_count: config.snap_count,
-            roll_seed: seed,
+            snap_count: u64::from(config.snap_count.max(2)),
         })
     }
 }
@@ -196,8 +192,8 @@ pub(super) struct QuorumCore {
     /// Batches ready for the shards, in order.
     outgoing: Vec<CommitBatch>,
     snapshot_dir: PathBuf,
+    snap_count: u64,
     txns_since_snapshot: u64,
-    snapshot_roll: SnapshotRoll,
     snapshot_running: bool,
     /// Leader: a learner waits for a snapshot newer than this (`Event::SnapshotWanted`).
     snapshot_wanted: Option<i64>,
@@ -227,8 +223,8 @@ impl QuorumCore {
             waiting: VecDeque::new(),
             outgoing: Vec::new(),
             snapshot_dir: ensemble.snapshot_dir.clone(),
+            snap_count: ensemble.snap_count,
             txns_since_snapshot: 0,
-            snapshot_roll: SnapshotRoll::new(ensemble.snap_count, ensemble.roll_seed),
             snapshot_running: false,
             snapshot_wanted: None,
             snapshot_started_zxid: 0,
@@ -512,8 +508,7 @@ impl QuorumCore {
             // A job started since (maybe still running) is newer: it is offered when built.
             self.snapshot_wanted = None;
         }
-        let due =
-            self.snapshot_wanted.is_some() || self.snapshot_roll.is_due(self.txns_since_snapshot);
+        let due = self.snapshot_wanted.is_some() || self.txns_since_snapshot >= self.snap_count;
         if self.snapshot_running || !due || zxid <= 0 {
             return None;
         }
@@ -521,7 +516,6 @@ impl QuorumCore {
         self.snapshot_wanted = None;
         self.snapshot_started_zxid = zxid;
         self.txns_since_snapshot = 0;
-        self.snapshot_roll.roll();
         let sessions = self
             .replica
             .sessions()

@@ -71,9 +71,13 @@ pub(super) struct Storage {
     /// A purge fell due while the log was out on a flush.
     purge_deferred: bool,
     data_dir: PathBuf,
+    snap_count: u64,
     /// Txns logged since the last snapshot was started.
     txns_since_snapshot: u64,
-    snapshot_roll: SnapshotRoll,
+    /// The count at which the next snapshot starts: snapCount/2 + a random part, as
+    /// ZooKeeper's SyncRequestProcessor rolls it, so that servers do not snapshot together.
+    snapshot_due_txns: u64,
+    rng_state: u64,
     in_flight: Option<InFlight>,
     retain_count: usize,
     purge_interval: Option<Duration>,
@@ -171,16 +175,19 @@ impl Storage {
             sessions = replica.sessions().len(),
             "recovered: snapshot + write-ahead log"
         );
-        let seed = u64::try_from(now(started).wall_ms).unwrap_or(1);
+        let snap_count = u64::from(config.snap_count.max(2));
+        let rng_state = u64::try_from(now(started).wall_ms).unwrap_or(1) | 1;
         let purge_interval = (config.autopurge_purge_interval_hours > 0)
             .then(|| Duration::from_secs(u64::from(config.autopurge_purge_interval_hours) * 3600));
-        let storage = Storage {
+        let mut storage = Storage {
             log: Some(log),
             snapshot_pending: None,
             purge_deferred: false,
             data_dir: config.data_dir.clone(),
+            snap_count,
             txns_since_snapshot: recovery.txns.len() as u64,
-            snapshot_roll: SnapshotRoll::new(config.snap_count, seed),
+            snapshot_due_txns: snap_count,
+            rng_state,
             in_flight: None,
             retain_count: usize::try_from(config.autopurge_snap_retain_count)
                 .unwrap_or(3)
@@ -188,6 +195,7 @@ impl Storage {
             purge_interval,
             next_purge: purge_interval.map(|interval| Instant::now() + interval),
         };
+        storage.roll_snapshot_due();
         Ok((storage, replica))
     }
 
@@ -197,7 +205,7 @@ impl Storage {
     pub(super) fn batch_sealed(&mut self, replica: &Replica, txn_count: usize) {
         self.txns_since_snapshot += txn_count as u64;
         let busy = self.in_flight.is_some() || self.snapshot_pending.is_some();
-        if busy || !self.snapshot_roll.is_due(self.txns_since_snapshot) {
+        if busy || self.txns_since_snapshot < self.snapshot_due_txns {
             return;
         }
         let sessions: Vec<(i64, i32)> = replica
@@ -207,7 +215,7 @@ impl Storage {
             .collect();
         self.snapshot_pending = Some((replica.tree().clone(), sessions));
         self.txns_since_snapshot = 0;
-        self.snapshot_roll.roll();
+        self.roll_snapshot_due();
     }
 
     /// After a batch is durable: starts the snapshot captured with it, if any.
@@ -333,45 +341,17 @@ impl Storage {
             Err(error) => tracing::warn!(%error, "autopurge of log segments failed; will retry"),
         }
     }
-}
 
-/// When the next snapshot starts, as ZooKeeper's SyncRequestProcessor decides it: after
-/// snapCount/2 + random(snapCount/2) txns, rolled again for each snapshot, so that the
-/// servers of an ensemble do not all snapshot (and fsync) at the same time.
-pub(super) struct SnapshotRoll {
-    snap_count: u64,
-    /// The txn count at which the next snapshot starts.
-    due_txns: u64,
-    /// xorshift64 state: no dependency, and the spread is all that matters here.
-    rng_state: u64,
-}
-
-impl SnapshotRoll {
-    /// Rolled once already; `seed` should differ between the servers of an ensemble.
-    pub(super) fn new(snap_count: u32, seed: u64) -> SnapshotRoll {
-        let mut roll = SnapshotRoll {
-            snap_count: u64::from(snap_count.max(2)),
-            due_txns: 0,
-            // Spread the seed's bits (a wall clock in ms differs in its low ones), never 0.
-            rng_state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
-        };
-        roll.roll();
-        roll
-    }
-
-    pub(super) fn is_due(&self, txns_since_snapshot: u64) -> bool {
-        txns_since_snapshot >= self.due_txns
-    }
-
-    /// Draws the count for the next snapshot.
-    pub(super) fn roll(&mut self) {
+    /// ZooKeeper's roll: the next snapshot after snapCount/2 + random(snapCount/2) txns.
+    fn roll_snapshot_due(&mut self) {
+        // xorshift64: no dependency, and the spread is all that matters here.
         let mut x = self.rng_state;
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         self.rng_state = x;
         let half = (self.snap_count / 2).max(1);
-        self.due_txns = half + x % half;
+        self.snapshot_due_txns = half + x % half;
     }
 }
 
@@ -499,31 +479,6 @@ fn lower_thread_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_snapshot_roll_falls_between_half_and_all_of_snap_count_and_differs_by_seed() {
-        // ZooKeeper's SyncRequestProcessor: snapCount/2 + random(snapCount/2). Two servers
-        // started together must not keep snapshotting at the same counts.
-        let dues = |seed: u64| -> Vec<u64> {
-            let mut roll = SnapshotRoll::new(100_000, seed);
-            (0..64)
-                .map(|_| {
-                    let due = (50_000..100_000)
-                        .find(|&txns| roll.is_due(txns))
-                        .expect("due within snapCount");
-                    assert!(!roll.is_due(due - 1));
-                    roll.roll();
-                    due
-                })
-                .collect()
-        };
-        let (a, b) = (dues(1_796_037_547_744), dues(1_796_037_547_745));
-        assert_ne!(a, b);
-        let distinct: std::collections::BTreeSet<u64> = a.iter().copied().collect();
-        assert!(distinct.len() > 60, "{distinct:?}");
-        let mean = a.iter().sum::<u64>() / a.len() as u64;
-        assert!((62_500..87_500).contains(&mean), "mean {mean}");
-    }
 
     fn txn(zxid: i64) -> (TxnHeader, Txn) {
         let header = TxnHeader {
