@@ -600,7 +600,18 @@ fn catch_up_by_snap(tag: &str, extra_cfg: &str, count: usize) -> (Ensemble, usiz
 fn a_follower_that_missed_compacted_history_catches_up_by_snap() {
     // snapCount=200: the leader snapshots and compacts its log while a follower is down, so
     // the follower's restart needs the leader's snapshot (SNAP), not a DIFF.
-    catch_up_by_snap("ens-snap", "snapCount=200\n", 1500);
+    let (ensemble, leader) = catch_up_by_snap("ens-snap", "snapCount=200\n", 1500);
+    // mntr names the newest snapshot: one of those, within snapCount of the leader's zxid.
+    let hex = |text: Option<String>| {
+        text.and_then(|t| i64::from_str_radix(t.trim_start_matches("0x"), 16).ok())
+    };
+    let addr = ensemble.addr(leader);
+    let snapshot = hex(mntr_value(addr, "keel_last_snapshot_zxid")).expect("mntr's snapshot zxid");
+    let last = hex(srvr_field(addr, "Zxid")).expect("srvr's zxid");
+    assert!(
+        snapshot > 0 && snapshot <= last && last - snapshot < 400,
+        "snapshot {snapshot:#x}, leader at {last:#x}"
+    );
 }
 
 #[test]

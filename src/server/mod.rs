@@ -377,6 +377,7 @@ fn spawn_snapshot_job(
     let stats = stats.clone();
     io::spawn_local(async move {
         let began = Instant::now();
+        let zxid = job.zxid();
         // The blocking pool's thread shares the replica core's CPU; the build does not.
         let built = io::spawn_blocking(move || io::run_unpinned("keel-snap-build", || job.run()));
         match built.await {
@@ -385,6 +386,7 @@ fn spawn_snapshot_job(
                     .snapshot_time_ms
                     .record(u64::try_from(began.elapsed().as_millis()).unwrap_or(0));
                 stats.last_snapshot_bytes.store(bytes, Relaxed);
+                stats.last_snapshot_zxid.store(zxid, Relaxed);
             }
             Err(error) => tracing::warn!(%error, "ensemble snapshot failed"),
         }

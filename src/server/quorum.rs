@@ -576,6 +576,11 @@ pub struct SnapshotJob {
 }
 
 impl SnapshotJob {
+    /// The zxid of the state it captures.
+    pub(super) fn zxid(&self) -> i64 {
+        self.tree.last_zxid()
+    }
+
     /// Builds the snapshot in Keel's format in memory and hands it to the driver, which
     /// persists it (its one write and fsync), drops the log before it, and sends it to
     /// learners that need a SNAP. Runs on a blocking thread.
