@@ -21,6 +21,17 @@ use std::sync::Arc;
 const KEYS: usize = 10_000;
 const VALUE_BYTES: usize = 100;
 
+/// Starts the key order: the same in every run.
+const KEY_ORDER_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The next pseudo-random index below `len` (a 64-bit LCG's high bits).
+fn next_index(state: &mut u64, len: usize) -> usize {
+    *state = state
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    (*state >> 33) as usize % len
+}
+
 fn header(zxid: i64, op: i32) -> TxnHeader {
     TxnHeader {
         session_id: 0x1_0000_0001,
@@ -63,15 +74,11 @@ fn set_data(c: &mut Criterion) {
     for view_every in [1u64, 64, 1_000_000] {
         let (mut tree, mut zxid) = tree_with(KEYS);
         let mut view = tree.clone();
-        // A 64-bit LCG: the same key order in every run.
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut state = KEY_ORDER_SEED;
         let mut applied: u64 = 0;
         group.bench_function(BenchmarkId::new("view_every", view_every), |b| {
             b.iter(|| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let path = &paths[(state >> 33) as usize % KEYS];
+                let path = &paths[next_index(&mut state, KEYS)];
                 zxid += 1;
                 let txn = Txn::SetData {
                     path: path.clone(),
@@ -120,13 +127,10 @@ fn get_data(c: &mut Criterion) {
     for children in [10_000usize, 1_000_000] {
         let (tree, _) = tree_with(children);
         let paths: Vec<String> = (0..children).map(|i| format!("/bench/n{i:010}")).collect();
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut state = KEY_ORDER_SEED;
         group.bench_function(BenchmarkId::from_parameter(children), |b| {
             b.iter(|| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let path = &paths[(state >> 33) as usize % children];
+                let path = &paths[next_index(&mut state, children)];
                 let node = tree.node(path).expect("every key exists");
                 black_box((node.stat(), node.data().map(|data| data.len())));
             });

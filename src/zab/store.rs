@@ -662,10 +662,9 @@ impl IncomingSnapshot {
         self.file
             .write_all_at(&header, 0)
             .map_err(io("write", &self.path))?;
-        // SAFETY: the store never writes or truncates this file again: it is renamed into
-        // place or unlinked, and a later SNAP of the same zxid gets a new inode.
-        let map = unsafe { memmap2::Mmap::map(&self.file) }.map_err(io("mmap", &self.path))?;
-        let _ = map.advise(memmap2::Advice::Sequential);
+        // Never written again: it is renamed into place or unlinked, and a later SNAP of the
+        // same zxid gets a new inode.
+        let map = map_snapshot_file(&self.file, &self.path)?;
         self.finished = true;
         Ok(Snapshot {
             zxid: self.zxid,
@@ -804,6 +803,17 @@ fn read_epoch(path: &Path) -> Result<u32, StoreError> {
 
 /// The store's snapshot, mapped rather than read: a million znodes are ~180 MB, which
 /// reading copied twice (into a buffer, then into the shared payload) on every start.
+/// Maps a snapshot file of the store's (published, or a SNAP's once it is all in) for a
+/// sequential read.
+fn map_snapshot_file(file: &File, path: &Path) -> Result<memmap2::Mmap, StoreError> {
+    // SAFETY: the store never writes or truncates a snapshot file it maps: a published one is
+    // only replaced by renaming another over it, a SNAP's is renamed into place or unlinked.
+    // So the mapped bytes do not change under the mapping.
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(io("mmap", path))?;
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(map)
+}
+
 fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
     let file = match File::open(path) {
         Ok(file) => file,
@@ -818,10 +828,7 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
     if file_bytes < SNAPSHOT_HEADER_BYTES as u64 {
         return Err(corrupt("short snapshot"));
     }
-    // SAFETY: the store replaces this file only by renaming another over it and never writes
-    // or truncates it in place, so the mapped bytes do not change under the mapping.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io("mmap", path))?;
-    let _ = map.advise(memmap2::Advice::Sequential);
+    let map = map_snapshot_file(&file, path)?;
     let bytes: &[u8] = &map;
     let (Some(magic), Some(zxid), Some(crc), Some(len), Some(data)) = (
         bytes.get(0..4),
