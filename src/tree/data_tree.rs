@@ -284,6 +284,14 @@ impl DataTree {
         self.last_zxid
     }
 
+    /// True when no other clone shares this view's root: dropping it then frees, on the
+    /// dropping thread, the blocks that only this version still holds. A hint (another
+    /// version with the same root, e.g. after a failed txn, keeps it false), never a
+    /// condition for correctness.
+    pub fn is_sole_view(&self) -> bool {
+        Arc::strong_count(&self.root) == 1
+    }
+
     /// Moves the last applied zxid forward without a txn (snapshot load, new epoch).
     pub fn set_last_zxid(&mut self, zxid: i64) {
         self.last_zxid = self.last_zxid.max(zxid);

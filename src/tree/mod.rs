@@ -17,8 +17,8 @@
 //! `Send + Sync` view: the replica core keeps mutating its copy by path copying
 //! (`Arc::make_mut` from the root down to the changed node), shards read old clones lock-free,
 //! and memory holds one copy. The tree is hierarchical — full paths are not stored: each node
-//! owns its child table, a small B+tree of `Arc`-shared exact-capacity blocks (64 entries)
-//! keyed by the child's name, stored inline in a 24-byte key when ≤ 22 bytes. A lookup is one
+//! owns its child table, a small B+tree of `Arc`-shared exact-capacity blocks (leaves of 16
+//! entries, inner blocks of 64) keyed by the child's name, stored inline in a 24-byte key when ≤ 22 bytes. A lookup is one
 //! table search per path segment.
 //!
 //! Rejected after measuring 1M entries: a flat persistent map from full path to node —
@@ -29,12 +29,13 @@
 //!
 //! Measured (`cargo test --release --lib tree::tests::memory_and_speed_1m -- --ignored
 //! --nocapture`; 1,000,000 znodes of 100 B data, 20-char names, under 1,000 parents; 2-vCPU
-//! EPYC VM): RSS grows by 282 MB = 295 B/znode with glibc malloc (300 with mimalloc): 128 for
-//! the data allocation, 128 for the `Arc<Node>` (104-byte node), ~34 for the child entry, the
-//! rest parents and inner blocks. Apply of a create ≈ 1.5–2 µs; lookup of a 2-segment path
-//! ≈ 215 ns when cached, ≈ 1.5–2 µs when cold (about 14 cache misses); the first write to a
-//! region after a view was taken ≈ 10–13 µs cold (it copies a 64-entry block per level, each
-//! copy touching 64 reference counts), later writes in the same batch ≈ 2 µs.
+//! EPYC VM): RSS grows by 282 MB = 295 B/znode with glibc malloc (308 with mimalloc and
+//! 16-entry leaves; 300 with 64-entry ones): 128 for the data allocation, 128 for the
+//! `Arc<Node>` (104-byte node), ~34 for the child entry, the rest parents and blocks. Apply of
+//! a create ≈ 1–2 µs; lookup of a 2-segment path ≈ 200 ns when cached, ≈ 1.3–2 µs when cold
+//! (about 14 cache misses); the first write to a region after a view was taken ≈ 6.5 µs cold
+//! (10–13 µs with 64-entry leaves: it copies a block per level, each copy touching one
+//! reference count per entry), later writes in the same batch ≈ 2 µs.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
