@@ -712,3 +712,37 @@ fn spawn_touch_reporter(shard: Rc<Shard>, tick_time_ms: i32) {
     })
     .detach();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{RetiredViews, RETIRED_VIEWS_MAX};
+    use crate::tree::DataTree;
+
+    #[test]
+    fn a_retired_view_is_dropped_by_the_replica_core_once_nobody_else_holds_it() {
+        let mut retired = RetiredViews::default();
+        let shipped = DataTree::new();
+        let shard_view = shipped.clone();
+        retired.hold(shipped);
+        retired.release();
+        assert_eq!(retired.views.len(), 1, "a shard still holds the view");
+        drop(shard_view);
+        retired.release();
+        assert!(retired.views.is_empty());
+
+        // Views the shards keep are held up to the bound, no further.
+        let shard_views: Vec<DataTree> = (0..RETIRED_VIEWS_MAX + 10)
+            .map(|_| {
+                let view = DataTree::new();
+                retired.hold(view.clone());
+                view
+            })
+            .collect();
+        retired.release();
+        assert_eq!(retired.views.len(), RETIRED_VIEWS_MAX);
+        assert!(!retired.views[0].is_sole_view());
+        drop(shard_views);
+        retired.release();
+        assert!(retired.views.is_empty());
+    }
+}
