@@ -45,9 +45,9 @@ cpu_ticks() {
     echo "$total"
 }
 
-# The value of row $2 of the Keel column in $1 (ensemble.sh's results.md), digits only.
-keel_figure() {
-    grep -F "$2" "$1" | head -n 1 | awk -F'|' '{print $4}' | tr -d ' ,'
+# The cell of row $2 in the Keel column of $1 (ensemble.sh's results.md), trimmed.
+keel_cell() {
+    grep -F "$2" "$1" | head -n 1 | awk -F'|' '{gsub(/^ +| +$/, "", $4); print $4}'
 }
 
 run_one() {
@@ -68,20 +68,21 @@ run_one() {
     sleep 9
     c1=$(cpu_ticks "${pids[@]}")
     wait "$pid" || true
-    writes=$(keel_figure "$out/results.md" "writes ops/s")
+    writes=$(keel_cell "$out/results.md" "writes ops/s")
+    writes=${writes//,/}
     if [[ -z $writes || $writes == n/a || ${#pids[@]} -ne 3 ]]; then
         echo "$(date -u +%T) $label rep $rep: not measured (writes '$writes', ${#pids[@]} keel pids; see $log)"
         return
     fi
     python3 - "$label" "$rep" "$writes" "$((c1 - c0))" "$ticks_per_s" \
-        "$(grep -F 'writes p99' "$out/results.md" | awk -F'|' '{print $4}')" \
-        "$(keel_figure "$out/results.md" "reads ops/s")" <<'EOF'
+        "$(keel_cell "$out/results.md" "writes p99")" \
+        "$(keel_cell "$out/results.md" "reads ops/s" | tr -d ,)" <<'EOF'
 import sys, time
 label, rep, writes, ticks, hz, p99, reads = sys.argv[1:]
 cpu_ms = int(ticks) * 1000 / int(hz)
 per_1k = cpu_ms / (int(writes) * 9 / 1000)
 print(f"{time.strftime('%H:%M:%S', time.gmtime())} {label} rep {rep}: writes {int(writes):,}/s "
-      f"p99 {p99.strip()}, reads {int(reads):,}/s, cpu {per_1k:.1f} ms per 1000 writes")
+      f"p99 {p99}, reads {int(reads):,}/s, cpu {per_1k:.1f} ms per 1000 writes")
 EOF
     rm -rf "$out"
 }

@@ -130,7 +130,8 @@ impl SnapshotData {
     }
 
     /// Mapped from a file rather than in memory (`to_payload` would copy it).
-    pub fn is_mapped(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_mapped(&self) -> bool {
         matches!(self.0, Backing::Mapped(_))
     }
 

@@ -824,8 +824,6 @@ fn read_epoch(path: &Path) -> Result<u32, StoreError> {
     })
 }
 
-/// The store's snapshot, mapped rather than read: a million znodes are ~180 MB, which
-/// reading copied twice (into a buffer, then into the shared payload) on every start.
 /// Maps a snapshot file of the store's (published, or a SNAP's once it is all in) for a
 /// sequential read.
 fn map_snapshot_file(file: &File, path: &Path) -> Result<memmap2::Mmap, StoreError> {
@@ -837,6 +835,8 @@ fn map_snapshot_file(file: &File, path: &Path) -> Result<memmap2::Mmap, StoreErr
     Ok(map)
 }
 
+/// The store's snapshot, mapped rather than read: a million znodes are ~180 MB, which
+/// reading copied twice (into a buffer, then into the shared payload) on every start.
 fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
     let file = match File::open(path) {
         Ok(file) => file,
