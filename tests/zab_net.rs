@@ -796,3 +796,49 @@ fn a_wiped_follower_is_sent_the_leaders_snapshot() {
     assert_eq!(sequence.len(), 350);
     eprintln!("snap test took {:?}", started.elapsed());
 }
+
+#[test]
+fn a_followerinfo_reaching_a_looking_server_is_held_not_closed() {
+    // A learner that decided for a server before that server decided itself sends its
+    // FOLLOWERINFO to a LOOKING server: the connection is held for the election's end, not
+    // closed (the learner would only dial again on its next resend, ~100 ms into a
+    // fail-over). One of a configured voter's id, to a server left alone and so LOOKING.
+    let mut cluster = Cluster::start("held-info", 3);
+    cluster.await_leader(0);
+    let alone = cluster.servers[0];
+    for id in [2, 3] {
+        cluster.stop(id);
+    }
+    let deadline = Instant::now() + WAIT_MAX;
+    while cluster.driver(alone.id).status().role != Role::Looking {
+        assert!(Instant::now() < deadline, "a server without a quorum looks");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    use std::io::{Read, Write};
+    let mut info = 11i32.to_be_bytes().to_vec(); // FOLLOWERINFO
+    info.extend_from_slice(&0i64.to_be_bytes());
+    info.extend_from_slice(&20i32.to_be_bytes());
+    info.extend_from_slice(&2i64.to_be_bytes()); // LearnerInfo: server 2,
+    info.extend_from_slice(&[0; 12]); // protocol and config versions.
+    info.extend_from_slice(&0i32.to_be_bytes()); // no authinfo
+    let mut stream = std::net::TcpStream::connect_timeout(&alone.quorum, WAIT_MAX).unwrap();
+    stream.write_all(&info).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    // Closed at once before; held now, for as long as the server stays LOOKING (here
+    // 25 ticks, well past a learner's resend).
+    let held_until = Instant::now() + TICK * 25;
+    let mut buf = [0u8; 64];
+    while Instant::now() < held_until {
+        match stream.read(&mut buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            other => panic!("the held FOLLOWERINFO's connection ended: {other:?}"),
+        }
+    }
+    assert_eq!(cluster.driver(alone.id).status().role, Role::Looking);
+}

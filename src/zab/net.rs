@@ -508,6 +508,7 @@ impl Driver {
             deferred_compaction: None,
             read_chunk: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
             inbox: Vec::new(),
+            held_infos: BTreeMap::new(),
             leader_dials_unanswered: 0,
             counters: Counters::default(),
             commands: command_rx,
@@ -812,6 +813,12 @@ struct Loop {
     read_chunk: Box<[u8]>,
     /// Decoded messages waiting for `step`.
     inbox: Vec<(PeerId, Message)>,
+    /// FOLLOWERINFOs that reached this server while it was LOOKING, one per learner: the
+    /// peer gets them if it comes to lead (`on_role`); otherwise their connections close
+    /// with every learner connection. A learner that decided for this server a little
+    /// before it decided itself is then answered at once, not after its next dial: a
+    /// closed FOLLOWERINFO cost ~100 ms of a fail-over.
+    held_infos: BTreeMap<PeerId, Message>,
     /// Learner: dials of the chosen leader in a row that failed or that it closed unanswered.
     leader_dials_unanswered: u32,
     counters: Counters,
@@ -1069,6 +1076,21 @@ impl Loop {
 
     fn deliver_inbox(&mut self) {
         for (from, message) in std::mem::take(&mut self.inbox) {
+            let info = matches!(
+                &message,
+                Message::Quorum {
+                    packet: Packet::FollowerInfo { .. },
+                    ..
+                }
+            );
+            if info && self.peer.role() == Role::Looking {
+                if let Some(Message::Quorum { link, .. }) = self.held_infos.insert(from, message) {
+                    if let Some(&token) = self.leader_in.get(&link.conn) {
+                        self.close(token, "the learner connected again");
+                    }
+                }
+                continue;
+            }
             self.peer.step(from, message);
         }
     }
@@ -1197,6 +1219,12 @@ impl Loop {
     fn on_role(&mut self, role: Role) {
         tracing::info!(id = self.own.id, ?role, "zab net: role");
         self.leader_dials_unanswered = 0;
+        let held = std::mem::take(&mut self.held_infos);
+        if matches!(role, Role::Leading { .. }) {
+            for (from, info) in held {
+                self.peer.step(from, info);
+            }
+        }
         if !matches!(role, Role::Leading { .. }) {
             let tokens: Vec<Token> = self.leader_in.values().copied().collect();
             for token in tokens {
@@ -1756,10 +1784,15 @@ impl Loop {
             _ => (None, None),
         };
         if let Some((from, conn_id)) = leader_in {
-            if !matches!(self.peer.role(), Role::Leading { .. }) {
-                // Our peer ignores it; the learner dials again on its next resend.
-                self.close(token, "FOLLOWERINFO while not leading");
-                return;
+            match self.peer.role() {
+                Role::Leading { .. } => {}
+                // Held until the election ends (`held_infos`).
+                Role::Looking => return,
+                _ => {
+                    // Our peer ignores it; the learner dials again on its next resend.
+                    self.close(token, "FOLLOWERINFO while not leading");
+                    return;
+                }
             }
             let older: Vec<Token> = self
                 .leader_in
