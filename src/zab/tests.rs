@@ -653,3 +653,44 @@ fn a_fresh_snapshot_that_never_comes_ends_the_wait_with_the_old_one() {
     // It waited once: a compaction later does not sync it again.
     assert_eq!(cluster.snapshots_wanted.len(), 1);
 }
+
+/// The notifications `from` sent `to` since `since` (an index into `Cluster::sent`).
+fn votes_sent(cluster: &Cluster, since: usize, from: PeerId, to: PeerId) -> Vec<Notification> {
+    cluster.sent[since..]
+        .iter()
+        .filter(|(sender, envelope)| *sender == from && envelope.to == to)
+        .filter_map(|(_, envelope)| match &envelope.message {
+            Message::Notification(n) => Some(*n),
+            Message::Quorum { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_worse_vote_of_the_same_round_is_answered_at_once() {
+    // Server 1 may have answered server 2's first vote while it still followed a leader it
+    // had not seen die, and then started the round with its own vote: server 2 tells it
+    // its better vote again at once, not on its resend (~150 ms of a fail-over).
+    let mut cluster = Cluster::fresh(3);
+    let first = votes_sent(&cluster, 0, 1, 2);
+    let own_vote_of_1 = *first.first().expect("server 1's first vote");
+    assert_eq!(own_vote_of_1.vote.leader, 1);
+    let since = cluster.sent.len();
+    cluster
+        .peer(2)
+        .step(1, Message::Notification(own_vote_of_1));
+    cluster.drain(1);
+    let answers = votes_sent(&cluster, since, 2, 1);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].vote.leader, 2);
+    assert_eq!(answers[0].round, own_vote_of_1.round);
+    // A vote equal to its own is not answered: the exchange ends once both agree.
+    let agreeing = Notification {
+        vote: answers[0].vote,
+        ..own_vote_of_1
+    };
+    let since = cluster.sent.len();
+    cluster.peer(2).step(1, Message::Notification(agreeing));
+    cluster.drain(1);
+    assert_eq!(votes_sent(&cluster, since, 2, 1), Vec::new());
+}
