@@ -1224,8 +1224,8 @@ impl Loop {
             for (from, info) in held {
                 self.peer.step(from, info);
             }
-        }
-        if !matches!(role, Role::Leading { .. }) {
+        } else {
+            // The held FOLLOWERINFOs' connections among them.
             let tokens: Vec<Token> = self.leader_in.values().copied().collect();
             for token in tokens {
                 self.close(token, "no longer leading");
