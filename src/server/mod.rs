@@ -318,8 +318,7 @@ async fn replica_main(start: ReplicaStart, storage: Storage) {
         if opens_or_closes_sessions(&batch) {
             publish_session_sets(&stats, &replica.borrow(), now(started));
         }
-        retired.hold(batch.view.clone());
-        if !ship(&connected, batch).await {
+        if !ship(&connected, batch, &mut retired).await {
             return;
         }
     }
@@ -354,7 +353,13 @@ impl RetiredViews {
 }
 
 /// Sends `batch` to every shard; false once a shard has stopped (the replica core stops).
-async fn ship(connected: &[io::ConnectedSender<Arc<CommitBatch>>], batch: CommitBatch) -> bool {
+/// Its view is held in `retired` first, to be dropped on this thread once the shards let go.
+async fn ship(
+    connected: &[io::ConnectedSender<Arc<CommitBatch>>],
+    batch: CommitBatch,
+    retired: &mut RetiredViews,
+) -> bool {
+    retired.hold(batch.view.clone());
     let batch = Arc::new(batch);
     for sender in connected {
         if sender.send(batch.clone()).await.is_err() {
@@ -521,8 +526,7 @@ async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
         }
         core.borrow().publish();
         for batch in batches {
-            retired.hold(batch.view.clone());
-            if !ship(&connected, batch).await {
+            if !ship(&connected, batch, &mut retired).await {
                 return;
             }
         }

@@ -18,8 +18,8 @@
 //! (`Arc::make_mut` from the root down to the changed node), shards read old clones lock-free,
 //! and memory holds one copy. The tree is hierarchical — full paths are not stored: each node
 //! owns its child table, a small B+tree of `Arc`-shared exact-capacity blocks (leaves of 16
-//! entries, inner blocks of 64) keyed by the child's name, stored inline in a 24-byte key when ≤ 22 bytes. A lookup is one
-//! table search per path segment.
+//! entries, inner blocks of 64) keyed by the child's name, stored inline in a 24-byte key
+//! when ≤ 22 bytes. A lookup is one table search per path segment.
 //!
 //! Rejected after measuring 1M entries: a flat persistent map from full path to node —
 //! `imbl::HashMap` (HAMT, fixed 32-slot chunks) costs 325 B per entry before any node or data,
