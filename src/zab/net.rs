@@ -1219,16 +1219,49 @@ impl Loop {
     fn on_role(&mut self, role: Role) {
         tracing::info!(id = self.own.id, ?role, "zab net: role");
         self.leader_dials_unanswered = 0;
-        let held = std::mem::take(&mut self.held_infos);
-        if matches!(role, Role::Leading { .. }) {
-            for (from, info) in held {
-                self.peer.step(from, info);
+        match role {
+            Role::Leading { .. } => {
+                for (from, info) in std::mem::take(&mut self.held_infos) {
+                    self.peer.step(from, info);
+                }
             }
-        } else {
-            // The held FOLLOWERINFOs' connections among them.
-            let tokens: Vec<Token> = self.leader_in.values().copied().collect();
-            for token in tokens {
-                self.close(token, "no longer leading");
+            // The learners of our last leadership go. A connection still before its
+            // FOLLOWERINFO, or holding one, stays for the election's end: the step-down
+            // that led here (`reap`) was published a turn before this runs, and a learner
+            // may have dialled in between.
+            Role::Looking => {
+                let held: Vec<u64> = (self.held_infos.values())
+                    .filter_map(|info| match info {
+                        Message::Quorum { link, .. } => Some(link.conn),
+                        Message::Notification(_) => None,
+                    })
+                    .collect();
+                let ended: Vec<Token> = self
+                    .leader_in
+                    .iter()
+                    .filter(|&(conn, token)| {
+                        let parsed = matches!(
+                            self.conns.get(token).map(|c| &c.kind),
+                            Some(Kind::LeaderIn {
+                                learner: Some(_),
+                                ..
+                            })
+                        );
+                        parsed && !held.contains(conn)
+                    })
+                    .map(|(_, &token)| token)
+                    .collect();
+                for token in ended {
+                    self.close(token, "no longer leading");
+                }
+            }
+            Role::Following { .. } | Role::Observing { .. } => {
+                // The held FOLLOWERINFOs' connections among them.
+                self.held_infos.clear();
+                let tokens: Vec<Token> = self.leader_in.values().copied().collect();
+                for token in tokens {
+                    self.close(token, "no longer leading");
+                }
             }
         }
         let learner_of = match role {
