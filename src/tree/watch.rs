@@ -98,6 +98,10 @@ impl WatchManager {
     /// NodeDeleted both. A recursive watch fires for its path and every descendant, never with
     /// NodeChildrenChanged. The caller filters by READ permission on `trigger.acl`.
     pub fn trigger(&mut self, trigger: &WatchTrigger) -> Vec<(ConnId, EventType, String)> {
+        if self.paths.is_empty() {
+            // No watch on this shard (the common case under a write load): no path to hash.
+            return Vec::new();
+        }
         let mut fired = BTreeSet::new();
         let path = trigger.path.as_str();
         match trigger.event {
