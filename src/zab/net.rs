@@ -838,7 +838,12 @@ impl Loop {
         let mut started = false;
         while !self.stop.load(Ordering::SeqCst) {
             let now = Instant::now();
-            let idle = self.pending_reads.is_empty() && self.unflushed.is_empty();
+            // A step-down in the last turn's `reap` (the leader's connection closed) left a
+            // `Ready` with the role change and the first votes: it goes out now, not after up
+            // to a tick of waiting.
+            let idle = self.pending_reads.is_empty()
+                && self.unflushed.is_empty()
+                && !self.peer.has_ready();
             let timeout = if idle && std::mem::replace(&mut started, true) {
                 next_tick.saturating_duration_since(now).min(self.tick)
             } else {
