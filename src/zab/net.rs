@@ -1230,36 +1230,7 @@ impl Loop {
                     self.peer.step(from, info);
                 }
             }
-            // The learners of our last leadership go. A connection still before its
-            // FOLLOWERINFO, or holding one, stays for the election's end: the step-down
-            // that led here (`reap`) was published a turn before this runs, and a learner
-            // may have dialled in between.
-            Role::Looking => {
-                let held: Vec<u64> = (self.held_infos.values())
-                    .filter_map(|info| match info {
-                        Message::Quorum { link, .. } => Some(link.conn),
-                        Message::Notification(_) => None,
-                    })
-                    .collect();
-                let ended: Vec<Token> = self
-                    .leader_in
-                    .iter()
-                    .filter(|&(conn, token)| {
-                        let parsed = matches!(
-                            self.conns.get(token).map(|c| &c.kind),
-                            Some(Kind::LeaderIn {
-                                learner: Some(_),
-                                ..
-                            })
-                        );
-                        parsed && !held.contains(conn)
-                    })
-                    .map(|(_, &token)| token)
-                    .collect();
-                for token in ended {
-                    self.close(token, "no longer leading");
-                }
-            }
+            Role::Looking => self.close_former_learners(),
             Role::Following { .. } | Role::Observing { .. } => {
                 // The held FOLLOWERINFOs' connections among them.
                 self.held_infos.clear();
@@ -1279,6 +1250,39 @@ impl Loop {
             if !keep {
                 self.close(token, "no longer following that leader");
             }
+        }
+    }
+
+    /// On going LOOKING: closes the connections of our last leadership's learners (their
+    /// FOLLOWERINFO parsed and not held). A connection still before its FOLLOWERINFO, or
+    /// holding one, stays for the election's end: the step-down that led here (`reap`) was
+    /// published a turn before `on_role` runs, and a learner may have dialled in between.
+    fn close_former_learners(&mut self) {
+        let held: Vec<u64> = self
+            .held_infos
+            .values()
+            .filter_map(|info| match info {
+                Message::Quorum { link, .. } => Some(link.conn),
+                Message::Notification(_) => None,
+            })
+            .collect();
+        let former: Vec<Token> = self
+            .leader_in
+            .iter()
+            .filter(|&(conn, token)| {
+                let parsed = matches!(
+                    self.conns.get(token).map(|c| &c.kind),
+                    Some(Kind::LeaderIn {
+                        learner: Some(_),
+                        ..
+                    })
+                );
+                parsed && !held.contains(conn)
+            })
+            .map(|(_, &token)| token)
+            .collect();
+        for token in former {
+            self.close(token, "no longer leading");
         }
     }
 
