@@ -1089,11 +1089,9 @@ impl Loop {
                 }
             );
             if info && self.peer.role() == Role::Looking {
-                if let Some(Message::Quorum { link, .. }) = self.held_infos.insert(from, message) {
-                    if let Some(&token) = self.leader_in.get(&link.conn) {
-                        self.close(token, "the learner connected again");
-                    }
-                }
+                // A learner's earlier connection, held or not, closed at parse time
+                // (`after_parse`): its held FOLLOWERINFO is replaced here.
+                self.held_infos.insert(from, message);
                 continue;
             }
             self.peer.step(from, message);
@@ -1827,9 +1825,8 @@ impl Loop {
         };
         if let Some((from, conn_id)) = leader_in {
             match self.peer.role() {
-                Role::Leading { .. } => {}
-                // Held until the election ends (`held_infos`).
-                Role::Looking => return,
+                // LOOKING: held until the election ends (`held_infos`).
+                Role::Leading { .. } | Role::Looking => {}
                 _ => {
                     // Our peer ignores it; the learner dials again on its next resend.
                     self.close(token, "FOLLOWERINFO while not leading");
