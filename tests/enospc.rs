@@ -16,15 +16,12 @@
 mod faults;
 
 use faults::disk::{
-    check_stop_status, create_counters, expect_clean_stop, kill_restart_verify, skip, verify,
-    write_until_stopped, Acked,
+    check_stop_status, create_counters, expect_clean_stop, free_bytes, kill_restart_verify, skip,
+    verify, write_until_stopped, Acked, Mount,
 };
 use faults::{Conn, Rng, Server, OK};
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::io::Write as _;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 const FS_BYTES: u64 = 16 << 20;
@@ -32,112 +29,6 @@ const FS_BYTES: u64 = 16 << 20;
 const FREE_BYTES: u64 = 6 << 20;
 /// How stderr names the space error.
 const SPACE_ERROR: &[&str] = &["No space left on device", "os error 28"];
-
-/// A tmpfs mounted for the test; unmounted (and its mount point removed) when dropped.
-struct Mount {
-    dir: PathBuf,
-}
-
-impl Mount {
-    fn tmpfs(dir: &Path, bytes: u64) -> Result<Mount, String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not running as root".into());
-        }
-        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let target = CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-        let options = CString::new(format!("size={bytes},mode=0700")).map_err(|e| e.to_string())?;
-        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                options.as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
-            let error = std::io::Error::last_os_error();
-            let _ = std::fs::remove_dir(dir);
-            return Err(format!("mount -t tmpfs on {}: {error}", dir.display()));
-        }
-        Ok(Mount {
-            dir: dir.to_path_buf(),
-        })
-    }
-}
-
-impl Mount {
-    /// A loop-mounted ext4 image of `bytes` (the image lives next to the mount point, on the
-    /// ordinary disk): the filesystem most deployments use, with real extents and a journal.
-    fn ext4_loop(dir: &Path, image: &Path, bytes: u64) -> Result<Mount, String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not running as root".into());
-        }
-        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let file = std::fs::File::create(image).map_err(|e| format!("create image: {e}"))?;
-        file.set_len(bytes)
-            .map_err(|e| format!("size the image: {e}"))?;
-        drop(file);
-        let mkfs = std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F"])
-            .arg(image)
-            .output()
-            .map_err(|e| format!("mkfs.ext4 not runnable: {e}"))?;
-        if !mkfs.status.success() {
-            return Err(format!(
-                "mkfs.ext4 failed: {}",
-                String::from_utf8_lossy(&mkfs.stderr).trim()
-            ));
-        }
-        let mount = std::process::Command::new("mount")
-            .args(["-t", "ext4", "-o", "loop"])
-            .arg(image)
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("mount not runnable: {e}"))?;
-        if !mount.status.success() {
-            let _ = std::fs::remove_dir(dir);
-            return Err(format!(
-                "mount -o loop failed: {}",
-                String::from_utf8_lossy(&mount.stderr).trim()
-            ));
-        }
-        Ok(Mount {
-            dir: dir.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let Ok(target) = CString::new(self.dir.as_os_str().as_bytes()) else {
-            return;
-        };
-        // SAFETY: a valid NUL-terminated path. A busy mount is detached instead (MNT_DETACH),
-        // so a failing test never leaves a mount behind.
-        unsafe {
-            if libc::umount2(target.as_ptr(), 0) != 0 {
-                libc::umount2(target.as_ptr(), libc::MNT_DETACH);
-            }
-        }
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-fn free_bytes(dir: &Path) -> u64 {
-    let path = CString::new(dir.as_os_str().as_bytes()).expect("path");
-    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
-    unsafe {
-        let mut stat: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(path.as_ptr(), &mut stat) != 0 {
-            return 0;
-        }
-        stat.f_bavail as u64 * stat.f_frsize as u64
-    }
-}
 
 /// Free 4 KiB blocks at the end of the newest published segment (all zeros, as preallocated).
 fn tail_free_blocks(log_dir: &Path) -> usize {
@@ -208,18 +99,7 @@ fn full_disk(name: &str, work: &Path, mount: Mount) {
     );
     let data_dir = mount.dir.join("data");
     std::fs::create_dir_all(&data_dir).expect("dataDir");
-    let filler = mount.dir.join("filler");
-    {
-        let mut file = std::fs::File::create(&filler).expect("filler");
-        let chunk = vec![0x5au8; 1 << 20];
-        let mut left = free_bytes(&mount.dir).saturating_sub(FREE_BYTES);
-        while left > 0 {
-            let bytes = left.min(chunk.len() as u64) as usize;
-            file.write_all(&chunk[..bytes]).expect("write the filler");
-            left -= bytes as u64;
-        }
-        file.sync_all().expect("sync the filler");
-    }
+    let filler = mount.fill_until_free(FREE_BYTES);
     println!(
         "  filler written: {} KiB free",
         free_bytes(&mount.dir) >> 10

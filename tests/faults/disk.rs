@@ -1,4 +1,5 @@
-//! Shared by the disk-fault tests (`tests/enospc.rs`, `tests/disk_errors.rs`): writers that
+//! Shared by the disk-fault tests (`tests/enospc.rs`, `tests/disk_errors.rs`, the full disk
+//! of `tests/ensemble.rs`): a tmpfs or loop-mounted ext4 to fill (`Mount`), writers that
 //! record what each client was told, the check after a restart that every acknowledged write
 //! is there (and nothing no client sent), and the check that a server whose disk failed
 //! stopped by itself, cleanly, saying why.
@@ -7,9 +8,11 @@ use super::{show, tail_of, Conn, Rng, Server, NO_NODE, OK};
 use keel::proto::op;
 use keel::proto::records::encode;
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -319,4 +322,128 @@ pub fn skip(name: &str, what: &str, reason: &str) {
     );
     print!("{message}");
     let _ = std::io::stderr().write_all(message.as_bytes());
+}
+
+/// A tmpfs mounted for the test; unmounted (and its mount point removed) when dropped.
+pub struct Mount {
+    pub dir: PathBuf,
+}
+
+impl Mount {
+    pub fn tmpfs(dir: &Path, bytes: u64) -> Result<Mount, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not running as root".into());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let target = CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+        let options = CString::new(format!("size={bytes},mode=0700")).map_err(|e| e.to_string())?;
+        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            let _ = std::fs::remove_dir(dir);
+            return Err(format!("mount -t tmpfs on {}: {error}", dir.display()));
+        }
+        Ok(Mount {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Mount {
+    /// A loop-mounted ext4 image of `bytes` (the image lives next to the mount point, on the
+    /// ordinary disk): the filesystem most deployments use, with real extents and a journal.
+    pub fn ext4_loop(dir: &Path, image: &Path, bytes: u64) -> Result<Mount, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not running as root".into());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let file = std::fs::File::create(image).map_err(|e| format!("create image: {e}"))?;
+        file.set_len(bytes)
+            .map_err(|e| format!("size the image: {e}"))?;
+        drop(file);
+        let mkfs = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(image)
+            .output()
+            .map_err(|e| format!("mkfs.ext4 not runnable: {e}"))?;
+        if !mkfs.status.success() {
+            return Err(format!(
+                "mkfs.ext4 failed: {}",
+                String::from_utf8_lossy(&mkfs.stderr).trim()
+            ));
+        }
+        let mount = std::process::Command::new("mount")
+            .args(["-t", "ext4", "-o", "loop"])
+            .arg(image)
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("mount not runnable: {e}"))?;
+        if !mount.status.success() {
+            let _ = std::fs::remove_dir(dir);
+            return Err(format!(
+                "mount -o loop failed: {}",
+                String::from_utf8_lossy(&mount.stderr).trim()
+            ));
+        }
+        Ok(Mount {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Mount {
+    /// Writes (and fsyncs) a file `filler` that leaves about `free` bytes of the mount free;
+    /// returns its path, to delete when the space should come back.
+    pub fn fill_until_free(&self, free: u64) -> PathBuf {
+        let filler = self.dir.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0x5au8; 1 << 20];
+        let mut left = free_bytes(&self.dir).saturating_sub(free);
+        while left > 0 {
+            let bytes = left.min(chunk.len() as u64) as usize;
+            file.write_all(&chunk[..bytes]).expect("write the filler");
+            left -= bytes as u64;
+        }
+        file.sync_all().expect("sync the filler");
+        filler
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let Ok(target) = CString::new(self.dir.as_os_str().as_bytes()) else {
+            return;
+        };
+        // SAFETY: a valid NUL-terminated path. A busy mount is detached instead (MNT_DETACH),
+        // so a failing test never leaves a mount behind.
+        unsafe {
+            if libc::umount2(target.as_ptr(), 0) != 0 {
+                libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+pub fn free_bytes(dir: &Path) -> u64 {
+    let path = CString::new(dir.as_os_str().as_bytes()).expect("path");
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut stat) != 0 {
+            return 0;
+        }
+        stat.f_bavail as u64 * stat.f_frsize as u64
+    }
 }
