@@ -1,6 +1,7 @@
 //! Process-level fault tests of Keel ensembles (issue 5 item 6): real `keel` processes on
 //! 127.0.0.1 in 3- and 5-server ensembles; kill -9 of the leader, SIGSTOP/SIGCONT of a
-//! follower and of the leader, restarts, and loss of the quorum. Meanwhile keel-loadgen's
+//! follower and of the leader, restarts, loss of the quorum, and a full disk under one
+//! server (a tmpfs; root only, skipped otherwise). Meanwhile keel-loadgen's
 //! checker records a history through every server (reads after `sync`, so followers count
 //! too); it must be linearizable. A separate writer records which creates were acknowledged;
 //! after the faults every server must hold each of them.
@@ -10,6 +11,9 @@
 
 mod faults;
 
+use faults::disk::{
+    create_counters, expect_clean_stop, skip, verify, write_until_stopped, Acked, Mount,
+};
 use faults::{temp_dir, Conn, Server, OK};
 use keel_loadgen::checker::{self, CheckerSummary};
 use keel_loadgen::linearizability::Verdict;
@@ -43,6 +47,7 @@ fn ensemble_port() -> u16 {
 
 struct Member {
     id: u64,
+    data_dir: PathBuf,
     /// The client address (127.0.0.1 or the server's address in its network namespace).
     addr: SocketAddr,
     config: PathBuf,
@@ -73,20 +78,20 @@ impl Ensemble {
 
     /// `start` with `extra` zoo.cfg lines for every server, all on 127.0.0.1.
     fn start_with(tag: &str, voters: usize, observers: usize, extra_cfg: &str) -> Ensemble {
-        let hosts = (0..voters + observers)
-            .map(|_| Host {
-                ip: Ipv4Addr::LOCALHOST,
-                client_port: ensemble_port(),
-                quorum_port: ensemble_port(),
-                election_port: ensemble_port(),
-                netns: None,
-            })
-            .collect();
-        Ensemble::start_on(tag, hosts, voters, extra_cfg)
+        Ensemble::start_on(tag, loopback_hosts(voters + observers), voters, extra_cfg)
     }
 
     /// One server per host (the first `voters` vote), started.
     fn start_on(tag: &str, hosts: Vec<Host>, voters: usize, extra_cfg: &str) -> Ensemble {
+        let mut ensemble = Ensemble::configure(tag, hosts, voters, extra_cfg);
+        for index in 0..ensemble.members.len() {
+            ensemble.restart(index);
+        }
+        ensemble
+    }
+
+    /// `start_on` without the start: every dataDir, myid and zoo.cfg written.
+    fn configure(tag: &str, hosts: Vec<Host>, voters: usize, extra_cfg: &str) -> Ensemble {
         let dir = temp_dir(tag);
         let mut lines = String::new();
         for (index, host) in hosts.iter().enumerate() {
@@ -124,6 +129,7 @@ impl Ensemble {
                 .expect("write zoo.cfg");
                 Member {
                     id,
+                    data_dir,
                     addr: SocketAddr::from((host.ip, host.client_port)),
                     config,
                     stderr: dir.join(format!("s{id}.log")),
@@ -132,11 +138,7 @@ impl Ensemble {
                 }
             })
             .collect();
-        let mut ensemble = Ensemble { members };
-        for index in 0..ensemble.members.len() {
-            ensemble.restart(index);
-        }
-        ensemble
+        Ensemble { members }
     }
 
     fn restart(&mut self, index: usize) {
@@ -240,6 +242,19 @@ impl Ensemble {
             .map(|m| format!("--- server {} ---\n{}", m.id, faults::tail_of(&m.stderr)))
             .collect()
     }
+}
+
+/// `count` hosts on 127.0.0.1, each with its own three ports.
+fn loopback_hosts(count: usize) -> Vec<Host> {
+    (0..count)
+        .map(|_| Host {
+            ip: Ipv4Addr::LOCALHOST,
+            client_port: ensemble_port(),
+            quorum_port: ensemble_port(),
+            election_port: ensemble_port(),
+            netns: None,
+        })
+        .collect()
 }
 
 /// A four-letter word's answer from `addr` (None: no answer).
@@ -830,4 +845,109 @@ fn a_global_session_moves_between_servers_and_expires_everywhere() {
         Conn::resume(ensemble.addr(new_leader), timeout_ms, session_id).is_err(),
         "an expired session must not resume"
     );
+}
+
+/// The tmpfs under the server whose disk fills, and what its filler leaves free: room for
+/// the first 16 MiB of zeros its log writes ahead, not for the next 16 MiB (written once
+/// half of the first is used, after some 2,700 of the writers' ~3 kB creates).
+const FULL_DISK_TMPFS_BYTES: u64 = 64 << 20;
+const FULL_DISK_FREE_BYTES: u64 = 24 << 20;
+
+/// How the space error reads on stderr.
+const SPACE_ERROR: &[&str] = &["No space left on device", "os error 28"];
+
+/// A SYNC on `conn`'s server: it then serves everything committed before.
+fn sync(conn: &mut Conn, path: &str) {
+    let reply = conn
+        .call(keel::proto::op::SYNC, |w| w.write_string(path))
+        .expect("sync");
+    assert_eq!(reply.err, OK, "sync {path}");
+}
+
+// The server with the highest myid leads an ensemble whose servers start together with empty
+// logs (FastLeaderElection's tie-break), so server 3's full disk is usually a leader's and
+// server 1's a follower's; both tests pass either way.
+#[test]
+fn server_3_whose_disk_fills_stops_and_rejoins_once_space_is_freed() {
+    full_disk_stops_and_rejoins("server_3_whose_disk_fills", 2);
+}
+
+#[test]
+fn server_1_whose_disk_fills_stops_and_rejoins_once_space_is_freed() {
+    full_disk_stops_and_rejoins("server_1_whose_disk_fills", 0);
+}
+
+/// Server `full + 1` of three has its dataDir on a small tmpfs that fills up: it stops by
+/// itself, with status 70 and the space error on stderr, as a standalone server does; the
+/// other two serve on, with every acknowledged write, and take new ones; once space is freed
+/// it restarts, syncs, and holds them all.
+fn full_disk_stops_and_rejoins(name: &str, full: usize) {
+    let seed = faults::seed_from_env("KEEL_ENSEMBLE_SEED");
+    // No snapshots: this test is about the log filling the disk.
+    let tag = format!("ens-full{}", full + 1);
+    let mut ensemble = Ensemble::configure(&tag, loopback_hosts(3), 3, "snapCount=1000000\n");
+    let data_dir = ensemble.members[full].data_dir.clone();
+    let mount = match Mount::tmpfs(&data_dir, FULL_DISK_TMPFS_BYTES) {
+        Ok(mount) => mount,
+        Err(reason) => return skip(name, "a tmpfs", &reason),
+    };
+    std::fs::write(data_dir.join("myid"), format!("{}\n", full + 1)).expect("myid");
+    let filler = mount.fill_until_free(FULL_DISK_FREE_BYTES);
+    for index in 0..3 {
+        ensemble.restart(index);
+    }
+    let leader = ensemble.wait_serving(&[0, 1, 2], "start");
+    println!(
+        "{name}: seed {seed} (replay: KEEL_ENSEMBLE_SEED={seed}); server {} has the full disk, \
+         server {} leads",
+        full + 1,
+        leader + 1
+    );
+
+    // Writers on the server with the full disk, until it stops by itself.
+    let mut acked = Acked::default();
+    let mut conn = Conn::connect(ensemble.addr(full), 10_000).expect("connect");
+    create_counters(&mut conn, &mut acked);
+    drop(conn);
+    let count = write_until_stopped(ensemble.addr(full), 1, &mut acked, seed);
+    let context = format!("seed {seed}: server {} on a full disk", full + 1);
+    let server = ensemble.members[full].server.as_mut().expect("running");
+    expect_clean_stop(server, &context, SPACE_ERROR);
+    ensemble.members[full].server = None;
+    assert!(count > 100, "{context}: only {count} writes acknowledged");
+
+    // The other two go on, with every acknowledged write, and take new ones.
+    let rest: Vec<usize> = (0..3).filter(|&i| i != full).collect();
+    ensemble.wait_serving(&rest, &context);
+    let mut conn = Conn::connect(ensemble.addr(rest[0]), 10_000).expect("connect");
+    sync(&mut conn, "/fill");
+    verify(
+        &mut conn,
+        &mut acked,
+        &format!("{context}, read on server {}", rest[0] + 1),
+    );
+    for n in 0..100 {
+        let path = format!("/fill/after-{n}");
+        let data = format!("after {n}").into_bytes();
+        let (err, _) = conn.create(&path, &data, 0).expect("create");
+        assert_eq!(err, OK, "{context}: create {path} without that server");
+        acked.created.insert(path, data);
+    }
+    drop(conn);
+
+    // Space back: the server restarts, syncs and holds all of it.
+    std::fs::remove_file(&filler).expect("delete the filler");
+    ensemble.restart(full);
+    ensemble.wait_serving(&[0, 1, 2], "after the space was freed");
+    let mut conn = Conn::connect(ensemble.addr(full), 10_000).expect("connect");
+    sync(&mut conn, "/fill");
+    let nodes = verify(
+        &mut conn,
+        &mut acked,
+        &format!("seed {seed}: server {} after its restart", full + 1),
+    );
+    println!("  {count} writes acknowledged before the disk was full; {nodes} nodes read back");
+    drop(conn);
+    drop(ensemble);
+    drop(mount);
 }

@@ -462,7 +462,8 @@ async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
             loop {
                 events.next(&mut taken).await;
                 if taken.is_empty() {
-                    tracing::error!("the ensemble driver stopped; this server no longer serves");
+                    let failure = core.borrow().driver_failure();
+                    stop_on_driver_failure(failure);
                     return;
                 }
                 let now = now(started);
@@ -531,6 +532,21 @@ async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
             }
         }
     }
+}
+
+/// The zab driver stopped on its own: its store (log, epochs or snapshot) failed, a full
+/// disk say, or its epoll did. It cannot be trusted to go on, and a server outside its ensemble must not
+/// serve reads from its last view for ever: the process stops, as a standalone server
+/// does when its log fails (status 70, the reason on stderr), and its next start recovers
+/// from what is durable and syncs with the leader. `None` (stopped by its owner) returns.
+fn stop_on_driver_failure(failure: Option<String>) {
+    let Some(reason) = failure else {
+        tracing::error!("the ensemble driver stopped; this server no longer serves");
+        return;
+    };
+    tracing::error!(%reason, "the ensemble driver failed; stopping (restart to recover)");
+    eprintln!("keel: the ensemble driver failed: {reason}; stopping without retrying");
+    std::process::exit(70);
 }
 
 /// Publishes the figures of `tree`, the durable view the shards are about to get.

@@ -32,7 +32,7 @@ use crate::tree::{DataTree, Txn, TxnHeader};
 use crate::zab::net::{Driver, Event, NetConfig};
 use crate::zab::AuthId;
 use crate::zab::{Apply, Payload, Role, Snapshot, Zxid};
-use crossbeam::channel::{self, Receiver};
+use crossbeam::channel::{self, Receiver, Sender};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -82,6 +82,37 @@ pub(super) struct Ensemble {
 pub(super) struct EventInbox {
     events: Receiver<Event>,
     waiting: Arc<Mutex<Option<Waker>>>,
+}
+
+/// The driver's end of the events: wakes the replica core's task for each event, and once
+/// more when the driver drops it (its loop ended), after closing the channel, so that the
+/// task sees the driver gone instead of waiting for an event that never comes.
+struct EventOutbox {
+    sender: Option<Sender<Event>>,
+    waiting: Arc<Mutex<Option<Waker>>>,
+}
+
+impl EventOutbox {
+    fn send(&self, event: Event) {
+        if let Some(sender) = &self.sender {
+            // The receiver is gone only when the replica core stopped; so does the server.
+            let _ = sender.send(event);
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = lock(&self.waiting).take() {
+            waker.wake();
+        }
+    }
+}
+
+impl Drop for EventOutbox {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        self.wake();
+    }
 }
 
 impl EventInbox {
@@ -154,14 +185,11 @@ impl Ensemble {
         }
         let (sender, events) = channel::bounded(EVENTS_QUEUED_MAX);
         let waiting: Arc<Mutex<Option<Waker>>> = Arc::default();
-        let to_wake = waiting.clone();
-        let on_event = Box::new(move |event: Event| {
-            // The receiver is gone only when the replica core stopped; so does the server.
-            let _ = sender.send(event);
-            if let Some(waker) = lock(&to_wake).take() {
-                waker.wake();
-            }
-        });
+        let outbox = EventOutbox {
+            sender: Some(sender),
+            waiting: waiting.clone(),
+        };
+        let on_event = Box::new(move |event: Event| outbox.send(event));
         let driver = Driver::start_with_events(net, on_event)
             .map_err(|e| error(format!("starting the ensemble driver: {e}")))?;
         Ok(Ensemble {
@@ -532,6 +560,11 @@ impl QuorumCore {
 
     pub(super) fn snapshot_done(&mut self) {
         self.snapshot_running = false;
+    }
+
+    /// Why the zab driver stopped by itself, if it did (see `net::Status::fatal`).
+    pub(super) fn driver_failure(&self) -> Option<String> {
+        self.driver.status().fatal
     }
 
     /// Copies the driver's role and learner counts into the mntr figures.
