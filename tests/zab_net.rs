@@ -263,8 +263,18 @@ impl Cluster {
     /// everywhere before the next (the leader's pipeline never fills, so no forwarded
     /// REQUEST is dropped).
     fn commit(&self, via: PeerId, tag: &str, count: usize) -> Vec<Vec<u8>> {
+        self.commit_padded(via, tag, count, 0)
+    }
+
+    /// `commit` with each payload padded to at least `bytes`.
+    fn commit_padded(&self, via: PeerId, tag: &str, count: usize, bytes: usize) -> Vec<Vec<u8>> {
         let payloads: Vec<Vec<u8>> = (0..count)
-            .map(|i| format!("{tag}-{i}").into_bytes())
+            .map(|i| {
+                let mut payload = format!("{tag}-{i}").into_bytes();
+                let pad = bytes.saturating_sub(payload.len());
+                payload.extend(std::iter::repeat_n(b'.', pad));
+                payload
+            })
             .collect();
         for chunk in payloads.chunks(BATCH) {
             self.submit(via, chunk);
@@ -747,6 +757,7 @@ fn a_wiped_follower_is_sent_the_leaders_snapshot() {
     // The leader compacts its log into a snapshot of what it applied; a follower whose data
     // directory is gone rejoins by SNAP, installs it and applies what follows; the old
     // leader restarts from its own snapshot plus log. Every server ends with one sequence.
+    // The snapshot is ~13 MB: its data arrives in many reads over several loop turns.
     let started = Instant::now();
     let mut cluster = Cluster::start("snap", 3);
     let (leader, epoch) = cluster.await_leader(0);
@@ -755,7 +766,7 @@ fn a_wiped_follower_is_sent_the_leaders_snapshot() {
         .into_iter()
         .find(|id| *id != leader)
         .unwrap();
-    cluster.commit(leader, "first", 200);
+    cluster.commit_padded(leader, "first", 200, 64 * 1024);
     cluster.stop(follower);
     let applied = cluster.applied(leader);
     let zxid = applied.last().unwrap().0;
