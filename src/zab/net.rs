@@ -59,11 +59,14 @@
 //! (`COMPACT_DEFER_QUEUED_BYTES`, at most `COMPACT_DEFER_MAX`).
 //! On start, a stored snapshot is handed to `on_apply` as `Apply::Snapshot` first.
 //!
+//! A store error (a full disk, a failed fdatasync) stops the loop for good: `Status::fatal`
+//! says why, and the event callback is dropped, which is the owner's cue (the server then
+//! exits with status 70; a restart recovers what is durable and syncs with the leader).
+//!
 //! A learner whose established link to its leader closes goes LOOKING at once, as
 //! ZooKeeper's does (a leader that closes before it spoke gets the learner's next resend).
 //!
-//! Not yet: `multiAddress`, quorum auth/TLS, and the fsync off the loop thread (one fsync
-//! per `Ready` on this thread is the group commit today).
+//! Not yet: `multiAddress` and quorum auth/TLS.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
