@@ -257,6 +257,23 @@ fn loopback_hosts(count: usize) -> Vec<Host> {
         .collect()
 }
 
+/// srvr's Zxid from `addr` once it is `zxid` or later (bounded wait).
+fn wait_srvr_zxid(addr: SocketAddr, zxid: i64) -> String {
+    let deadline = Instant::now() + QUORUM_WAIT;
+    loop {
+        let shown = srvr_field(addr, "Zxid").expect("srvr");
+        let value = i64::from_str_radix(shown.trim_start_matches("0x"), 16).expect("hex zxid");
+        if value >= zxid {
+            return shown;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "srvr on {addr} still shows {shown}, not {zxid:#x}, after {QUORUM_WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A four-letter word's answer from `addr` (None: no answer).
 fn four_letter_word(addr: SocketAddr, command: &str) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
@@ -789,13 +806,18 @@ fn a_global_session_moves_between_servers_and_expires_everywhere() {
         .create("/owned", b"e", 1)
         .expect("create an ephemeral");
     assert_eq!(err, OK);
+    let (err, _, stat) = first.get_data("/owned").expect("getData");
+    assert_eq!(err, OK);
+    let created_zxid = stat.czxid;
     drop(first); // The TCP connection ends; the session does not.
     let mut moved = Conn::resume(ensemble.addr(followers[1]), timeout_ms, session_id)
         .expect("the session resumes on another follower");
     assert_eq!(moved.session_id, session_id);
     // This client does not send its last zxid seen: a sync makes the follower catch up.
     // It goes to the leader as a REQUEST and comes back as SYNC: no txn, no zxid.
-    let zxid_before = srvr_field(ensemble.addr(leader), "Zxid").expect("leader's srvr");
+    // The leader's srvr shows a zxid once its replica core applied it, which can come after
+    // the follower answered the create (seen under load): wait for that first.
+    let zxid_before = wait_srvr_zxid(ensemble.addr(leader), created_zxid);
     let reply = moved
         .call(keel::proto::op::SYNC, |w| w.write_string("/owned"))
         .expect("sync");
