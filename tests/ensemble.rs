@@ -436,12 +436,7 @@ fn assert_acked_everywhere(ensemble: &Ensemble, which: &[usize], acked: &[String
     );
     for &index in which {
         let mut conn = Conn::connect(ensemble.addr(index), 6000).expect("connect to verify");
-        // A sync makes this server apply everything committed before it.
-        let (err, _) = conn
-            .call(keel::proto::op::SYNC, |w| w.write_string("/acked"))
-            .map(|reply| (reply.err, reply.body))
-            .expect("sync");
-        assert_eq!(err, OK, "sync on server {}", index + 1);
+        sync(&mut conn, "/acked");
         let (err, children) = conn.get_children("/acked").expect("getChildren");
         assert_eq!(err, OK);
         let present: std::collections::HashSet<String> = children

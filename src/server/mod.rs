@@ -535,10 +535,11 @@ async fn ensemble_main(start: ReplicaStart, ensemble: quorum::Ensemble) {
 }
 
 /// The zab driver stopped on its own: its store (log, epochs or snapshot) failed, a full
-/// disk say, or its epoll did. It cannot be trusted to go on, and a server outside its ensemble must not
-/// serve reads from its last view for ever: the process stops, as a standalone server
-/// does when its log fails (status 70, the reason on stderr), and its next start recovers
-/// from what is durable and syncs with the leader. `None` (stopped by its owner) returns.
+/// disk say, or its epoll did. It cannot be trusted to go on, and a server outside its
+/// ensemble must not serve reads from its last view for ever: the process stops, as a
+/// standalone server does when its log fails (status 70, the reason on stderr), and its
+/// next start recovers from what is durable and syncs with the leader. `None` (stopped by
+/// its owner) returns.
 fn stop_on_driver_failure(failure: Option<String>) {
     let Some(reason) = failure else {
         tracing::error!("the ensemble driver stopped; this server no longer serves");
