@@ -32,6 +32,9 @@ const TO_REPLICA_QUEUE_MAX: usize = 4096;
 const REPLICA_SPIN_BEFORE_PARK: Duration = Duration::from_micros(100);
 /// Bound of each replica → shard queue, in commit batches.
 const TO_SHARD_QUEUE_MAX: usize = 256;
+/// Exit status of a server whose log (standalone) or zab store (ensemble) failed:
+/// EX_SOFTWARE, as `tests/faults/disk.rs` expects.
+const EXIT_STORE_FAILED: i32 = 70;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -547,7 +550,7 @@ fn stop_on_driver_failure(failure: Option<String>) {
     };
     tracing::error!(%reason, "the ensemble driver failed; stopping (restart to recover)");
     eprintln!("keel: the ensemble driver failed: {reason}; stopping without retrying");
-    std::process::exit(70);
+    std::process::exit(EXIT_STORE_FAILED);
 }
 
 /// Publishes the figures of `tree`, the durable view the shards are about to get.

@@ -388,7 +388,7 @@ pub(super) async fn make_durable(
             let dir = log.dir().path().display();
             tracing::error!(%error, %dir, "write-ahead log write failed; stopping (restart to recover)");
             eprintln!("keel: write-ahead log in {dir} failed: {error}; stopping without retrying");
-            std::process::exit(70);
+            std::process::exit(super::EXIT_STORE_FAILED);
         }
     };
     stats.record_sync(sync_ms, txn_count, written_bytes);

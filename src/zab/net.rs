@@ -96,10 +96,10 @@ const LISTEN_QUORUM: Token = Token(1);
 const WAKE: Token = Token(2);
 const FIRST_CONN_TOKEN: usize = 16;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// A SNAP's data goes from the socket to its file through a buffer of its own, this big:
-/// with 64 KiB reads and writes, their syscalls were about a third of a 184 MB SNAP's
-/// transfer (149-194 ms; 97-133 ms with 1 MiB, 4 alternating 1M-znode catch-ups each).
-/// Allocated while a SNAP's data arrives, freed when it is in or its connection closes.
+/// A SNAP's data goes from the socket to its file through a buffer of its own (its
+/// `SnapInto::File`'s, so it lives as long as the SNAP arrives), this big: with 64 KiB reads
+/// and writes, their syscalls were about a third of a 184 MB SNAP's transfer (149-194 ms;
+/// 97-133 ms with 1 MiB, 4 alternating 1M-znode catch-ups each).
 const SNAP_READ_CHUNK_BYTES: usize = 1024 * 1024;
 /// SNAP data read per readiness event, at most: what 64 KiB reads took per event before,
 /// so that a SNAP holds up the loop's other connections no longer than then.
@@ -518,7 +518,6 @@ impl Driver {
             unflushed: Vec::new(),
             deferred_compaction: None,
             read_chunk: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
-            snap_chunk: Vec::new(),
             inbox: Vec::new(),
             held_infos: BTreeMap::new(),
             leader_dials_unanswered: 0,
@@ -823,8 +822,6 @@ struct Loop {
     deferred_compaction: Option<DeferredCompaction>,
     /// The buffer every socket read goes through.
     read_chunk: Box<[u8]>,
-    /// `SNAP_READ_CHUNK_BYTES` while a SNAP's data arrives, else empty.
-    snap_chunk: Vec<u8>,
     /// Decoded messages waiting for `step`.
     inbox: Vec<(PeerId, Message)>,
     /// FOLLOWERINFOs that reached this server while it was LOOKING, one per learner: the
@@ -1651,7 +1648,6 @@ impl Loop {
             return;
         }
         let chunk = &mut self.read_chunk;
-        let snap_chunk = &mut self.snap_chunk;
         let mut outcome = None;
         let mut drained = false;
         let mut snap_read_bytes = 0;
@@ -1667,12 +1663,8 @@ impl Loop {
                 .filter(|snap| snap.unfilled_bytes() > 0)
             {
                 Some(snap) => {
-                    snap_chunk.resize(SNAP_READ_CHUNK_BYTES, 0);
-                    let read = snap.fill(|buffer| stream.read(buffer), snap_chunk);
+                    let read = snap.fill(|buffer| stream.read(buffer));
                     snap_read_bytes += read.as_ref().map_or(0, |n| *n);
-                    if snap.unfilled_bytes() == 0 {
-                        *snap_chunk = Vec::new();
-                    }
                     read
                 }
                 None => stream.read(chunk).inspect(|n| {
@@ -1689,7 +1681,7 @@ impl Loop {
                     tracing::info!(
                         id = self.own.id,
                         data_bytes = snap.data_bytes,
-                        to_file = matches!(snap.into, SnapInto::File(_)),
+                        to_file = matches!(snap.into, SnapInto::File { .. }),
                         "zab net: SNAP header received"
                     );
                     conn.snap_in = Some(snap);
@@ -1911,9 +1903,6 @@ impl Loop {
             if let Some(mut conn) = self.conns.remove(&token) {
                 let _ = self.poll.registry().deregister(&mut conn.stream);
                 self.counters.connections_closed += 1;
-                if conn.snap_in.is_some() {
-                    self.snap_chunk = Vec::new(); // A SNAP cut off half-way.
-                }
                 match conn.kind {
                     Kind::ElectionOut { to } if self.election_out.get(&to) == Some(&token) => {
                         self.election_out.remove(&to);
@@ -2110,8 +2099,15 @@ struct SnapIn {
 }
 
 enum SnapInto {
-    File(IncomingSnapshot),
-    Memory { data: Payload, filled: usize },
+    /// The file, and the buffer reads go through on their way to it.
+    File {
+        file: IncomingSnapshot,
+        chunk: Box<[u8]>,
+    },
+    Memory {
+        data: Payload,
+        filled: usize,
+    },
 }
 
 impl SnapIn {
@@ -2132,7 +2128,10 @@ impl SnapIn {
             return None;
         }
         let into = match store.map(|store| store.incoming_snapshot(zxid, data_bytes)) {
-            Some(Ok(file)) => SnapInto::File(file),
+            Some(Ok(file)) => SnapInto::File {
+                file,
+                chunk: vec![0u8; SNAP_READ_CHUNK_BYTES.min(data_bytes)].into_boxed_slice(),
+            },
             Some(Err(error)) => {
                 tracing::warn!(%error, "zab net: receiving a SNAP into memory instead");
                 SnapInto::memory(data_bytes)
@@ -2153,37 +2152,42 @@ impl SnapIn {
 
     fn unfilled_bytes(&self) -> usize {
         match &self.into {
-            SnapInto::File(file) => usize::try_from(file.missing_bytes()).unwrap_or(usize::MAX),
+            SnapInto::File { file, .. } => {
+                usize::try_from(file.missing_bytes()).unwrap_or(usize::MAX)
+            }
             SnapInto::Memory { data, filled } => data.len() - filled,
         }
     }
 
     /// Takes the next data bytes from `source` (handed a buffer of at most the bytes still
-    /// missing, it fills a prefix and says how long), through `chunk` on the way to a file.
+    /// missing, it fills a prefix and says how long), through the file's chunk on the way to
+    /// a file.
     ///
     /// # Errors
     /// `source`'s, or the file could not be written (logged here).
     fn fill(
         &mut self,
         source: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
-        chunk: &mut [u8],
     ) -> std::io::Result<usize> {
         let missing = self.unfilled_bytes();
-        if let SnapInto::Memory { data, filled } = &mut self.into {
-            let at = *filled;
-            let rest = Arc::get_mut(data)
-                .and_then(|data| data.get_mut(at..))
-                .unwrap_or_default();
-            let n = source(rest)?;
-            *filled += n;
-            return Ok(n);
+        match &mut self.into {
+            SnapInto::Memory { data, filled } => {
+                let at = *filled;
+                let rest = Arc::get_mut(data)
+                    .and_then(|data| data.get_mut(at..))
+                    .unwrap_or_default();
+                let n = source(rest)?;
+                *filled += n;
+                Ok(n)
+            }
+            SnapInto::File { file, chunk } => {
+                let len = missing.min(chunk.len());
+                let buffer = chunk.get_mut(..len).unwrap_or_default();
+                let n = source(buffer)?;
+                append_to_file(file, buffer.get(..n).unwrap_or_default())?;
+                Ok(n)
+            }
         }
-        let buffer = chunk
-            .get_mut(..missing.min(chunk.len()))
-            .unwrap_or_default();
-        let n = source(buffer)?;
-        self.into.append(buffer.get(..n).unwrap_or_default())?;
-        Ok(n)
     }
 
     /// The SNAP packet once its data is in and `rest` holds its authinfo count (which must
@@ -2207,7 +2211,7 @@ impl SnapIn {
                 zxid: snap.zxid,
                 data: data.into(),
             },
-            SnapInto::File(file) => file.finish().map_err(|error| {
+            SnapInto::File { file, .. } => file.finish().map_err(|error| {
                 tracing::error!(%error, "zab net: the SNAP's file could not be finished");
                 "the SNAP's file could not be finished"
             })?,
@@ -2232,10 +2236,7 @@ impl SnapInto {
                 *filled += bytes.len();
                 Ok(())
             }
-            SnapInto::File(file) => file.append(bytes).map_err(|error| {
-                tracing::error!(%error, "zab net: writing the SNAP's file failed");
-                std::io::Error::other(error.to_string())
-            }),
+            SnapInto::File { file, .. } => append_to_file(file, bytes),
         }
     }
 
@@ -2247,6 +2248,17 @@ impl SnapInto {
         let data: Payload = unsafe { zeroed.assume_init() };
         SnapInto::Memory { data, filled: 0 }
     }
+}
+
+/// Writes SNAP data bytes to their file.
+///
+/// # Errors
+/// The file could not be written (logged here).
+fn append_to_file(file: &mut IncomingSnapshot, bytes: &[u8]) -> std::io::Result<()> {
+    file.append(bytes).map_err(|error| {
+        tracing::error!(%error, "zab net: writing the SNAP's file failed");
+        std::io::Error::other(error.to_string())
+    })
 }
 
 /// The server id in a FOLLOWERINFO/OBSERVERINFO at the start of `bytes` (LearnerInfo's sid).
@@ -2420,16 +2432,13 @@ mod tests {
         store: Option<&FileStore>,
     ) -> Result<Vec<Packet>, &'static str> {
         let (mut input, mut snap_in, mut packets) = (Vec::new(), None::<SnapIn>, Vec::new());
-        let mut chunk = vec![0u8; 1000];
         let mut at = 0;
         while at < bytes.len() {
             let end = (at + step).min(bytes.len());
             match snap_in.as_mut().filter(|snap| snap.unfilled_bytes() > 0) {
                 Some(snap) => {
                     let from = &bytes[at..end];
-                    at += snap
-                        .fill(|buffer| Ok(copy_prefix(buffer, from)), &mut chunk)
-                        .unwrap();
+                    at += snap.fill(|buffer| Ok(copy_prefix(buffer, from))).unwrap();
                 }
                 None => {
                     input.extend_from_slice(&bytes[at..end]);
