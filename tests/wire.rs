@@ -389,6 +389,46 @@ fn sharded_server() -> SocketAddr {
     *ADDR.get_or_init(|| start_server(&["keel.shards=3"]))
 }
 
+#[test]
+fn a_read_on_any_shard_sees_the_writes_acknowledged_before_it() {
+    // Commit batches carry a view only when a shard asks for one (it holds a read until one
+    // comes), so runs of writes nobody reads leave every shard's view behind. A read sent
+    // after a write's reply, on any shard, must still see that write, and its reply's zxid
+    // must not go back behind the write's.
+    let addr = sharded_server();
+    let mut writer = Client::connect_to(addr);
+    let mut readers: Vec<Client> = (0..6).map(|_| Client::connect_to(addr)).collect();
+    let path = unique("acked");
+    assert_eq!(writer.create(&path, b"v0", 0).0, 0);
+    let mut version = 0;
+    for round in 1..=20 {
+        let mut write_zxid = 0;
+        for _ in 0..5 {
+            version += 1;
+            let value = format!("v{version}");
+            let xid = writer.send(op::SET_DATA, |w| {
+                encode::set_data(w, &path, value.as_bytes(), -1)
+            });
+            let (reply_xid, zxid, err, _) = writer.recv();
+            assert_eq!((reply_xid, err), (xid, 0));
+            write_zxid = zxid;
+        }
+        for reader in &mut readers {
+            let xid = reader.send(op::GET_DATA, |w| encode::path_watch(w, &path, false));
+            let (reply_xid, zxid, err, body) = reader.recv();
+            assert_eq!((reply_xid, err), (xid, 0), "round {round}");
+            assert!(
+                zxid >= write_zxid,
+                "round {round}: read at {zxid:#x} < {write_zxid:#x}"
+            );
+            let mut r = Reader::new(&body);
+            let expected = format!("v{version}");
+            assert_eq!(r.read_buffer().unwrap(), Some(expected.as_bytes()));
+            assert_eq!(Stat::read(&mut r).unwrap().version, version);
+        }
+    }
+}
+
 fn four_letter_word(addr: SocketAddr, word: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.write_all(word.as_bytes()).unwrap();

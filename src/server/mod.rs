@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::io::{self, Pin, SharedReceiver, SharedSender, Signal};
 use crate::replica::{CommitBatch, CommitEntry, Inbound, Now, Replica, ReplicaConfig};
 use crate::shard::{serve_connection, Limits, Shard};
-use crate::tree::{DataTree, WatchManager};
+use crate::tree::{DataTree, TreeFigures, WatchManager};
 use stats::ServerStats;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -281,7 +281,7 @@ async fn replica_main(start: ReplicaStart, storage: Storage) {
     } = start;
     let replica = Rc::new(RefCell::new(replica));
     let storage = Rc::new(RefCell::new(storage));
-    publish_stats(&stats, replica.borrow().tree(), &replica.borrow());
+    publish_stats(&stats, replica.borrow().tree().figures(), &replica.borrow());
     let flush = Signal::new();
     let stepped = replica.clone();
     let step = move |message| stepped.borrow_mut().step(message, now(started));
@@ -317,7 +317,7 @@ async fn replica_main(start: ReplicaStart, storage: Storage) {
         // While this batch syncs, the inbound tasks keep stepping the replica core: the next
         // batch carries all that arrived meanwhile (pipelined group commit).
         storage::make_durable(&storage, std::mem::take(&mut batch.txns), &stats).await;
-        publish_stats(&stats, &batch.view, &replica.borrow());
+        publish_stats(&stats, batch.figures, &replica.borrow());
         if opens_or_closes_sessions(&batch) {
             publish_session_sets(&stats, &replica.borrow(), now(started));
         }
@@ -356,13 +356,15 @@ impl RetiredViews {
 }
 
 /// Sends `batch` to every shard; false once a shard has stopped (the replica core stops).
-/// Its view is held in `retired` first, to be dropped on this thread once the shards let go.
+/// Its view, if it has one, is held in `retired` first, to be dropped on this thread once the shards let go.
 async fn ship(
     connected: &[io::ConnectedSender<Arc<CommitBatch>>],
     batch: CommitBatch,
     retired: &mut RetiredViews,
 ) -> bool {
-    retired.hold(batch.view.clone());
+    if let Some(view) = &batch.view {
+        retired.hold(view.clone());
+    }
     let batch = Arc::new(batch);
     for sender in connected {
         if sender.send(batch.clone()).await.is_err() {
@@ -553,16 +555,14 @@ fn stop_on_driver_failure(failure: Option<String>) {
     std::process::exit(EXIT_STORE_FAILED);
 }
 
-/// Publishes the figures of `tree`, the durable view the shards are about to get.
-fn publish_stats(stats: &ServerStats, tree: &DataTree, replica: &Replica) {
-    stats.last_zxid.store(tree.last_zxid(), Relaxed);
-    stats.node_count.store(tree.node_count() as u64, Relaxed);
+/// Publishes the figures of `tree`, the durable state the shards are about to get.
+fn publish_stats(stats: &ServerStats, tree: TreeFigures, replica: &Replica) {
+    stats.last_zxid.store(tree.last_zxid, Relaxed);
+    stats.node_count.store(tree.node_count, Relaxed);
     stats
         .approximate_data_size
-        .store(tree.approximate_data_size(), Relaxed);
-    stats
-        .ephemerals_count
-        .store(tree.ephemeral_count() as u64, Relaxed);
+        .store(tree.approximate_data_size, Relaxed);
+    stats.ephemerals_count.store(tree.ephemerals_count, Relaxed);
     stats
         .session_count
         .store(replica.sessions().len() as u64, Relaxed);
@@ -644,6 +644,7 @@ async fn shard_main(start: ShardStart) {
     // Listening is all `start` waits for: connections queue in the backlog until the accept
     // loop below runs, after the cross-core queues are connected.
     let _ = start.ready.send(Ok(local_addr));
+    let start_zxid = start.view.last_zxid();
     let shard = Rc::new(Shard {
         id: start.id,
         limits: shard_limits(&start.config),
@@ -665,7 +666,8 @@ async fn shard_main(start: ShardStart) {
         read_latency_us: RefCell::new(crate::shard::latency_histogram()),
         update_latency_us: RefCell::new(crate::shard::latency_histogram()),
         exposed_zxid: start.exposed_zxid,
-        view_waiters: RefCell::new(Vec::new()),
+        applied_zxid: Cell::new(start_zxid),
+        view_asked: Cell::new(false),
         lagging_conns: RefCell::new(Vec::new()),
     });
     let from_replica = start.from_replica.connect().await;
@@ -673,7 +675,11 @@ async fn shard_main(start: ShardStart) {
         let shard = shard.clone();
         io::spawn_local(async move {
             while let Some(batch) = from_replica.recv().await {
-                shard.apply_batch(&batch);
+                if shard.apply_batch(&batch)
+                    && shard.to_replica.send(Inbound::WantView).await.is_err()
+                {
+                    return;
+                }
             }
         })
         .detach();

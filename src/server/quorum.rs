@@ -2,7 +2,7 @@
 //! driven by ZAB (`zab::net`) instead of the standalone write-ahead log.
 //!
 //! Owns: the zab driver, the bridge of its events into the replica core, a leader's sealed
-//! batches waiting for their commit, the committed view, the ensemble role shown to `srvr`
+//! batches waiting for their commit and its committed tree (`LeaderBase`), the ensemble role shown to `srvr`
 //! and `mntr`, and the snapshot (compaction) policy.
 //! Must not: ship a batch to the shards before ZAB committed every txn in it (a leader's tree
 //! runs ahead: it prepares and applies speculatively), or keep speculative state when the
@@ -28,7 +28,7 @@ use crate::log::record::{decode_txn, encode_txn};
 use crate::proto::Id;
 use crate::replica::forward::{decode_touches, encode_touches, Forwarded};
 use crate::replica::{CommitBatch, CommitEntry, Now, Replica, Role as ReplicaRole};
-use crate::tree::{DataTree, Txn, TxnHeader};
+use crate::tree::{DataTree, TreeFigures, Txn, TxnHeader};
 use crate::zab::net::{Driver, Event, NetConfig};
 use crate::zab::AuthId;
 use crate::zab::{Apply, Payload, Role, Snapshot, Zxid};
@@ -46,6 +46,9 @@ use std::time::Duration;
 const EVENTS_QUEUED_MAX: usize = 65_536;
 /// Events taken per wake-up of the replica core.
 pub(super) const EVENTS_PER_WAKE_MAX: usize = 4096;
+/// Leader: txns committed since the last view released, at most, before one is asked for
+/// (`LeaderBase`): what a lost leadership replays to rebuild the committed tree.
+const TXNS_SINCE_VIEW_MAX: usize = 16_384;
 /// How long a compaction may wait for the driver's answer.
 const COMPACT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -207,6 +210,35 @@ struct Waiting {
     txns: Vec<(TxnHeader, Txn)>,
 }
 
+/// Leader: the committed tree, kept as the last view released plus the txns of the batches
+/// released since without one (most carry none: see `CommitBatch`). Holding a view of every
+/// batch instead would make every write copy its blocks, as shards' views did.
+struct LeaderBase {
+    view: DataTree,
+    txns_since: Vec<(TxnHeader, Txn)>,
+    /// A snapshot came due when this zxid was committed: it waits for a view that new.
+    snapshot_due_at: Option<i64>,
+}
+
+impl LeaderBase {
+    fn new(view: DataTree) -> LeaderBase {
+        LeaderBase {
+            view,
+            txns_since: Vec::new(),
+            snapshot_due_at: None,
+        }
+    }
+
+    /// The committed tree, rebuilt.
+    fn committed_tree(&self) -> DataTree {
+        let mut tree = self.view.clone();
+        for (header, txn) in &self.txns_since {
+            tree.apply(header, txn);
+        }
+        tree
+    }
+}
+
 /// The replica core's ensemble state, stepped on the replica core's executor.
 pub(super) struct QuorumCore {
     pub replica: Replica,
@@ -215,8 +247,10 @@ pub(super) struct QuorumCore {
     waiting: VecDeque<Waiting>,
     /// The last zxid ZAB committed (and this server applied or confirmed).
     committed_zxid: i64,
-    /// The tree the shards were last given: committed everywhere.
-    committed_view: DataTree,
+    /// The figures of the last batch released to the shards, for srvr and mntr.
+    committed_figures: TreeFigures,
+    /// Leader: the committed tree to go back to. A learner's own tree is committed.
+    leader_base: Option<LeaderBase>,
     /// Batches ready for the shards, in order.
     outgoing: Vec<CommitBatch>,
     snapshot_dir: PathBuf,
@@ -239,12 +273,12 @@ impl QuorumCore {
     ) -> QuorumCore {
         stats.server_state.store(STATE_LOOKING, Relaxed);
         stats.not_serving.store(true, Relaxed);
-        let committed_view = replica.tree().clone();
         let mut replica = replica;
         replica.set_role(ReplicaRole::Looking);
         QuorumCore {
-            committed_zxid: committed_view.last_zxid(),
-            committed_view,
+            committed_zxid: replica.tree().last_zxid(),
+            committed_figures: replica.tree().figures(),
+            leader_base: None,
             replica,
             driver: ensemble.driver.clone(),
             stats,
@@ -346,11 +380,7 @@ impl QuorumCore {
         self.replica.install(loaded.tree, &loaded.sessions, now);
         self.waiting.clear();
         self.committed_zxid = self.replica.tree().last_zxid();
-        self.outgoing.push(CommitBatch {
-            view: self.replica.tree().clone(),
-            entries: vec![CommitEntry::Disconnect],
-            txns: Vec::new(),
-        });
+        self.release_disconnect();
     }
 
     fn on_role(&mut self, role: Role, next_zxid: Option<Zxid>, now: Now) {
@@ -381,12 +411,11 @@ impl QuorumCore {
         // client that connected the moment serving began.
         self.seal_and_release();
         if self.replica.role() != ReplicaRole::Looking {
-            self.outgoing.push(CommitBatch {
-                view: self.committed_view.clone(),
-                entries: vec![CommitEntry::Disconnect],
-                txns: Vec::new(),
-            });
+            self.release_disconnect();
         }
+        // Not leading (any more), the replica core's tree is committed.
+        self.leader_base = matches!(replica_role, ReplicaRole::Leader { .. })
+            .then(|| LeaderBase::new(self.replica.tree().clone()));
         self.replica.set_role(replica_role);
         self.stats.server_state.store(state, Relaxed);
         self.stats
@@ -394,10 +423,26 @@ impl QuorumCore {
             .store(replica_role == ReplicaRole::Looking, Relaxed);
     }
 
+    /// Every client connection is closed, and the shards get the replica core's tree (which
+    /// must be committed) as their view.
+    fn release_disconnect(&mut self) {
+        let view = self.replica.tree().clone();
+        self.committed_figures = view.figures();
+        self.outgoing.push(CommitBatch {
+            figures: view.figures(),
+            view: Some(view),
+            entries: vec![CommitEntry::Disconnect],
+            txns: Vec::new(),
+        });
+    }
+
     /// A leadership ended: back to what ZAB committed. The txns of waiting batches that did
-    /// commit are applied again on the committed view; the others are dropped.
+    /// commit are applied again on the committed tree; the others are dropped.
     fn rollback(&mut self, now: Now) {
-        let mut tree = self.committed_view.clone();
+        let Some(base) = self.leader_base.take() else {
+            return;
+        };
+        let mut tree = base.committed_tree();
         for waiting in self.waiting.drain(..) {
             for (header, txn) in &waiting.txns {
                 if header.zxid <= self.committed_zxid {
@@ -413,9 +458,8 @@ impl QuorumCore {
                 "leadership ended with uncommitted proposals; they are dropped"
             );
         }
-        self.replica.reset_to(tree.clone(), now);
-        self.committed_view = tree;
-        self.committed_zxid = self.committed_view.last_zxid();
+        self.committed_zxid = tree.last_zxid();
+        self.replica.reset_to(tree, now);
     }
 
     /// Seals what the replica core did since the last call: a leader proposes it and holds
@@ -444,8 +488,8 @@ impl QuorumCore {
                 }
                 self.waiting.push_back(Waiting { batch, txns });
             } else {
-                self.committed_zxid = self.committed_zxid.max(batch.view.last_zxid());
-                self.committed_view = batch.view.clone();
+                self.committed_zxid = self.committed_zxid.max(batch.figures.last_zxid);
+                self.committed_figures = batch.figures;
                 self.outgoing.push(batch);
             }
         }
@@ -453,14 +497,44 @@ impl QuorumCore {
         while self
             .waiting
             .front()
-            .is_some_and(|w| w.batch.view.last_zxid() <= self.committed_zxid)
+            .is_some_and(|w| w.batch.figures.last_zxid <= self.committed_zxid)
         {
             let Some(waiting) = self.waiting.pop_front() else {
                 break;
             };
-            self.committed_view = waiting.batch.view.clone();
+            self.committed_figures = waiting.batch.figures;
+            if let Some(base) = &mut self.leader_base {
+                match &waiting.batch.view {
+                    Some(view) => {
+                        base.view = view.clone();
+                        base.txns_since.clear();
+                    }
+                    None => base.txns_since.extend(waiting.txns),
+                }
+                if base.txns_since.len() >= TXNS_SINCE_VIEW_MAX {
+                    self.replica.want_view();
+                }
+            }
             self.outgoing.push(waiting.batch);
         }
+    }
+
+    /// The committed tree to snapshot: a learner's own; a leader's last view released (its
+    /// own tree runs ahead), once that view holds all that was committed when the snapshot
+    /// came due and is newer than what a waiting learner asked for. Until then it asks for a
+    /// view and returns none; a later call has it.
+    fn snapshot_tree(&mut self) -> Option<DataTree> {
+        let Some(base) = &mut self.leader_base else {
+            return Some(self.replica.tree().clone());
+        };
+        let due_at = *base.snapshot_due_at.get_or_insert(self.committed_zxid);
+        let wanted = self.snapshot_wanted.map_or(0, |newer_than| newer_than + 1);
+        if base.view.last_zxid() < due_at.max(wanted) {
+            self.replica.want_view();
+            return None;
+        }
+        base.snapshot_due_at = None;
+        Some(base.view.clone())
     }
 
     /// Learner: forwards requests (REQUEST) and asks about unknown sessions (REVALIDATE).
@@ -524,11 +598,10 @@ impl QuorumCore {
         }
     }
 
-    /// A snapshot of the committed view is due (every ~snapCount txns, or at once for a
+    /// A snapshot of the committed tree is due (every ~snapCount txns, or at once for a
     /// learner waiting for a SNAP): returns what to write, and marks one running until
     /// `snapshot_done`. One that is running already serves a waiting learner when it ends.
     pub(super) fn snapshot_due(&mut self) -> Option<SnapshotJob> {
-        let zxid = self.committed_view.last_zxid();
         if self
             .snapshot_wanted
             .is_some_and(|newer_than| self.snapshot_started_zxid > newer_than)
@@ -537,7 +610,12 @@ impl QuorumCore {
             self.snapshot_wanted = None;
         }
         let due = self.snapshot_wanted.is_some() || self.txns_since_snapshot >= self.snap_count;
-        if self.snapshot_running || !due || zxid <= 0 {
+        if self.snapshot_running || !due {
+            return None;
+        }
+        let tree = self.snapshot_tree()?;
+        let zxid = tree.last_zxid();
+        if zxid <= 0 {
             return None;
         }
         self.snapshot_running = true;
@@ -552,7 +630,7 @@ impl QuorumCore {
             .map(|s| (s.id, s.timeout_ms))
             .collect();
         Some(SnapshotJob {
-            tree: self.committed_view.clone(),
+            tree,
             sessions,
             driver: self.driver.clone(),
         })
@@ -597,7 +675,7 @@ impl QuorumCore {
     }
 
     pub(super) fn publish(&self) {
-        publish_stats(&self.stats, &self.committed_view, &self.replica);
+        publish_stats(&self.stats, self.committed_figures, &self.replica);
     }
 }
 
@@ -659,4 +737,53 @@ fn load_snapshot_bytes(
         std::path::Path::to_path_buf,
     );
     crate::snapshot::load_snapshot_bytes(&snapshot.data, &origin).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::op;
+
+    fn set_data(zxid: i64, value: &[u8]) -> (TxnHeader, Txn) {
+        let header = TxnHeader {
+            session_id: 1,
+            cxid: 0,
+            zxid,
+            time_ms: zxid,
+            op: op::SET_DATA,
+        };
+        let txn = Txn::SetData {
+            path: "/zookeeper".to_owned(),
+            data: Some(Arc::from(value)),
+            version: i32::try_from(zxid).unwrap_or(i32::MAX),
+        };
+        (header, txn)
+    }
+
+    fn data_at(tree: &DataTree) -> Vec<u8> {
+        let node = tree.node("/zookeeper").expect("a system node");
+        node.data().map(|data| data.to_vec()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_leader_base_rebuilds_the_committed_tree_from_its_view_and_the_txns_since() {
+        let mut tree = DataTree::new();
+        let (header, txn) = set_data(1, b"v1");
+        tree.apply(&header, &txn);
+        let mut base = LeaderBase::new(tree.clone());
+        for zxid in 2..=4 {
+            let (header, txn) = set_data(zxid, format!("v{zxid}").as_bytes());
+            tree.apply(&header, &txn);
+            base.txns_since.push((header, txn));
+        }
+        let rebuilt = base.committed_tree();
+        assert_eq!(rebuilt.last_zxid(), 4);
+        assert_eq!(data_at(&rebuilt), b"v4");
+        assert_eq!(rebuilt.figures(), tree.figures());
+        assert_eq!(
+            data_at(&base.view),
+            b"v1",
+            "the view itself is left as it was"
+        );
+    }
 }

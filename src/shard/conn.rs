@@ -179,7 +179,7 @@ impl Conn {
         let Some((op_code, sub_ops, started)) = self.pop_write(reply_xid) else {
             return;
         };
-        let zxid = shard.view.borrow().last_zxid();
+        let zxid = shard.applied_zxid.get();
         {
             let mut state = self.state.borrow_mut();
             reply::write_result(&mut state.out, reply_xid, zxid, op_code, &sub_ops, result);
@@ -196,7 +196,7 @@ impl Conn {
         let Some((_, _, started)) = self.pop_write(reply_xid) else {
             return;
         };
-        let zxid = shard.view.borrow().last_zxid();
+        let zxid = shard.applied_zxid.get();
         {
             let mut state = self.state.borrow_mut();
             let mut w = Writer::new(&mut state.out);
@@ -232,18 +232,25 @@ impl Conn {
     /// write at the head is left for the reader task to forward (that needs an await).
     pub(super) fn drain_deferred(&self, shard: &Shard) {
         loop {
-            if shard.is_lagging() {
-                // Another shard already serves a newer view: these reads wait for ours.
-                shard.lagging_conns.borrow_mut().push(self.id);
-                break;
-            }
             let held = {
                 let mut state = self.state.borrow_mut();
-                match state.queue.front() {
+                let read_is_next = matches!(
+                    state.queue.front(),
                     Some(Pending::Held {
-                        is_write: false, ..
-                    }) => state.queue.pop_front(),
-                    _ => None,
+                        is_write: false,
+                        ..
+                    })
+                );
+                if read_is_next && shard.is_lagging() {
+                    // A newer state was shown than this view holds: the reads wait for a
+                    // view (`Shard::apply_batch` asks for one).
+                    shard.lagging_conns.borrow_mut().push(self.id);
+                    break;
+                }
+                if read_is_next {
+                    state.queue.pop_front()
+                } else {
+                    None
                 }
             };
             let Some(Pending::Held { frame, started, .. }) = held else {
@@ -502,12 +509,6 @@ async fn decode_frames(
                 if conn.state.borrow().queue.len() >= shard.limits.outstanding_max {
                     return Ok(consumed);
                 }
-                // A request never sees an older state than another shard has shown; what
-                // was collected goes out before waiting.
-                if shard.is_lagging() {
-                    send_outbox(shard, outbox).await?;
-                    shard.catch_up().await;
-                }
             }
         }
         let range = match split_frame(rest, frame_max) {
@@ -537,7 +538,11 @@ fn greet(shard: &Shard, conn: &Conn, payload: &[u8]) -> Result<Inbound, String> 
         // tries its next server.
         return Err("not serving: this server has no quorum".to_owned());
     }
-    let last_zxid = shard.view.borrow().last_zxid();
+    // The newest state any shard has shown, which this server holds (committed) even when
+    // this shard's view is older.
+    let last_zxid = shard
+        .exposed_zxid
+        .load(std::sync::atomic::Ordering::Acquire);
     if connect.last_zxid_seen > last_zxid {
         return Err(format!(
             "client has seen zxid {:#x}, our last zxid is {:#x}",
@@ -577,7 +582,7 @@ fn handle_request(shard: &Shard, conn: &Conn, payload: &[u8]) -> Result<Option<I
     shard.touched.borrow_mut().insert(session_id);
     match &request {
         Request::Ping => {
-            let zxid = shard.view.borrow().last_zxid();
+            let zxid = shard.applied_zxid.get();
             conn.reply_with(|out| records::write_header_only(out, xid::PING, zxid, 0));
             return Ok(None);
         }
@@ -586,7 +591,7 @@ fn handle_request(shard: &Shard, conn: &Conn, payload: &[u8]) -> Result<Option<I
             return Ok(None);
         }
         Request::Unknown(code) => {
-            let zxid = shard.view.borrow().last_zxid();
+            let zxid = shard.applied_zxid.get();
             let err = ErrorCode::Unimplemented.code();
             conn.reply_with(|out| records::write_header_only(out, header.xid, zxid, err));
             conn.close();
@@ -623,13 +628,20 @@ fn run_or_defer(
     started: Instant,
 ) -> Option<Inbound> {
     let must_wait = !conn.state.borrow().queue.is_empty();
-    if must_wait {
+    let lagging = shard.is_lagging();
+    if must_wait || lagging {
         conn.state.borrow_mut().queue.push_back(Pending::Held {
             frame: payload.to_vec(),
             is_write: false,
             started,
         });
-        return None;
+        if must_wait {
+            // Served when what is ahead of it completes (`Conn::drain_deferred`).
+            return None;
+        }
+        // The view is older than a state some shard has shown: wait for a newer one.
+        shard.lagging_conns.borrow_mut().push(conn.id);
+        return shard.ask_for_view().then_some(Inbound::WantView);
     }
     read::execute(shard, conn, header, request);
     let zxid = shard.view.borrow().last_zxid();
@@ -641,7 +653,9 @@ fn run_or_defer(
         Latency::Read,
     );
     conn.out_ready.notify();
-    None
+    // Reads are being served here: the next batch brings a view, so that the next read
+    // after it need not wait for one.
+    shard.ask_for_view().then_some(Inbound::WantView)
 }
 
 fn has_held(conn: &Conn) -> bool {

@@ -11,12 +11,16 @@
 //!   write waits for that write's commit;
 //! - backpressure: a connection stops being read while it has `outstanding_max` requests in
 //!   flight or `out_bytes_max` unsent bytes; a full replica queue stalls the sender;
-//! - no shard serves an older state than any shard has already shown a client: before a
-//!   shard replies from a view it publishes the view's zxid (`exposed_zxid`, shared by all
-//!   shards), and a shard whose own view is older holds its requests until its commit stream
-//!   catches up. Without this, client B on shard 2 could read an older version than client A
-//!   on shard 1 had just been told of — a stale read ZooKeeper's single standalone tree never
-//!   gives (found by keel-loadgen's linearizability checker with `keel.shards=2`).
+//! - no shard serves an older state than any shard has already shown a client: a shard
+//!   publishes each batch's zxid (`exposed_zxid`, shared by all shards) before it sends the
+//!   batch's replies and events, and a shard whose view is older holds its reads (not its
+//!   writes) until a view that new comes. Without this, client B on shard 2 could read an
+//!   older version than client A on shard 1 had just been told of — a stale read ZooKeeper's
+//!   single standalone tree never gives (found by keel-loadgen's linearizability checker
+//!   with `keel.shards=2`);
+//! - views come only when asked for (see `CommitBatch`): a shard asks (`Inbound::WantView`,
+//!   once until one comes) when it serves a read or holds one for a newer view, so a load of
+//!   writes alone makes the replica core copy no blocks for views.
 
 pub mod conn;
 mod read;
@@ -35,7 +39,6 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 
 pub use conn::{serve_connection, Conn};
 pub use report::{ConnReport, ShardReport, SharedReports, REPORT_WATCHES_MAX};
@@ -79,10 +82,14 @@ pub struct Shard {
     pub read_latency_us: RefCell<Histogram<u64>>,
     /// The same for writes: ZooKeeper's updatelatency summary.
     pub update_latency_us: RefCell<Histogram<u64>>,
-    /// The newest zxid any shard serves from (see the module header), shared by all shards.
+    /// The newest zxid any shard has shown a client (see the module header), shared by all
+    /// shards.
     pub exposed_zxid: Arc<AtomicI64>,
-    /// Connection tasks waiting for this shard's view to catch up with `exposed_zxid`.
-    pub view_waiters: RefCell<Vec<Waker>>,
+    /// The zxid of the last batch applied here: replies and events sent so far are as of
+    /// it. The view may be older.
+    pub applied_zxid: Cell<i64>,
+    /// A view was asked for and has not come yet.
+    pub view_asked: Cell<bool>,
     /// Connections whose held reads stopped draining because the view was behind.
     pub lagging_conns: RefCell<Vec<ConnId>>,
 }
@@ -110,44 +117,40 @@ impl Shard {
         self.conns.borrow().get(&id).cloned()
     }
 
-    /// Applies one commit batch: watch triggers, then the new view, published as exposed,
-    /// then replies; then wakes what waited for the view to catch up.
-    pub fn apply_batch(&self, batch: &CommitBatch) {
+    /// Applies one commit batch: watch triggers, then its view (if it carries one) and its
+    /// zxid, published as exposed, then replies; then serves the reads that waited for the
+    /// view. True when the replica core must be asked for a view (`ask_for_view`).
+    pub fn apply_batch(&self, batch: &CommitBatch) -> bool {
         self.fire_triggers(batch);
-        *self.view.borrow_mut() = batch.view.clone();
-        self.exposed_zxid
-            .fetch_max(batch.view.last_zxid(), Ordering::AcqRel);
+        if let Some(view) = &batch.view {
+            *self.view.borrow_mut() = view.clone();
+            self.view_asked.set(false);
+        }
+        let zxid = batch.figures.last_zxid;
+        self.applied_zxid.set(self.applied_zxid.get().max(zxid));
+        self.exposed_zxid.fetch_max(zxid, Ordering::AcqRel);
         for entry in &batch.entries {
             self.route_entry(entry);
         }
         if self.is_lagging() {
-            return;
-        }
-        for waker in self.view_waiters.borrow_mut().drain(..) {
-            waker.wake();
+            return !self.lagging_conns.borrow().is_empty() && self.ask_for_view();
         }
         let lagging: Vec<ConnId> = self.lagging_conns.borrow_mut().drain(..).collect();
         for conn in lagging.into_iter().filter_map(|id| self.conn(id)) {
             conn.drain_deferred(self);
         }
+        false
     }
 
-    /// True while another shard serves a newer view than this one holds.
+    /// True while this shard's view is older than a state some shard has shown a client.
     pub fn is_lagging(&self) -> bool {
         self.view.borrow().last_zxid() < self.exposed_zxid.load(Ordering::Acquire)
     }
 
-    /// Completes once this shard's view is at least as new as any shard's was when called.
-    pub async fn catch_up(&self) {
-        std::future::poll_fn(|cx| {
-            if self.is_lagging() {
-                self.view_waiters.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await;
+    /// True if the caller is to send `Inbound::WantView`: none was asked for since the last
+    /// view came.
+    pub fn ask_for_view(&self) -> bool {
+        !self.view_asked.replace(true)
     }
 
     fn fire_triggers(&self, batch: &CommitBatch) {

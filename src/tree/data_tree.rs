@@ -66,6 +66,16 @@ pub struct NodeRef<'a> {
     node: &'a Node,
 }
 
+/// A tree's summary figures at one zxid: what the four-letter words report of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TreeFigures {
+    pub last_zxid: i64,
+    /// As `DataTree::node_count` (ZooKeeper's `zk_znode_count`).
+    pub node_count: u64,
+    pub approximate_data_size: u64,
+    pub ephemerals_count: u64,
+}
+
 /// The names of a node's children, in byte order.
 pub struct ChildNames<'a> {
     inner: Option<ChildIter<'a>>,
@@ -282,6 +292,16 @@ impl DataTree {
 
     pub fn last_zxid(&self) -> i64 {
         self.last_zxid
+    }
+
+    /// The figures `srvr` and `mntr` show of this tree, without holding on to it.
+    pub fn figures(&self) -> TreeFigures {
+        TreeFigures {
+            last_zxid: self.last_zxid,
+            node_count: self.node_count() as u64,
+            approximate_data_size: self.approximate_data_size(),
+            ephemerals_count: self.ephemeral_count() as u64,
+        }
     }
 
     /// True when no other clone shares this view's root: dropping it then frees, on the

@@ -54,7 +54,7 @@ mod tests;
 
 pub use acl::AclError;
 pub use acl::{check_acl, digest_id, fixup_acl, fixup_acl_reason, mask_digest_acl, visible_acl};
-pub use data_tree::{ChildNames, DataTree, NodeRef};
+pub use data_tree::{ChildNames, DataTree, NodeRef, TreeFigures};
 pub use data_tree::{CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MARK, TTL_MS_MAX};
 pub use node::NodeKind;
 pub use path::{validate_path, PathCursor, SPECIAL_PATHS};
