@@ -356,7 +356,8 @@ impl RetiredViews {
 }
 
 /// Sends `batch` to every shard; false once a shard has stopped (the replica core stops).
-/// Its view, if it has one, is held in `retired` first, to be dropped on this thread once the shards let go.
+/// Its view, if it has one, is held in `retired` first, to be dropped on this thread once
+/// the shards let go.
 async fn ship(
     connected: &[io::ConnectedSender<Arc<CommitBatch>>],
     batch: CommitBatch,

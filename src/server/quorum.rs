@@ -2,8 +2,8 @@
 //! driven by ZAB (`zab::net`) instead of the standalone write-ahead log.
 //!
 //! Owns: the zab driver, the bridge of its events into the replica core, a leader's sealed
-//! batches waiting for their commit and its committed tree (`LeaderBase`), the ensemble role shown to `srvr`
-//! and `mntr`, and the snapshot (compaction) policy.
+//! batches waiting for their commit and its committed tree (`LeaderBase`), the ensemble
+//! role shown to `srvr` and `mntr`, and the snapshot (compaction) policy.
 //! Must not: ship a batch to the shards before ZAB committed every txn in it (a leader's tree
 //! runs ahead: it prepares and applies speculatively), or keep speculative state when the
 //! leadership ends (`rollback`: back to the committed view, every client disconnected).
@@ -413,7 +413,8 @@ impl QuorumCore {
         if self.replica.role() != ReplicaRole::Looking {
             self.release_disconnect();
         }
-        // Not leading (any more), the replica core's tree is committed.
+        // The replica core's tree is committed here (a leader's was rolled back above): a new
+        // leader's base.
         self.leader_base = matches!(replica_role, ReplicaRole::Leader { .. })
             .then(|| LeaderBase::new(self.replica.tree().clone()));
         self.replica.set_role(replica_role);
@@ -528,7 +529,9 @@ impl QuorumCore {
             return Some(self.replica.tree().clone());
         };
         let due_at = *base.snapshot_due_at.get_or_insert(self.committed_zxid);
-        let wanted = self.snapshot_wanted.map_or(0, |newer_than| newer_than + 1);
+        let wanted = self
+            .snapshot_wanted
+            .map_or(0, |newer_than| newer_than.saturating_add(1));
         if base.view.last_zxid() < due_at.max(wanted) {
             self.replica.want_view();
             return None;
