@@ -428,9 +428,10 @@ impl QuorumCore {
     /// must be committed) as their view.
     fn release_disconnect(&mut self) {
         let view = self.replica.tree().clone();
-        self.committed_figures = view.figures();
+        let figures = view.figures();
+        self.committed_figures = figures;
         self.outgoing.push(CommitBatch {
-            figures: view.figures(),
+            figures,
             view: Some(view),
             entries: vec![CommitEntry::Disconnect],
             txns: Vec::new(),
