@@ -31,7 +31,10 @@
 #     share this machine, and each would pin its replica core to the first CPU and its shard
 #     to the second: all three shards on one CPU, the other idle in the read round (measured
 #     36% idle; reads 567k-607k/s pinned, 864k-888k/s unpinned). So by default they run
-#     with keel.unpinned=true and float like ZooKeeper's JVMs.
+#     with keel.unpinned=true and float like ZooKeeper's JVMs, and with keel.shards=0: each
+#     server's shard is a task on its replica core's executor, one thread where there were
+#     two, and no cross-thread wake-ups between them (README: in 15 alternating A/B pairs it
+#     wrote more in 12 and used less CPU per write in all 15; reads within noise).
 #   BUILD [1]: 0 skips `cargo build --release` (the binaries must be in CARGO_TARGET_DIR)
 #   KEEL_BIN [CARGO_TARGET_DIR/release/keel]: the keel binary to run (another build of it)
 #   REPORT_ONLY [0]: 1 runs nothing and prints the table from an earlier run's OUT_DIR (give
@@ -144,7 +147,8 @@ write_cfg() {
             echo "server.$i=$KC_HOST:${QPORT[$i]}:${EPORT[$i]}"
         done
         if [[ $SRV_KIND == keel && $KEEL_PINNED != 1 ]]; then
-            echo "keel.unpinned=true" # Servers sharing CPUs: see KEEL_PINNED.
+            # Servers sharing CPUs: see KEEL_PINNED.
+            printf 'keel.unpinned=true\nkeel.shards=0\n'
         fi
         if [[ $SRV_KIND == keel && -n $KEEL_CFG_EXTRA ]]; then
             printf '%s\n' "$KEEL_CFG_EXTRA"
@@ -500,7 +504,8 @@ print(f"3-server ensembles on 127.0.0.1 (tickTime=2000, initLimit=10, syncLimit=
       f"round(s) of warmup {warmup} + duration {duration} on {keys} keys, medians.")
 try:
     keel_cfg = open(os.path.join(out, "keel", "s1", "zoo.cfg")).read()
-    print("Keel's threads: " + ("unpinned (keel.unpinned=true)." if "keel.unpinned=true"
+    print("Keel's threads: " + ("unpinned, shard on the replica core's executor "
+          "(keel.unpinned=true, keel.shards=0)." if "keel.unpinned=true"
           in keel_cfg else "pinned (KEEL_PINNED=1)."))
 except OSError:
     pass

@@ -249,7 +249,9 @@ pub struct Config {
     // Keel's own keys.
     /// `keel.cpus`; `None` means the process affinity mask (see `cpu_list`).
     pub cpus: Option<Vec<usize>>,
-    /// `keel.shards`; `None` means one per CPU left after the replica core.
+    /// `keel.shards`; `None` means one per CPU left after the replica core; `Some(0)` one
+    /// shard on the replica core's executor, with no thread of its own (for servers that share
+    /// few CPUs with others: an ensemble's three members on one 2-vCPU machine).
     pub shards: Option<usize>,
     /// `keel.unpinned`: run executors without CPU pinning (tests).
     pub unpinned: bool,
@@ -726,7 +728,7 @@ impl Config {
             "cpus" => self.cpus = Some(parse_cpu_list(key, value)?),
             "shards" => {
                 let shards_max = i64::try_from(SHARDS_MAX).unwrap_or(i64::MAX);
-                self.shards = Some(parse_int(key, value, 1, shards_max)?);
+                self.shards = Some(parse_int(key, value, 0, shards_max)?);
             }
             "unpinned" => self.unpinned = parse_strict_bool(key, value)?,
             "wal.batch_bytes_max" => self.wal_batch_bytes_max = parse_int(key, value, 1, 1 << 30)?,
@@ -1754,6 +1756,9 @@ mod tests {
         assert!(parse_error("keel.cpus=a\n").contains("not a CPU index"));
         assert!(parse_error("keel.cpus=\n").contains("keel.cpus"));
         assert!(parse_error("keel.cpus=2000\n").contains("above the limit"));
+        // keel.shards=0: one shard on the replica core's executor; below that is an error.
+        assert_eq!(parse("dataDir=/d\nkeel.shards=0\n").shards, Some(0));
+        assert!(parse_error("keel.shards=-1\n").contains("keel.shards"));
     }
 
     #[test]

@@ -181,6 +181,16 @@ impl Ensemble {
         self.members[index].addr
     }
 
+    /// The names of a running server's threads (`/proc/<pid>/task/*/comm`).
+    fn thread_names(&self, index: usize) -> Vec<String> {
+        let pid = self.members[index].server.as_ref().expect("running").pid();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's tasks");
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim_end().to_owned())
+            .collect()
+    }
+
     fn servers_arg(&self) -> String {
         (0..self.members.len())
             .map(|i| self.addr(i).to_string())
@@ -526,8 +536,15 @@ fn three_servers_survive_kill_9_of_the_leader_and_its_restart() {
 
 #[test]
 fn sigstop_of_a_follower_and_of_the_leader_keeps_the_history_linearizable() {
-    let ensemble = Ensemble::start("ens-stop", 3, 0);
+    // Each server's shard on its replica core's executor, as benches/ensemble.sh runs them.
+    let ensemble = Ensemble::start_with("ens-stop", 3, 0, "keel.shards=0\n");
     let leader = ensemble.wait_serving(&[0, 1, 2], "start");
+    let threads = ensemble.thread_names(leader);
+    assert!(
+        threads.iter().any(|name| name.starts_with("keel-replica"))
+            && !threads.iter().any(|name| name.starts_with("keel-shard")),
+        "keel.shards=0 runs no shard thread: {threads:?}"
+    );
     let follower = (0..3).find(|&i| i != leader).expect("a follower");
     let addrs: Vec<SocketAddr> = (0..3).map(|i| ensemble.addr(i)).collect();
     let writer = AckWriter::start(addrs);
@@ -789,8 +806,8 @@ fn a_global_session_moves_between_servers_and_expires_everywhere() {
     // A session opened on a follower keeps its ephemeral node when its client moves to
     // another server, and survives the leader's kill -9 if the client comes back within its
     // timeout; once the client is gone for good, the (new) leader expires it and the node
-    // disappears on every server.
-    let mut ensemble = Ensemble::start("ens-session", 3, 0);
+    // disappears on every server. Each server's shard runs on its replica core's executor.
+    let mut ensemble = Ensemble::start_with("ens-session", 3, 0, "keel.shards=0\n");
     let leader = ensemble.wait_serving(&[0, 1, 2], "start");
     let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let timeout_ms = 4000;

@@ -21,10 +21,17 @@ fn server() -> SocketAddr {
 }
 
 /// A second server whose globalOutstandingLimit is 1: every pipelined request beyond the
-/// first waits for the server to stop reading, then resume.
+/// first waits for the server to stop reading, then resume. Its shard runs on the replica
+/// core's executor (`keel.shards=0`), where both ends of that wait share one thread.
 fn throttled_server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| start_server(&["globalOutstandingLimit=1"]))
+    *ADDR.get_or_init(|| start_server(&["globalOutstandingLimit=1", "keel.shards=0"]))
+}
+
+/// A server whose one shard is a task on the replica core's executor (`keel.shards=0`).
+fn colocated_server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| start_server(&["keel.shards=0"]))
 }
 
 fn start_server(extra: &[&str]) -> SocketAddr {
@@ -98,8 +105,14 @@ fn create_then_get_data_returns_the_bytes_and_stat() {
 
 #[test]
 fn pipelined_read_sees_the_sessions_earlier_write() {
+    for addr in [server(), colocated_server()] {
+        pipelined_read_sees_the_sessions_earlier_write_on(addr);
+    }
+}
+
+fn pipelined_read_sees_the_sessions_earlier_write_on(addr: SocketAddr) {
     // A getData sent right behind a setData, in the same TCP write, sees the new value.
-    let mut client = Client::connect_to(server());
+    let mut client = Client::connect_to(addr);
     let path = unique("fifo");
     assert_eq!(client.create(&path, b"v0", 0).0, 0);
     let mut out = Vec::new();
@@ -131,9 +144,15 @@ fn pipelined_read_sees_the_sessions_earlier_write() {
 
 #[test]
 fn data_watch_fires_once_for_another_sessions_write() {
+    for addr in [server(), colocated_server()] {
+        data_watch_fires_once_for_another_sessions_write_on(addr);
+    }
+}
+
+fn data_watch_fires_once_for_another_sessions_write_on(addr: SocketAddr) {
     // A one-shot data watch delivers NodeDataChanged for the first change and not the second.
-    let mut watcher = Client::connect_to(server());
-    let mut writer = Client::connect_to(server());
+    let mut watcher = Client::connect_to(addr);
+    let mut writer = Client::connect_to(addr);
     let path = unique("watched");
     assert_eq!(writer.create(&path, b"a", 0).0, 0);
     let xid = watcher.send(op::GET_DATA, |w| encode::path_watch(w, &path, true));

@@ -4,7 +4,9 @@
 //! Owns: executor threads, the replica core's driver loop (inbound queues → `Replica` →
 //! commit batches to every shard), ticks, and start-up errors.
 //! Layout: with N CPUs, CPU 0 of the list is the replica core and the other N-1 are shards;
-//! with one CPU, the replica core and one shard are two executors on that CPU.
+//! with one CPU, the replica core and one shard are two executors on that CPU. With
+//! `keel.shards=0` the one shard is a task on the replica core's executor: no thread of its
+//! own, and its queues to the replica core cost no cross-thread wake-ups.
 
 pub mod fourlw;
 pub mod quorum;
@@ -99,8 +101,11 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         cpus.iter().map(|&cpu| Pin::Cpu(cpu)).collect()
     };
     let replica_pin = pins.first().copied().unwrap_or(Pin::Unpinned);
+    // `keel.shards=0`: one shard, run on the replica core's executor (`colocated` below).
+    let shard_on_replica = config.shards == Some(0);
     let shard_pins: Vec<Pin> = match config.shards {
-        Some(count) => (0..count.max(1))
+        Some(0) => vec![replica_pin],
+        Some(count) => (0..count)
             .map(|index| pins[(index + 1) % pins.len().max(1)])
             .collect(),
         None if pins.len() > 1 => pins[1..].to_vec(),
@@ -136,6 +141,7 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
     );
     let exposed_zxid = Arc::new(std::sync::atomic::AtomicI64::new(tree.last_zxid()));
     let mut bind_addr = config.client_socket_addr();
+    let mut colocated: Option<ShardStart> = None;
     for (index, pin) in shard_pins.iter().enumerate() {
         let (to_replica_tx, to_replica_rx) = io::cross_core_channel(TO_REPLICA_QUEUE_MAX);
         let (to_shard_tx, to_shard_rx) = io::cross_core_channel(TO_SHARD_QUEUE_MAX);
@@ -154,6 +160,10 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
             bind_addr,
             ready: ready_tx.clone(),
         };
+        if shard_on_replica {
+            colocated = Some(context);
+            continue;
+        }
         let name = format!("keel-shard-{index}");
         let handle = io::spawn_executor(&name, *pin, Duration::ZERO, move || shard_main(context))
             .map_err(|source| ServerError::Executor { name, source })?;
@@ -184,6 +194,9 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         replica_pin,
         replica_spin,
         move || async move {
+            if let Some(shard) = colocated {
+                io::spawn_local(shard_main(shard)).detach();
+            }
             match backend {
                 Backend::Standalone(storage) => replica_main(replica_context, *storage).await,
                 Backend::Ensemble(ensemble) => ensemble_main(replica_context, ensemble).await,
@@ -195,6 +208,9 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
         source,
     })?;
     handles.push(handle);
+    if shard_on_replica {
+        bind_addr = wait_ready(&ready_rx)?;
+    }
     drop(ready_tx);
     for _ in 1..shard_pins.len() {
         wait_ready(&ready_rx)?;
