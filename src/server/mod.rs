@@ -219,6 +219,7 @@ pub fn start(config: Config) -> Result<RunningServer, ServerError> {
     tracing::info!(
         %client_addr,
         shards = shard_pins.len(),
+        shard_on_replica,
         replica = ?replica_pin,
         mode,
         "keel serving"
