@@ -422,6 +422,9 @@ impl QuorumCore {
         self.stats
             .not_serving
             .store(replica_role == ReplicaRole::Looking, Relaxed);
+        // mntr's quorum keys change with the role, as srvr's Mode just did: not half a tick
+        // later.
+        self.publish_quorum();
     }
 
     /// Every client connection is closed, and the shards get the replica core's tree (which
