@@ -573,14 +573,16 @@ fn stop_on_driver_failure(failure: Option<String>) {
     std::process::exit(EXIT_STORE_FAILED);
 }
 
-/// Publishes the figures of `tree`, the durable state the shards are about to get.
-fn publish_stats(stats: &ServerStats, tree: TreeFigures, replica: &Replica) {
-    stats.last_zxid.store(tree.last_zxid, Relaxed);
-    stats.node_count.store(tree.node_count, Relaxed);
+/// Publishes `figures` of the durable tree the shards are about to get.
+fn publish_stats(stats: &ServerStats, figures: TreeFigures, replica: &Replica) {
+    stats.last_zxid.store(figures.last_zxid, Relaxed);
+    stats.node_count.store(figures.node_count, Relaxed);
     stats
         .approximate_data_size
-        .store(tree.approximate_data_size, Relaxed);
-    stats.ephemerals_count.store(tree.ephemerals_count, Relaxed);
+        .store(figures.approximate_data_size, Relaxed);
+    stats
+        .ephemerals_count
+        .store(figures.ephemerals_count, Relaxed);
     stats
         .session_count
         .store(replica.sessions().len() as u64, Relaxed);

@@ -241,17 +241,16 @@ impl Conn {
                         ..
                     })
                 );
-                if read_is_next && shard.is_lagging() {
+                if !read_is_next {
+                    break;
+                }
+                if shard.is_lagging() {
                     // A newer state was shown than this view holds: the reads wait for a
                     // view (`Shard::apply_batch` asks for one).
                     shard.lagging_conns.borrow_mut().push(self.id);
                     break;
                 }
-                if read_is_next {
-                    state.queue.pop_front()
-                } else {
-                    None
-                }
+                state.queue.pop_front()
             };
             let Some(Pending::Held { frame, started, .. }) = held else {
                 break;
